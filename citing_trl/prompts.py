@@ -1,0 +1,159 @@
+"""Every prompt the suite sends to a model, in one place.
+
+CITING, the baselines and the judge all build their prompts here, so a change of wording is a change
+in one file. The wording is the project's own; the *structure* of each prompt follows the paper
+(arXiv 2310.02527): the rubric-design request of §3.2 and the revision prompt pr(x, c, r) of §3.3
+(instruction, response, criteria, then the revised response).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+# --------------------------------------------------------------------------------------------------
+# Plain instruction following (SFT, Eq. 3; baselines; the student's first answer r(0))
+# --------------------------------------------------------------------------------------------------
+
+
+def instruction_text(instruction: str, input: str = "") -> str:
+    """The user turn for an instruction and its optional input (passage, choices, context)."""
+    instruction = instruction.strip()
+    input = (input or "").strip()
+    if not input:
+        return instruction
+    return f"{instruction}\n\n{input}"
+
+
+def instruction_messages(instruction: str, input: str = "") -> list[dict]:
+    """Chat messages that ask the student to answer an instruction."""
+    return [{"role": "user", "content": instruction_text(instruction, input)}]
+
+
+# --------------------------------------------------------------------------------------------------
+# Revision prompt pr(x, c, r) (§3.3, Eq. 4; Algorithm 1 lines 9, 10 and 14)
+# --------------------------------------------------------------------------------------------------
+
+REVISION_HEADER = (
+    "You are given a task, a draft answer to it, and the standards that separate a strong answer "
+    "from a weak one for this kind of task. Rewrite the draft so that it meets the standards: keep "
+    "what is correct, fix what is wrong, and add what is missing. Reply with the improved answer only."
+)
+
+
+def format_criteria(criteria: str | Sequence[str]) -> str:
+    if isinstance(criteria, str):
+        return criteria.strip()
+    return "\n".join(f"- {c.strip()}" for c in criteria if c and c.strip())
+
+
+def revision_prompt(instruction: str, input: str, criteria: str | Sequence[str], response: str) -> str:
+    """pr(x, c, r): the text that both the teacher (to revise) and the student (to learn and to
+    self-revise) receive. Sections appear in the paper's order: instruction, response, criteria."""
+    return (
+        f"{REVISION_HEADER}\n\n"
+        f"### Task\n{instruction_text(instruction, input)}\n\n"
+        f"### Draft answer\n{response.strip()}\n\n"
+        f"### Standards\n{format_criteria(criteria)}\n\n"
+        f"### Improved answer"
+    )
+
+
+def revision_messages(instruction: str, input: str, criteria: str | Sequence[str], response: str) -> list[dict]:
+    return [{"role": "user", "content": revision_prompt(instruction, input, criteria, response)}]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rubric design (§3.2, Algorithm 1 line 5)
+# --------------------------------------------------------------------------------------------------
+
+RUBRIC_DESIGN_SYSTEM = (
+    "You design grading rubrics for instruction-following assistants. You always answer with a "
+    "single JSON object and nothing else."
+)
+
+
+def rubric_design_prompt(instructions: Sequence[str], max_categories: int) -> str:
+    """Ask the teacher to group numbered instructions into at most ``max_categories`` kinds of task and to
+    state, for each kind, what a good and what a bad answer looks like."""
+    listing = "\n".join(f"{i + 1}. {json.dumps(text, ensure_ascii=False)}" for i, text in enumerate(instructions))
+    schema = {
+        "categories": [
+            {
+                "name": "short name of the kind of task",
+                "good": ["what a strong answer to this kind of task does", "..."],
+                "bad": ["what a weak answer to this kind of task does", "..."],
+                "members": [1, 4],
+            }
+        ]
+    }
+    return (
+        f"Below are {len(instructions)} numbered instructions. Group them by the kind of task they ask "
+        f"for, using at most {max_categories} groups, and put every instruction in exactly one group. "
+        "For each group, write the criteria a grader should use: what a good answer does and what a bad "
+        "answer does.\n\n"
+        f"Instructions:\n{listing}\n\n"
+        "Answer with JSON of exactly this shape (members are the instruction numbers):\n"
+        f"{json.dumps(schema, indent=2)}"
+    )
+
+
+def rubric_design_messages(instructions: Sequence[str], max_categories: int) -> list[dict]:
+    return [
+        {"role": "system", "content": RUBRIC_DESIGN_SYSTEM},
+        {"role": "user", "content": rubric_design_prompt(instructions, max_categories)},
+    ]
+
+
+def rubric_repair_messages(bad_output: str, problem: str) -> list[dict]:
+    """Follow-up turn asking the teacher to fix an answer that was not usable JSON."""
+    return [
+        {"role": "system", "content": RUBRIC_DESIGN_SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                "The following answer could not be used: "
+                f"{problem}\n\nAnswer:\n{bad_output}\n\n"
+                "Return the same content as one valid JSON object with a top-level key \"categories\", "
+                "each category having \"name\", \"good\", \"bad\" and \"members\"."
+            ),
+        },
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pairwise judge (§4.1): articulate, in-depth, comprehensive
+# --------------------------------------------------------------------------------------------------
+
+JUDGE_ASPECTS: dict[str, str] = {
+    "articulate": (
+        "How clear and readable the answer is: correct grammar and sentence structure, ideas that follow "
+        "one another logically, and technical terms avoided or explained."
+    ),
+    "in-depth": (
+        "How deeply the answer treats the question: it covers the central ideas, brings in subtler points "
+        "or less obvious facts, and shows understanding beyond the surface."
+    ),
+    "comprehensive": (
+        "How broad the answer is: it looks at the question from several sides, includes different "
+        "perspectives, and leaves out no important sub-topic."
+    ),
+}
+
+
+def judge_prompt(instruction: str, input: str, answer_a: str, answer_b: str, aspect: str) -> str:
+    if aspect not in JUDGE_ASPECTS:
+        raise ValueError(f"unknown judge aspect {aspect!r}; expected one of {sorted(JUDGE_ASPECTS)}")
+    return (
+        f"Compare two answers to the same task on one aspect only: {aspect}.\n"
+        f"{aspect.capitalize()} means: {JUDGE_ASPECTS[aspect]}\n\n"
+        f"### Task\n{instruction_text(instruction, input)}\n\n"
+        f"### Answer A\n{answer_a.strip()}\n\n"
+        f"### Answer B\n{answer_b.strip()}\n\n"
+        'Reply with JSON only: {"winner": "A"} if A is better on this aspect, {"winner": "B"} if B is '
+        'better, or {"winner": "tie"} if neither is better.'
+    )
+
+
+def judge_messages(instruction: str, input: str, answer_a: str, answer_b: str, aspect: str) -> list[dict]:
+    return [{"role": "user", "content": judge_prompt(instruction, input, answer_a, answer_b, aspect)}]

@@ -1,0 +1,112 @@
+"""Supervised fine-tuning of the student (Algorithm 1 lines 2-4, Eq. 3).
+
+Rows (instruction, input) -> output become conversational prompt/completion pairs; TRL's SFTTrainer
+then puts the loss on the completion tokens only. The same helpers build the student for every later
+stage: a fresh LoRA adapter here, or an existing adapter that keeps training (CITING rounds).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataArguments:
+    """Which instructions to train on. Shared by the SFT, CITING and inference recipes."""
+
+    dataset: str = field(
+        default="demo",
+        metadata={
+            "help": "Data to use: 'demo' (shipped with the package), a family name ('alpaca', 'world_knowledge', "
+            "'reading_comprehension', 'commonsense'; Hub), or a local .json/.jsonl file of instructions."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to use (train/validation/test)."})
+    max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many rows (after shuffling)."})
+    data_seed: int = field(default=42, metadata={"help": "Seed for splits, mixtures and sub-sampling."})
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "Also save a merged (base + LoRA) copy under <output_dir>/merged."}
+    )
+
+
+def load_rows(data_args: DataArguments):
+    from citing_trl.data import load_instructions
+
+    return load_instructions(
+        data_args.dataset, split=data_args.dataset_split, limit=data_args.max_samples, seed=data_args.data_seed
+    )
+
+
+def to_prompt_completion(dataset):
+    """(instruction, input, output) rows -> conversational {prompt, completion} rows for SFTTrainer."""
+    from citing_trl.prompts import instruction_messages
+
+    def convert(row):
+        return {
+            "prompt": instruction_messages(row["instruction"], row.get("input") or ""),
+            "completion": [{"role": "assistant", "content": row["output"]}],
+        }
+
+    return dataset.map(convert, remove_columns=dataset.column_names, desc="SFT rows")
+
+
+def lora_config(model_args):
+    """LoRA settings from TRL's ModelConfig; LoRA is always on in this suite (paper §4.2)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+        use_rslora=model_args.use_rslora,
+    )
+
+
+def load_student_for_training(model_args, adapter: str | None = None):
+    """Base model (+ an existing LoRA adapter that stays trainable). Returns (model, tokenizer, peft_config):
+    peft_config is set only when a fresh adapter must be created by the trainer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from citing_trl.models import load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    tokenizer = load_tokenizer(path)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        return model, tokenizer, None
+    return model, tokenizer, lora_config(model_args)
+
+
+def save_outputs(trainer, output_dir: str, merge: bool = False) -> Path:
+    """Save adapter + tokenizer (and optionally a merged model) from the main process."""
+    trainer.save_model(output_dir)
+    if merge and trainer.accelerator.is_main_process:
+        merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+        merged.save_pretrained(Path(output_dir) / "merged")
+        trainer.processing_class.save_pretrained(Path(output_dir) / "merged")
+    return Path(output_dir)
+
+
+def run_sft(data_args: DataArguments, training_args, model_args, adapter: str | None = None):
+    """Fine-tune the student on (instruction -> ground truth) with LoRA; returns the trainer."""
+    from trl import SFTTrainer
+
+    rows = to_prompt_completion(load_rows(data_args))
+    model, tokenizer, peft_config = load_student_for_training(model_args, adapter=adapter)
+    trainer = SFTTrainer(
+        model=model, args=training_args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
+    )
+    trainer.train()
+    save_outputs(trainer, training_args.output_dir, merge=data_args.merge_adapter)
+    return trainer
