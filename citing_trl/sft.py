@@ -27,7 +27,7 @@ class DataArguments:
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to use (train/validation/test)."})
     max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many rows (after shuffling)."})
-    data_seed: int = field(default=42, metadata={"help": "Seed for splits, mixtures and sub-sampling."})
+    dataset_seed: int = field(default=42, metadata={"help": "Seed for splits, mixtures and sub-sampling."})
     merge_adapter: bool = field(
         default=False, metadata={"help": "Also save a merged (base + LoRA) copy under <output_dir>/merged."}
     )
@@ -37,7 +37,7 @@ def load_rows(data_args: DataArguments):
     from citing_trl.data import load_instructions
 
     return load_instructions(
-        data_args.dataset, split=data_args.dataset_split, limit=data_args.max_samples, seed=data_args.data_seed
+        data_args.dataset, split=data_args.dataset_split, limit=data_args.max_samples, seed=data_args.dataset_seed
     )
 
 

