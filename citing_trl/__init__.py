@@ -1,0 +1,32 @@
+"""citing-trl: CITING (Curriculum Instruction TunING, arXiv 2310.02527) and its baselines on TRL.
+
+Modules follow Algorithm 1: ``sft`` (lines 2-4), ``rubric_design`` (line 5), ``rubric_matching`` (line 6),
+``revision`` (lines 8-9), ``citing_trainer`` (line 10), ``pipeline`` (lines 7-11), ``self_revision``
+(lines 12-15). Shared pieces: ``prompts``, ``generation``, ``teacher``, ``models``, ``data``.
+Imports are lazy so that ``import citing_trl`` stays cheap.
+"""
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CitingConfig": "citing_trl.citing_trainer",
+    "CitingTrainer": "citing_trl.citing_trainer",
+    "CitingArguments": "citing_trl.pipeline",
+    "CitingPipeline": "citing_trl.pipeline",
+    "Teacher": "citing_trl.teacher",
+    "TeacherConfig": "citing_trl.teacher",
+    "GenerationConfig": "citing_trl.generation",
+    "generate": "citing_trl.generation",
+    "load_instructions": "citing_trl.data",
+    "load_model": "citing_trl.models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'citing_trl' has no attribute {name!r}")

@@ -53,7 +53,15 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def append_jsonl(path: str | Path, records: Sequence[dict]) -> None:
-    with Path(path).open("a", encoding="utf-8") as f:
+    path = Path(path)
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"  # a killed writer left half a line: end it so ours starts clean
+    with path.open("a", encoding="utf-8") as f:
+        if torn:
+            f.write("\n")
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
         f.flush()
