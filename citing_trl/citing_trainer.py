@@ -13,11 +13,14 @@ batches, LoRA via peft, DeepSpeed/FSDP through accelerate) is available unchange
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
+
+logger = logging.getLogger(__name__)
 
 REVISION_COLUMNS = ("instruction", "input", "criteria", "response", "revision")
 
@@ -128,6 +131,15 @@ class CitingTrainer(SFTTrainer):
             "replayed_rows": len(train_dataset) - len(revision_dataset),
         }
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        kept = len(self.train_dataset)
+        if kept < len(train_dataset):
+            message = (
+                f"{len(train_dataset) - kept} of {len(train_dataset)} CITING rows were dropped while tokenizing "
+                f"(prompt pr(x, c, r) longer than max_length={args.max_length} leaves no revision token to learn)"
+            )
+            if kept == 0:
+                raise ValueError(message + "; raise max_length or shorten the criteria/answers")
+            logger.warning(message)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)

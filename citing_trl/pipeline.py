@@ -78,6 +78,9 @@ class CitingArguments:
     teacher_price_completion_per_1m: float = field(
         default=0.0, metadata={"help": "Completion price per million tokens, for the cost estimate."}
     )
+    reject_truncated: bool = field(
+        default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
+    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
     def teacher_config(self):
@@ -205,6 +208,8 @@ class CitingPipeline:
             logger.info("round %d already finished; skipping", k)
             return rdir / "adapter"
         rdir.mkdir(parents=True, exist_ok=True)
+        if self.state.is_main_process and (self.out / "final").exists():
+            shutil.rmtree(self.out / "final")  # a round is (re)running: the old final adapter is stale
         timings: dict[str, float] = {}
         state = self.state
 
@@ -237,7 +242,10 @@ class CitingPipeline:
             missing = [r["id"] for r in rows if r["id"] not in responses]
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
-            accepted, rejected, counts = teacher_revisions(self.teacher, rows, responses, desc=f"round {k}: teacher revisions")
+            accepted, rejected, counts = teacher_revisions(
+                self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
+                reject_truncated=self.args.reject_truncated,
+            )
             accepted = [{**r, "round": k} for r in accepted]
             write_jsonl(rdir / "rejected.jsonl", rejected)
             write_jsonl(revisions_path, accepted)
@@ -262,9 +270,10 @@ class CitingPipeline:
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
                 "train_loss": trainer.state.log_history[-1].get("train_loss"),
                 "teacher_model": self.args.teacher_model, "teacher_usage": self.teacher.ledger.summary(),
-                "timings_s": {**timings, "revisions_s": timings.get("revisions_s")},
+                "timings_s": timings,
             }
             summary_path.write_text(json.dumps(summary, indent=2))
+            self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
 
@@ -299,14 +308,19 @@ class CitingPipeline:
             adapter = self.round(k, adapter, rows, rubric, previous)
             previous = self._round_outputs(k)
         final = self.out / "final"
-        if self.state.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            shutil.copytree(adapter, final)
-            self.timings["total_s"] = time.time() - t0
-            (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
-            if self._teacher is not None:
-                self._teacher.ledger.save(self.out / "teacher_usage.json")
+        if self.state.is_main_process and not (final / "adapter_config.json").exists():
+            tmp = self.out / "final.tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(adapter, tmp)
+            tmp.rename(final)
+        if self.state.is_main_process and self.timings:  # something ran: record it next to earlier runs' figures
+            path = self.out / "timings.json"
+            recorded = json.loads(path.read_text()) if path.exists() else {}
+            recorded.update({**self.timings, "last_run_total_s": time.time() - t0})
+            path.write_text(json.dumps(recorded, indent=2))
+        if self.state.is_main_process and self._teacher is not None:
+            self._teacher.ledger.save(self.out / "teacher_usage.json")
         self.state.wait_for_everyone()
         return final
 

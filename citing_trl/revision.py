@@ -147,7 +147,9 @@ def clean_revision(text: str) -> str:
     return _LABEL.sub("", (text or "").strip(), count=1).strip()
 
 
-def reject_reason(row: dict, response: str, revision: str, finish_reason: str | None = None) -> str | None:
+def reject_reason(
+    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True
+) -> str | None:
     """Why a teacher revision cannot be a training target (None if it can)."""
     if not revision.strip():
         return "empty"
@@ -157,12 +159,15 @@ def reject_reason(row: dict, response: str, revision: str, finish_reason: str | 
     markers = ("### Task", "### Draft answer", "### Standards")
     if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
         return "echoes_prompt"
-    if finish_reason == "length":
+    if reject_truncated and finish_reason == "length":
         return "truncated"
     return None
 
 
-def teacher_revisions(teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions"):
+def teacher_revisions(
+    teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
+    reject_truncated: bool = True,
+):
     """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts)."""
     requests = [
         revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
@@ -171,7 +176,7 @@ def teacher_revisions(teacher, rows: Sequence[dict], responses: dict[str, str], 
     accepted, rejected, counts = [], [], Counter()
     for row, out in zip(rows, outputs):
         revision = clean_revision(out.text)
-        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason)
+        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated)
         record = {
             "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
             "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],

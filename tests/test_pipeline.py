@@ -1,0 +1,111 @@
+"""Algorithm 1 end to end on the tiny random model with the in-process (local) teacher, and resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig
+
+from citing_trl.citing_trainer import CitingConfig
+from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.revision import read_jsonl
+from citing_trl.sft import DataArguments
+
+N_INSTRUCTIONS = 8
+
+
+def parts(tmp_path: Path, model_dir: Path, **citing_overrides):
+    data = DataArguments(dataset="demo", max_samples=12)
+    training = CitingConfig(
+        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, report_to="none", max_length=1024,
+        per_device_train_batch_size=4, num_train_epochs=1, save_strategy="no", gradient_checkpointing=False,
+        logging_steps=1, learning_rate=1e-3,
+    )
+    model = ModelConfig(model_name_or_path=str(model_dir), use_peft=True, lora_r=4, lora_alpha=8,
+                        lora_target_modules=["q_proj", "v_proj"])
+    citing = CitingArguments(
+        num_rounds=2, num_instructions=N_INSTRUCTIONS, rubric="default", rollout_max_new_tokens=12,
+        rollout_batch_size=4, teacher_backend="local", teacher_model=str(model_dir), teacher_max_tokens=16,
+        # a random model decodes greedily to a repeated token; sampling gives varied, non-empty revisions
+        # and never reaches EOS, so its cut-off revisions are accepted here (the default rejects them)
+        teacher_temperature=1.0, reject_truncated=False, **citing_overrides,
+    )
+    return data, training, model, citing
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    pipe = CitingPipeline(*parts(tmp, tiny_model_dir))
+    final = pipe.run()
+    return tmp, final, pipe
+
+
+def test_artifacts(finished_run):
+    tmp, final, pipe = finished_run
+    run = tmp / "run"
+    assert (run / "sft" / "adapter_config.json").exists()
+    rubric = json.loads((run / "rubric.json").read_text())
+    assert len(rubric["categories"]) == 5
+    rows = read_jsonl(run / "instructions.jsonl")
+    assert len(rows) == N_INSTRUCTIONS
+    assert all(r["criteria"] and r["category"] in {c["name"] for c in rubric["categories"]} for r in rows)
+    for k in range(2):
+        rdir = run / f"round_{k}"
+        rollouts = read_jsonl(rdir / "rollouts.jsonl")
+        assert sorted(r["id"] for r in rollouts) == sorted(r["id"] for r in rows)
+        summary = json.loads((rdir / "summary.json").read_text())
+        counts = summary["revision_counts"]
+        assert sum(counts.values()) == N_INSTRUCTIONS
+        accepted = read_jsonl(rdir / "revisions.jsonl")
+        assert len(accepted) == counts.get("accepted", 0) == summary["trained_rows"] > 0
+        assert set(accepted[0]) >= {"instruction", "input", "category", "criteria", "response", "revision", "round"}
+        assert all(a["round"] == k for a in accepted)
+        assert (rdir / "adapter" / "adapter_config.json").exists()
+        assert summary["teacher_usage"]["prompt_tokens"] > 0
+    assert (final / "adapter_config.json").exists()
+    card = (final / "README.md").read_text()
+    assert "CITING" in card and "Rubric categories" in card
+
+
+def test_round_two_revises_round_one_answers(finished_run):
+    """rollout_mode='revise': round 1's student prompts contain round 0's answers."""
+    tmp, _, _ = finished_run
+    r0 = {r["id"]: r["response"] for r in read_jsonl(tmp / "run" / "round_0" / "rollouts.jsonl")}
+    rejected = read_jsonl(tmp / "run" / "round_1" / "rejected.jsonl")
+    accepted = read_jsonl(tmp / "run" / "round_1" / "revisions.jsonl")
+    assert len(rejected) + len(accepted) == N_INSTRUCTIONS
+    assert set(r0) == {r["id"] for r in rejected + accepted}
+
+
+def test_rerun_skips_everything(finished_run, tiny_model_dir):
+    tmp, _, _ = finished_run
+    run = tmp / "run"
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "final" not in p.parts}
+    pipe = CitingPipeline(*parts(tmp, tiny_model_dir))
+    pipe.run()
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after, "a finished run must not redo any stage"
+    assert pipe._teacher is None or pipe._teacher.ledger.summary()["requests_sent"] == 0
+
+
+def test_interrupted_round_resumes_without_paying_twice(finished_run, tiny_model_dir):
+    tmp, _, _ = finished_run
+    run = tmp / "run"
+    rdir = run / "round_1"
+    # simulate a crash in round 1 after half the rollouts and all teacher answers were written
+    lines = (rdir / "rollouts.jsonl").read_text().splitlines()
+    (rdir / "rollouts.jsonl").write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:10])
+    for name in ("summary.json", "revisions.jsonl"):
+        (rdir / name).unlink()
+    import shutil
+
+    shutil.rmtree(rdir / "adapter")
+    pipe = CitingPipeline(*parts(tmp, tiny_model_dir))
+    pipe.run()
+    assert len(read_jsonl(rdir / "rollouts.jsonl")) == N_INSTRUCTIONS
+    usage = pipe.teacher.ledger.summary()
+    assert usage["requests_sent"] == 0 and usage["cache_hits"] == N_INSTRUCTIONS, usage
+    assert (rdir / "summary.json").exists() and (run / "final" / "adapter_config.json").exists()
