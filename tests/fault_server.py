@@ -160,6 +160,20 @@ class FaultServer:
         with self._lock:
             self.hits.clear()
             self.arrivals.clear()
+            self.successes.clear()
+
+    def hold_from_now_after(self, n_more: int) -> None:
+        """Like :meth:`hold_after`, counted from now: answer ``n_more`` further requests, hold the rest.
+        Re-arms a server whose earlier holds were released."""
+        with self._lock:
+            self._hold_after = self._admitted + n_more
+            self._release.clear()
+
+    def stop_holding(self) -> None:
+        """Close every held request unanswered and answer everything normally from now on."""
+        with self._lock:
+            self._hold_after = None
+        self._release.set()
 
     @property
     def total_hits(self) -> int:

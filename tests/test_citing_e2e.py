@@ -103,9 +103,10 @@ def recipe_yaml(tmp_path: Path, model_dir: Path, base_url: str, out: Path) -> Pa
         "model_name_or_path": str(model_dir), "use_peft": True, "lora_r": 4, "lora_alpha": 8,
         "lora_target_modules": ["q_proj", "v_proj"], "dataset": "demo", "max_samples": 12,
         "num_rounds": 2, "num_instructions": 10, "rubric": "default", "rollout_max_new_tokens": 8,
+        "rollout_do_sample": True,  # seeded; greedy decoding of a random model repeats one answer every round
         "rollout_batch_size": 2, "teacher_backend": "openai", "teacher_base_url": base_url,
         "teacher_model": "fault-teacher", "teacher_max_concurrency": 2, "teacher_max_tokens": 32,
-        "teacher_api_key_env": "CITING_TEST_KEY", "output_dir": str(out), "max_length": 384,
+        "teacher_api_key_env": "CITING_TEST_KEY", "output_dir": str(out), "max_length": 1024,
         "per_device_train_batch_size": 4, "num_train_epochs": 1, "save_strategy": "no", "report_to": "none",
         "gradient_checkpointing": False, "use_cpu": True, "bf16": False, "seed": 7, "learning_rate": 1e-3,
     }
@@ -162,20 +163,27 @@ def test_kill9_inside_and_between_rounds(tmp_path, tiny_model_dir):
         out = tmp_path / "killed"
         cfg = recipe_yaml(tmp_path, tiny_model_dir, server.base_url, out)
         log = tmp_path / "killed.log"
-        # 1) inside round 0: some teacher answers cached, not all
+        # The server holds requests past a chosen count, so each kill lands with requests in flight that were
+        # never answered: a kill cannot race a just-sent answer, and counts of answers stay exact.
+        # 1) inside round 0: 3 of 10 teacher answers received and cached, the next ones in flight
+        server.hold_from_now_after(3)
         p = launch(cfg, log)
-        assert wait_for(p, lambda: cache_lines(out) >= 3), log.read_text()[-3000:]
+        assert wait_for(p, lambda: cache_lines(out) >= 3 and server.held > 0), log.read_text()[-3000:]
         kill9(p)
-        assert 3 <= cache_lines(out) < 10
+        server.stop_holding()
+        assert cache_lines(out) == 3
         # 2) between rounds: round 0 finished, round 1 not
         p = launch(cfg, log)
         assert wait_for(p, lambda: (out / "round_0" / "summary.json").exists()), log.read_text()[-3000:]
         kill9(p)
         assert not (out / "round_1" / "summary.json").exists()
         # 3) inside round 1, during the teacher's revisions
+        server.hold_from_now_after(4)
         p = launch(cfg, log)
-        assert wait_for(p, lambda: cache_lines(out) >= 13), log.read_text()[-3000:]
+        assert wait_for(p, lambda: cache_lines(out) >= 14 and server.held > 0), log.read_text()[-3000:]
         kill9(p)
+        server.stop_holding()
+        assert cache_lines(out) == 14
         # 4) finish
         p = launch(cfg, log)
         assert p.wait(timeout=900) == 0, log.read_text()[-3000:]
