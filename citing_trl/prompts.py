@@ -105,17 +105,19 @@ def rubric_design_messages(instructions: Sequence[str], max_categories: int) -> 
     ]
 
 
-def rubric_repair_messages(bad_output: str, problem: str) -> list[dict]:
-    """Follow-up turn asking the teacher to fix an answer that was not usable JSON."""
+def rubric_repair_messages(original: list[dict], bad_output: str, problem: str) -> list[dict]:
+    """Continue the rubric-design conversation: the teacher sees its own unusable answer and why it failed,
+    with the original instructions still in context, so it can fix the format or finish a cut-off answer."""
     return [
-        {"role": "system", "content": RUBRIC_DESIGN_SYSTEM},
+        *original,
+        {"role": "assistant", "content": bad_output},
         {
             "role": "user",
             "content": (
-                "The following answer could not be used: "
-                f"{problem}\n\nAnswer:\n{bad_output}\n\n"
-                "Return the same content as one valid JSON object with a top-level key \"categories\", "
-                "each category having \"name\", \"good\", \"bad\" and \"members\"."
+                f"That answer could not be used: {problem}\n\n"
+                "Reply again with the complete answer as one valid JSON object with a top-level key "
+                "\"categories\"; every category needs \"name\", \"good\", \"bad\" and \"members\" (the "
+                "instruction numbers). No text outside the JSON."
             ),
         },
     ]

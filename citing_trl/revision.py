@@ -85,6 +85,16 @@ def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+_ECHOED_SECTION = re.compile(r"\n\s*#{2,}\s*\w")
+
+
+def strip_echoed_sections(text: str) -> str:
+    """A small student revising its answer sometimes goes on to repeat the prompt's '### ...' sections
+    (standards, task); everything from the first such heading on is dropped."""
+    match = _ECHOED_SECTION.search(text)
+    return text[: match.start()].rstrip() if match else text
+
+
 def rollout_prompt(row: dict, previous: str | None) -> list[dict]:
     if previous is None:
         return instruction_messages(row["instruction"], row.get("input") or "")
@@ -116,7 +126,8 @@ def student_rollouts(
 
         def save(indices: list[int], gens: list[Generation]) -> None:
             records = [
-                {"id": todo[i]["id"], "response": g.text, "finish_reason": g.finish_reason,
+                {"id": todo[i]["id"], "response": strip_echoed_sections(g.text) if previous else g.text,
+                 "finish_reason": g.finish_reason,
                  "completion_tokens": g.completion_tokens}
                 for i, g in zip(indices, gens)
             ]

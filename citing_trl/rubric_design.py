@@ -700,7 +700,8 @@ def design_rubric(
         for i in todo:
             logger.warning("rubric design: batch %d/%d answer unusable (%s); asking for repair %d/%d",
                            i + 1, len(batches), problems[i][1], attempt, max_repairs)
-        fixed = teacher.complete([rubric_repair_messages(*problems[i]) for i in todo],
+        fixed = teacher.complete([rubric_repair_messages(rubric_design_messages(batches[i], max_categories),
+                                                         *problems[i]) for i in todo],
                                  desc=f"rubric repair {attempt}", **kwargs)
         requests += len(todo)
         repairs += len(todo)

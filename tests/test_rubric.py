@@ -226,8 +226,12 @@ def test_design_repairs_broken_json():
     teacher = FakeTeacher(respond)
     rubric = design_rubric(make_instructions(10), teacher, sample_size=6, batch_size=6, max_categories=4, seed=3)
     assert len(teacher.requests) == 2 and teacher.calls == 2
-    repair = teacher.requests[1][-1]["content"]
-    assert "could not be used" in repair and "invalid JSON" in repair and good["answer"][:-3] in repair
+    conversation = teacher.requests[1]
+    repair = conversation[-1]["content"]
+    assert "could not be used" in repair and "invalid JSON" in repair
+    # the repair continues the design conversation: original instructions, then the bad answer, then the fix
+    assert conversation[:-2] == teacher.requests[0]
+    assert conversation[-2] == {"role": "assistant", "content": "Here you go:\n" + good["answer"][:-3]}
     assert rubric.details == {**rubric.details, "teacher_requests": 2, "repairs": 1}
     assert sum(len(c.members) for c in rubric.categories) == 6
 
