@@ -131,11 +131,24 @@ class CitingTrainer(SFTTrainer):
             "replayed_rows": len(train_dataset) - len(revision_dataset),
         }
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        if not args.packing:
+            self._check_lengths(len(train_dataset), args.max_length)
+
+    def _check_lengths(self, n_rows: int, max_length: int | None) -> None:
+        """Say how many rows TRL dropped (prompt alone too long) or cut (revision truncated, so its end-of-turn
+        token is lost and the student would learn not to stop)."""
         kept = len(self.train_dataset)
-        if kept < len(train_dataset):
+        if max_length and "input_ids" in self.train_dataset.column_names:
+            cut = sum(len(ids) >= max_length for ids in self.train_dataset["input_ids"])
+            if cut:
+                logger.warning(
+                    "%d of %d CITING rows reach max_length=%d: their revision is cut short; raise max_length",
+                    cut, kept, max_length,
+                )
+        if kept < n_rows:
             message = (
-                f"{len(train_dataset) - kept} of {len(train_dataset)} CITING rows were dropped while tokenizing "
-                f"(prompt pr(x, c, r) longer than max_length={args.max_length} leaves no revision token to learn)"
+                f"{n_rows - kept} of {n_rows} CITING rows were dropped while tokenizing "
+                f"(prompt pr(x, c, r) longer than max_length={max_length} leaves no revision token to learn)"
             )
             if kept == 0:
                 raise ValueError(message + "; raise max_length or shorten the criteria/answers")

@@ -68,10 +68,11 @@ def embedded_smollm2_path() -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # a concurrent conversion finished first
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.replace(tmp, target)  # atomic: a killed conversion never leaves a half-written folder
+        except OSError:
+            if not (target / "config.json").is_file():  # not a finished concurrent conversion: a real error
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -120,7 +121,9 @@ def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None 
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
-    tokenizer = load_tokenizer(path)
+    # the trainer saves the tokenizer (and any chat template it was given) next to the adapter: prefer it
+    has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(adapter if has_tokenizer else path)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype not in ("auto",) else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "auto")

@@ -95,6 +95,36 @@ class CitingArguments:
         )
 
 
+def free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def usage_delta(before: dict, after: dict) -> dict:
+    """Teacher usage of one stage: the ledger's counters after it minus before it."""
+    out = {}
+    for key, value in after.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith("price"):
+            out[key] = round(value - before.get(key, 0), 6)
+    return out
+
+
+def record_base_model(adapter_dir: str | Path, name_or_path: str) -> None:
+    """Adapters record the base model they were trained on; keep the reference the user gave (a Hub id)
+    rather than the local folder it was resolved to, so a pushed adapter loads anywhere."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if path.exists() and not Path(name_or_path).exists():
+        config = json.loads(path.read_text())
+        if config.get("base_model_name_or_path") != name_or_path:
+            config["base_model_name_or_path"] = name_or_path
+            path.write_text(json.dumps(config, indent=2))
+
+
 def _state():
     from accelerate import PartialState
 
@@ -112,6 +142,14 @@ class CitingPipeline:
         self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
         self.out = Path(training_args.output_dir)
         self.state = _state()
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            raise NotImplementedError(
+                "the CITING pipeline generates between training stages, which DeepSpeed ZeRO-3 sharding does not "
+                "support here yet; use accelerate_configs/zero2.yaml, multi_gpu.yaml or fsdp.yaml "
+                "(recipes/sft.py alone works with zero3.yaml)"
+            )
         self._teacher = None
         self.timings: dict[str, float] = {}
 
@@ -144,7 +182,10 @@ class CitingPipeline:
         extra = {}
         if self.args.sft_num_train_epochs is not None:
             extra["num_train_epochs"] = self.args.sft_num_train_epochs
-        run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
+        trainer = run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
+        del trainer
+        free_memory()
+        record_base_model(target, self.model_args.model_name_or_path)
         self.timings["sft_s"] = time.time() - t0
         return target
 
@@ -217,7 +258,9 @@ class CitingPipeline:
         t0 = time.time()
         from citing_trl.models import load_model
 
-        model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter), device=str(state.device))
+        model, tokenizer = load_model(
+            self.model_args.model_name_or_path, adapter=str(adapter), dtype=self.model_args.dtype, device=str(state.device)
+        )
         gen = GenerationConfig(
             max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
             do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
@@ -225,9 +268,11 @@ class CitingPipeline:
         )
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
+        on_disk = self._round_outputs(k, full=True)  # any shard layout: a resume with another process count
         student_rollouts(model, tokenizer, rows, shard, gen, previous=use_previous, rank=state.process_index,
-                         world_size=state.num_processes, desc=f"round {k}: student answers r({k})")
+                         world_size=state.num_processes, desc=f"round {k}: student answers r({k})", done=on_disk)
         del model
+        free_memory()
         state.wait_for_everyone()
         timings["rollouts_s"] = time.time() - t0
 
@@ -242,34 +287,41 @@ class CitingPipeline:
             missing = [r["id"] for r in rows if r["id"] not in responses]
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
+            before = self.teacher.ledger.summary()
             accepted, rejected, counts = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated,
             )
+            usage = usage_delta(before, self.teacher.ledger.summary())
             accepted = [{**r, "round": k} for r in accepted]
             write_jsonl(rdir / "rejected.jsonl", rejected)
-            write_jsonl(revisions_path, accepted)
             (rdir / "revision_counts.json").write_text(json.dumps(counts, indent=2))
-            self.teacher.ledger.print(title=f"Teacher usage: round {k}")
+            (rdir / "teacher_usage.json").write_text(json.dumps(usage, indent=2))
+            self.teacher.ledger.print(title=f"Teacher usage after round {k}")
+            if not accepted:  # nothing is marked done: a rerun with other settings asks again (cache permitting)
+                raise RuntimeError(
+                    f"round {k}: the teacher produced no usable revision {counts}; see {rdir / 'rejected.jsonl'}"
+                )
+            write_jsonl(revisions_path, accepted)  # the round's done-marker for this stage: written last
             timings["revisions_s"] = time.time() - t1
 
         self._main_first(revise, revisions_path)
         accepted = read_jsonl(revisions_path)
-        if not accepted:
-            raise RuntimeError(
-                f"round {k}: the teacher produced no usable revision (see {rdir / 'rejected.jsonl'} for reasons)"
-            )
 
         # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
         t2 = time.time()
         trainer = self._train_round(k, adapter, accepted, rubric, rdir)
         timings["training_s"] = time.time() - t2
+        train_loss = trainer.state.log_history[-1].get("train_loss")
+        del trainer
+        free_memory()
         if state.is_main_process:
             counts = json.loads((rdir / "revision_counts.json").read_text())
             summary = {
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
-                "train_loss": trainer.state.log_history[-1].get("train_loss"),
-                "teacher_model": self.args.teacher_model, "teacher_usage": self.teacher.ledger.summary(),
+                "train_loss": train_loss,
+                "teacher_model": self.args.teacher_model,
+                "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
                 "timings_s": timings,
             }
             summary_path.write_text(json.dumps(summary, indent=2))
@@ -294,7 +346,7 @@ class CitingPipeline:
         trainer.train()
         trainer.save_model(args.output_dir)
         trainer.create_model_card(model_name=f"{self.out.name}-round{k}")
-        self._last_trainer = trainer
+        record_base_model(args.output_dir, self.model_args.model_name_or_path)
         return trainer
 
     # -- everything ------------------------------------------------------------------------------------
@@ -324,10 +376,11 @@ class CitingPipeline:
         self.state.wait_for_everyone()
         return final
 
-    def _round_outputs(self, k: int) -> dict[str, str]:
-        """The student's answers of round k, which it revises in round k+1 (rollout_mode='revise')."""
+    def _round_outputs(self, k: int, full: bool = False) -> dict:
+        """The student's answers of round k (every shard file), which it revises in round k+1
+        (rollout_mode='revise'). ``full`` returns whole records instead of the answer texts."""
         rdir = self.out / f"round_{k}"
-        out: dict[str, str] = {}
+        out: dict = {}
         for f in sorted(rdir.glob("rollouts*.jsonl")):
-            out.update({r["id"]: r["response"] for r in read_jsonl(f)})
+            out.update({r["id"]: r if full else r["response"] for r in read_jsonl(f)})
         return out

@@ -111,14 +111,15 @@ def student_rollouts(
     rank: int = 0,
     world_size: int = 1,
     desc: str = "student rollouts",
+    done: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Generate r(k) for each row (this rank's share), appending each finished batch to ``path``.
 
     Returns ``{id: {"response", "finish_reason", "completion_tokens"}}`` for this rank's rows, including the
-    ones already on disk from an interrupted run.
+    ones already on disk from an interrupted run (in ``path``, or passed in as ``done`` from other files).
     """
     path = Path(path)
-    done = {r["id"]: r for r in read_jsonl(path)}
+    done = {**(done or {}), **{r["id"]: r for r in read_jsonl(path)}}
     mine = [r for i, r in enumerate(rows) if i % world_size == rank]
     todo = [r for r in mine if r["id"] not in done]
     if todo:
@@ -150,7 +151,9 @@ def _norm(text: str) -> str:
     return _SPACE.sub(" ", text).strip().lower()
 
 
-_LABEL = re.compile(r"^\s*(#+\s*)?(improved answer|revised response|revised answer|revision)\s*[:\-]*\s*", re.I)
+_LABEL = re.compile(
+    r"^\s*(?:#+\s*)?(?:improved answer|revised response|revised answer|revision)\b\s*(?::|-|\n)\s*", re.I
+)
 
 
 def clean_revision(text: str) -> str:

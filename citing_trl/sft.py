@@ -79,7 +79,8 @@ def load_student_for_training(model_args, adapter: str | None = None):
     path = resolve_model_path(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
-    tokenizer = load_tokenizer(path)
+    has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(adapter if has_tokenizer else path)
     if adapter:
         from peft import PeftModel
 

@@ -8,6 +8,8 @@
 
 import logging
 
+import torch
+
 from trl import TrlParser
 
 from citing_trl.generation import GenerationConfig
@@ -20,7 +22,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data_args, args = TrlParser((DataArguments, InferenceArguments)).parse_args_and_config()
     rows = match_rows(load_rows(data_args), args.rubric_path, args.embedding_model)
-    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
     results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
     print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/responses.jsonl")

@@ -64,7 +64,10 @@ def test_artifacts(finished_run):
         assert set(accepted[0]) >= {"instruction", "input", "category", "criteria", "response", "revision", "round"}
         assert all(a["round"] == k for a in accepted)
         assert (rdir / "adapter" / "adapter_config.json").exists()
-        assert summary["teacher_usage"]["prompt_tokens"] > 0
+        usage = summary["teacher_usage"]  # this round's own teacher usage
+        assert usage["requests"] == N_INSTRUCTIONS and usage["requests_sent"] + usage["cache_hits"] <= N_INSTRUCTIONS
+        if k == 0:
+            assert usage["requests_sent"] > 0 and usage["prompt_tokens"] > 0
     assert (final / "adapter_config.json").exists()
     card = (final / "README.md").read_text()
     assert "CITING" in card and "Rubric categories" in card

@@ -26,7 +26,10 @@ def test_config_parses(path):
     parsed = parser_for(path).parse_args_and_config(args=["--config", str(path), *CPU])
     data_args, training_args, model_args = parsed[:3]
     assert model_args.use_peft is True, "every recipe trains LoRA adapters"
-    assert training_args.max_length == 512
+    # SFT trains at the paper's 512 tokens; a CITING prompt carries a whole draft answer plus criteria
+    assert training_args.max_length == (512 if path.name.startswith("sft") else training_args.max_length)
+    if path.name.startswith("citing"):
+        assert training_args.max_length >= 1024
     if "llama7b" in path.name:  # the paper's setting, §4.2
         assert training_args.num_train_epochs == 4 and training_args.learning_rate == 1e-5
     if path.name.startswith("citing"):
@@ -41,3 +44,18 @@ def test_demo_configs_run_offline_by_default():
         text = (REPO / "recipes" / "configs" / name).read_text()
         assert "use_cpu: true" in text and "dataset: demo" in text
     assert "teacher_backend: local" in (REPO / "recipes" / "configs" / "citing_demo.yaml").read_text()
+
+
+def test_plain_chat_template_for_base_models(tiny_model_dir):
+    """The template given to base models (no chat template of their own): prompt is a prefix of
+    prompt+answer, and an answer ends with EOS so the student learns to stop."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = (REPO / "recipes" / "configs" / "templates" / "plain_chat.jinja").read_text()
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+    head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": "Paris."}], tokenize=False)
+    assert full.startswith(head)
+    assert full[len(head):].startswith("Paris.") and full.rstrip().endswith(tok.eos_token)
+    assert "User:\nCapital of France?" in head and head.endswith("Assistant:\n")
