@@ -112,6 +112,13 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def load_student_tokenizer(base_path: str, adapter: str | None = None):
+    """The tokenizer saved next to an adapter (it carries any chat template the trainer was given), else the
+    base model's."""
+    has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
+    return load_tokenizer(adapter if has_tokenizer else base_path)
+
+
 def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None = None, device: str | None = None):
     """Load a causal LM and its tokenizer, optionally with a LoRA adapter on top (not merged).
 
@@ -121,9 +128,7 @@ def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None 
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
-    # the trainer saves the tokenizer (and any chat template it was given) next to the adapter: prefer it
-    has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(adapter if has_tokenizer else path)
+    tokenizer = load_student_tokenizer(path, adapter)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype not in ("auto",) else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "auto")

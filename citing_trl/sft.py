@@ -74,13 +74,12 @@ def load_student_for_training(model_args, adapter: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from citing_trl.models import load_tokenizer, resolve_model_path
+    from citing_trl.models import load_student_tokenizer, resolve_model_path
 
     path = resolve_model_path(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
-    has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(adapter if has_tokenizer else path)
+    tokenizer = load_student_tokenizer(path, adapter)
     if adapter:
         from peft import PeftModel
 
