@@ -144,15 +144,6 @@ def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None 
     return model, tokenizer
 
 
-def merge_adapter(base: str, adapter: str, output_dir: str) -> str:
-    """Merge a LoRA adapter into its base and save a plain model folder (servable, e.g. by vLLM)."""
-    model, tokenizer = load_model(base, adapter=adapter)
-    merged = model.merge_and_unload()
-    merged.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
-
-
 # --------------------------------------------------------------------------------------------------
 # Tiny random model for fast tests
 # --------------------------------------------------------------------------------------------------

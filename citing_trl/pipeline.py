@@ -281,9 +281,7 @@ class CitingPipeline:
 
         def revise():
             t1 = time.time()
-            responses = {}
-            for f in sorted(rdir.glob("rollouts*.jsonl")):
-                responses.update({r["id"]: r["response"] for r in read_jsonl(f)})
+            responses = self._round_outputs(k)
             missing = [r["id"] for r in rows if r["id"] not in responses]
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")

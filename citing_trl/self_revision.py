@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig
-from citing_trl.revision import read_jsonl, student_rollouts, write_jsonl
+from citing_trl.revision import student_rollouts, write_jsonl
 
 
 @dataclass
@@ -65,7 +65,3 @@ def match_rows(dataset, rubric_path: str | None, embedding_model: str) -> list[d
     rubric = Rubric.load(rubric_path) if rubric_path else default_rubric()
     matcher = RubricMatcher(rubric, load_embedder(embedding_model))
     return assign_criteria(dataset, matcher).to_list()
-
-
-def load_responses(path: str | Path) -> list[dict]:
-    return read_jsonl(path)

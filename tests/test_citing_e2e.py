@@ -163,25 +163,24 @@ def test_kill9_inside_and_between_rounds(tmp_path, tiny_model_dir):
         out = tmp_path / "killed"
         cfg = recipe_yaml(tmp_path, tiny_model_dir, server.base_url, out)
         log = tmp_path / "killed.log"
+        def run_until_then_kill(predicate):
+            p = launch(cfg, log)
+            assert wait_for(p, predicate), log.read_text()[-3000:]
+            kill9(p)
+
         # The server holds requests past a chosen count, so each kill lands with requests in flight that were
         # never answered: a kill cannot race a just-sent answer, and counts of answers stay exact.
         # 1) inside round 0: 3 of 10 teacher answers received and cached, the next ones in flight
         server.hold_from_now_after(3)
-        p = launch(cfg, log)
-        assert wait_for(p, lambda: cache_lines(out) >= 3 and server.held > 0), log.read_text()[-3000:]
-        kill9(p)
+        run_until_then_kill(lambda: cache_lines(out) >= 3 and server.held > 0)
         server.stop_holding()
         assert cache_lines(out) == 3
         # 2) between rounds: round 0 finished, round 1 not
-        p = launch(cfg, log)
-        assert wait_for(p, lambda: (out / "round_0" / "summary.json").exists()), log.read_text()[-3000:]
-        kill9(p)
+        run_until_then_kill(lambda: (out / "round_0" / "summary.json").exists())
         assert not (out / "round_1" / "summary.json").exists()
         # 3) inside round 1, during the teacher's revisions
         server.hold_from_now_after(4)
-        p = launch(cfg, log)
-        assert wait_for(p, lambda: cache_lines(out) >= 14 and server.held > 0), log.read_text()[-3000:]
-        kill9(p)
+        run_until_then_kill(lambda: cache_lines(out) >= 14 and server.held > 0)
         server.stop_holding()
         assert cache_lines(out) == 14
         # 4) finish
