@@ -71,6 +71,10 @@ class CitingArguments:
         default="OPENAI_API_KEY", metadata={"help": "Name of the environment variable holding the key (the key is never stored)."}
     )
     teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
+    teacher_mode: str = field(
+        default="live",
+        metadata={"help": "'live' or 'batch' (openai backend: OpenAI Batch API at half price, resumable; see TeacherConfig.mode)."},
+    )
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
     teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
@@ -88,7 +92,7 @@ class CitingArguments:
 
         return TeacherConfig(
             backend=self.teacher_backend, model=self.teacher_model, base_url=self.teacher_base_url,
-            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency,
+            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency, mode=self.teacher_mode,
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
