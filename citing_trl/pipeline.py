@@ -354,6 +354,9 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
+        from citing_trl.distributed import check_shared_output_dir
+
+        check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
         adapter = self.sft()
         rubric = self.rubric()
         rows = self.matched_instructions(rubric)
