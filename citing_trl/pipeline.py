@@ -93,6 +93,11 @@ class CitingArguments:
     reject_truncated: bool = field(
         default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
     )
+    keep_identical: bool = field(
+        default=True,
+        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
+                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
+    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
     def teacher_config(self):
@@ -302,7 +307,7 @@ class CitingPipeline:
             before = self.teacher.ledger.summary()
             accepted, rejected, counts = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
-                reject_truncated=self.args.reject_truncated,
+                reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             accepted = [{**r, "round": k} for r in accepted]

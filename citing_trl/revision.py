@@ -28,6 +28,7 @@ from citing_trl.prompts import instruction_messages, revision_messages, revision
 logger = logging.getLogger(__name__)
 
 REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
+KEPT_IDENTICAL = "kept_identical"  # a revision equal to the draft, kept as a training row (keep_identical)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,14 +162,21 @@ def clean_revision(text: str) -> str:
     return _LABEL.sub("", (text or "").strip(), count=1).strip()
 
 
+def is_identical(response: str, revision: str) -> bool:
+    """The teacher kept the draft as it is (up to whitespace and case)."""
+    return _norm(revision) == _norm(response)
+
+
 def reject_reason(
-    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True
+    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True,
+    keep_identical: bool = False,
 ) -> str | None:
-    """Why a teacher revision cannot be a training target (None if it can)."""
+    """Why a teacher revision cannot be a training target (None if it can). A revision identical to the
+    draft is rejected unless ``keep_identical`` (then it teaches the student to keep a good answer)."""
     if not revision.strip():
         return "empty"
-    if _norm(revision) == _norm(response):
-        return "identical"
+    if is_identical(response, revision):
+        return None if keep_identical else "identical"
     prompt = revision_prompt(row["instruction"], row.get("input") or "", row["criteria"], response)
     markers = ("### Task", "### Draft answer", "### Standards")
     if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
@@ -180,9 +188,12 @@ def reject_reason(
 
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True,
+    reject_truncated: bool = True, keep_identical: bool = True,
 ):
-    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts)."""
+    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts).
+
+    Counts partition the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the
+    draft unchanged and ``keep_identical`` is on: trained on too) and one key per rejection reason."""
     requests = [
         revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
     ]
@@ -190,7 +201,7 @@ def teacher_revisions(
     accepted, rejected, counts = [], [], Counter()
     for row, out in zip(rows, outputs):
         revision = clean_revision(out.text)
-        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated)
+        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated, keep_identical)
         record = {
             "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
             "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],
@@ -200,7 +211,7 @@ def teacher_revisions(
             counts[reason] += 1
             rejected.append({**record, "reason": reason})
         else:
-            counts["accepted"] += 1
+            counts[KEPT_IDENTICAL if is_identical(responses[row["id"]], revision) else "accepted"] += 1
             accepted.append(record)
     for reason in REJECT_REASONS:
         if counts[reason]:
