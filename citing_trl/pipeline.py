@@ -98,6 +98,16 @@ class CitingArguments:
         metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
                   "answer; counted as kept_identical). False drops it as 'identical', as before."},
     )
+    keep_complete_truncated: bool = field(
+        default=True,
+        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
+                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
+    )
+    revision_reference: bool = field(
+        default=False,
+        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
+                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
+    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
     def teacher_config(self):
@@ -308,6 +318,7 @@ class CitingPipeline:
             accepted, rejected, counts = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
+                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             accepted = [{**r, "round": k} for r in accepted]
@@ -337,7 +348,7 @@ class CitingPipeline:
             summary = {
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
                 "train_loss": train_loss,
-                "teacher_model": self.args.teacher_model,
+                "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
                 "timings_s": timings,
             }
@@ -345,6 +356,21 @@ class CitingPipeline:
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
+
+    def revision_settings(self, rows: list[dict] | None = None) -> dict:
+        """How this run's revisions were made and filtered: the round summary and the model card record it."""
+        from citing_trl.revision import gold_answers
+
+        a = self.args
+        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
+               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "teacher_repetition_penalty": a.teacher_repetition_penalty,
+               "teacher_no_repeat_ngram_size": a.teacher_no_repeat_ngram_size,
+               "rollout_repetition_penalty": a.rollout_repetition_penalty,
+               "rollout_no_repeat_ngram_size": a.rollout_no_repeat_ngram_size}
+        if rows is not None and a.revision_reference:
+            out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
+        return out
 
     def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
         from datasets import Dataset
@@ -359,6 +385,7 @@ class CitingPipeline:
             model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            revision_settings=self.revision_settings(),
         )
         trainer.train()
         trainer.save_model(args.output_dir)
