@@ -560,6 +560,20 @@ def _split_cap(part: str) -> tuple[str, int | None]:
     return head, int(tail)
 
 
+def local_files_in_spec(spec: str) -> list[str]:
+    """The local .json/.jsonl files a spec names (for checking them before anything runs)."""
+    out = []
+    for part in spec.split("+"):
+        part = part.strip()
+        head, at, tail = part.rpartition("@")
+        part = head if at and tail.isdigit() else part
+        name, _, rest = part.partition(":")
+        target = rest if rest and name in SOURCES else part
+        if _is_local(target):
+            out.append(target)
+    return out
+
+
 def load_instructions(spec: str, split: str = "train", limit: int | None = None, seed: int = 42) -> datasets.Dataset:
     """One entry point for recipes. ``spec`` is one of:
 

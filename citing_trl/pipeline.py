@@ -110,6 +110,34 @@ class CitingArguments:
     )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
+    def __post_init__(self):
+        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
+        from citing_trl.cli import check, check_choice, check_path
+
+        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories",
+                     "rollout_max_new_tokens", "rollout_batch_size", "teacher_max_concurrency", "teacher_max_tokens"):
+            value = getattr(self, flag)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
+                  "must be a whole number >= 1", value)
+        for flag in ("rollout_no_repeat_ngram_size", "teacher_no_repeat_ngram_size"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0 (0 = off)", getattr(self, flag))
+        for flag in ("rollout_repetition_penalty", "teacher_repetition_penalty", "teacher_timeout"):
+            check(getattr(self, flag) > 0, flag, "must be > 0", getattr(self, flag))
+        for flag in ("teacher_temperature", "teacher_price_prompt_per_1m", "teacher_price_completion_per_1m"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0", getattr(self, flag))
+        if self.sft_num_train_epochs is not None:
+            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
+        check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
+              self.teacher_model)
+        if self.teacher_base_url is not None:
+            check(self.teacher_base_url.startswith(("http://", "https://")), "teacher_base_url",
+                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.teacher_base_url)
+        if self.rubric not in ("default", "design"):
+            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
+        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
+
     def teacher_config(self):
         from citing_trl.teacher import TeacherConfig
 
@@ -194,6 +222,49 @@ class CitingPipeline:
         """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
         if self.state.is_main_process and not done_marker.exists():
             fn()
+        self.state.wait_for_everyone()
+
+    # -- before anything expensive: does the teacher answer? ------------------------------------------
+    def teacher_needed(self) -> bool:
+        """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
+        if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
+            return True
+        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+
+    def preflight(self) -> None:
+        """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
+        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
+        ``local``: the model reference resolves and its config loads (the weights are loaded when needed)."""
+        if not (self.state.is_main_process and self.teacher_needed()):
+            self.state.wait_for_everyone()
+            return
+        from citing_trl.models import ModelLoadError, resolve_model_path
+        from citing_trl.teacher import Teacher, TeacherError
+
+        config = self.args.teacher_config()
+        if config.backend == "local":
+            try:
+                from transformers import AutoConfig
+
+                AutoConfig.from_pretrained(resolve_model_path(config.model))
+            except Exception as err:
+                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        else:
+            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
+                                        timeout=min(config.timeout, 30.0))
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
+            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
+                try:
+                    teacher.complete(probe, desc="teacher check", max_tokens=4)
+                except TeacherError as err:
+                    raise TeacherError(
+                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                        "start the server or fix the flags", reason=err.reason,
+                    ) from err
+        logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
         self.state.wait_for_everyone()
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
@@ -396,6 +467,7 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
+        self.preflight()
         adapter = self.sft()
         rubric = self.rubric()
         rows = self.matched_instructions(rubric)

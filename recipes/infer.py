@@ -12,6 +12,7 @@ import torch
 
 from trl import TrlParser
 
+from citing_trl.cli import run_main
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_model
 from citing_trl.self_revision import InferenceArguments, match_rows, self_revise
@@ -31,4 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
