@@ -216,6 +216,17 @@ def reject_reason(
     return None
 
 
+def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
+    """The teacher's revision prompt for every row: pr(x, c, r(k)), or with ``reference`` and a gold answer the
+    reference-guided prompt."""
+    return [
+        reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
+                                    gold_answers(r))
+        if reference and gold_answers(r) else
+        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
+    ]
+
+
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
     reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
@@ -229,13 +240,7 @@ def teacher_revisions(
 
     ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
     answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the student's training prompt pr(x, c, r(k)) never contains it."""
-    requests = [
-        reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
-                                    gold_answers(r))
-        if reference and gold_answers(r) else
-        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
-    ]
-    outputs = teacher.complete_detailed(requests, desc=desc)
+    outputs = teacher.complete_detailed(revision_requests(rows, responses, reference), desc=desc)
     accepted, rejected, counts = [], [], Counter()
     for row, out in zip(rows, outputs):
         revision = clean_revision(out.text)
