@@ -330,6 +330,7 @@ def plot_fig2(rows: list[dict], path: str | Path, aspects: Sequence[str]):
             if ai == 0:
                 ax.set_ylabel("% of pairs")
     axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("win / tie / lose of the first-named system, % of judged pairs", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
