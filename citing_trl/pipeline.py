@@ -61,6 +61,12 @@ class CitingArguments:
     rollout_max_new_tokens: int = field(default=256, metadata={"help": "Token budget of student answers (paper: 512)."})
     rollout_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     rollout_do_sample: bool = field(default=False, metadata={"help": "Sample student answers instead of greedy decoding."})
+    rollout_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Student rollouts: penalty on tokens the answer already holds (1.0 = off)."}
+    )
+    rollout_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Student rollouts: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_backend: str = field(default="local", metadata={"help": "'local' (in-process model) or 'openai' (any OpenAI-compatible server)."})
     teacher_model: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -77,6 +83,12 @@ class CitingArguments:
     )
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
+    teacher_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Local teacher: penalty on tokens its answer already holds (1.0 = off)."}
+    )
+    teacher_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Local teacher: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
     teacher_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per million tokens, for the cost estimate."})
     teacher_price_completion_per_1m: float = field(
@@ -85,7 +97,53 @@ class CitingArguments:
     reject_truncated: bool = field(
         default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
     )
+    keep_identical: bool = field(
+        default=True,
+        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
+                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
+    )
+    keep_complete_truncated: bool = field(
+        default=True,
+        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
+                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
+    )
+    revision_reference: bool = field(
+        default=False,
+        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
+                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
+    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
+
+    def __post_init__(self):
+        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
+        from citing_trl.cli import check, check_choice, check_path
+
+        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories",
+                     "rollout_max_new_tokens", "rollout_batch_size", "teacher_max_concurrency", "teacher_max_tokens"):
+            value = getattr(self, flag)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
+                  "must be a whole number >= 1", value)
+        for flag in ("rollout_no_repeat_ngram_size", "teacher_no_repeat_ngram_size"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0 (0 = off)", getattr(self, flag))
+        for flag in ("rollout_repetition_penalty", "teacher_repetition_penalty", "teacher_timeout"):
+            check(getattr(self, flag) > 0, flag, "must be > 0", getattr(self, flag))
+        for flag in ("teacher_temperature", "teacher_price_prompt_per_1m", "teacher_price_completion_per_1m"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0", getattr(self, flag))
+        if self.sft_num_train_epochs is not None:
+            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
+        check_choice("teacher_mode", self.teacher_mode, ("live", "batch"))
+        check(self.teacher_mode == "live" or self.teacher_backend == "openai", "teacher_mode",
+              "'batch' needs --teacher_backend openai (the OpenAI Batch API)", self.teacher_mode)
+        check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
+              self.teacher_model)
+        if self.teacher_base_url is not None:
+            check(self.teacher_base_url.startswith(("http://", "https://")), "teacher_base_url",
+                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.teacher_base_url)
+        if self.rubric not in ("default", "design"):
+            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
+        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
 
     def teacher_config(self):
         from citing_trl.teacher import TeacherConfig
@@ -96,6 +154,7 @@ class CitingArguments:
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
+            repetition_penalty=self.teacher_repetition_penalty, no_repeat_ngram_size=self.teacher_no_repeat_ngram_size,
         )
 
 
@@ -170,6 +229,49 @@ class CitingPipeline:
         """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
         if self.state.is_main_process and not done_marker.exists():
             fn()
+        self.state.wait_for_everyone()
+
+    # -- before anything expensive: does the teacher answer? ------------------------------------------
+    def teacher_needed(self) -> bool:
+        """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
+        if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
+            return True
+        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+
+    def preflight(self) -> None:
+        """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
+        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
+        ``local``: the model reference resolves and its config loads (the weights are loaded when needed)."""
+        if not (self.state.is_main_process and self.teacher_needed()):
+            self.state.wait_for_everyone()
+            return
+        from citing_trl.models import ModelLoadError, resolve_model_path
+        from citing_trl.teacher import Teacher, TeacherError
+
+        config = self.args.teacher_config()
+        if config.backend == "local":
+            try:
+                from transformers import AutoConfig
+
+                AutoConfig.from_pretrained(resolve_model_path(config.model))
+            except Exception as err:
+                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        else:
+            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
+                                        timeout=min(config.timeout, 30.0))
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
+            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
+                try:
+                    teacher.complete(probe, desc="teacher check", max_tokens=4)
+                except TeacherError as err:
+                    raise TeacherError(
+                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                        "start the server or fix the flags", reason=err.reason,
+                    ) from err
+        logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
         self.state.wait_for_everyone()
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
@@ -268,7 +370,8 @@ class CitingPipeline:
         gen = GenerationConfig(
             max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
             do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
-            show_progress=state.is_main_process,
+            show_progress=state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
+            no_repeat_ngram_size=self.args.rollout_no_repeat_ngram_size,
         )
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
@@ -292,7 +395,8 @@ class CitingPipeline:
             before = self.teacher.ledger.summary()
             accepted, rejected, counts = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
-                reject_truncated=self.args.reject_truncated,
+                reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
+                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             accepted = [{**r, "round": k} for r in accepted]
@@ -322,7 +426,7 @@ class CitingPipeline:
             summary = {
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
                 "train_loss": train_loss,
-                "teacher_model": self.args.teacher_model,
+                "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
                 "timings_s": timings,
             }
@@ -330,6 +434,21 @@ class CitingPipeline:
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
+
+    def revision_settings(self, rows: list[dict] | None = None) -> dict:
+        """How this run's revisions were made and filtered: the round summary and the model card record it."""
+        from citing_trl.revision import gold_answers
+
+        a = self.args
+        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
+               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "teacher_repetition_penalty": a.teacher_repetition_penalty,
+               "teacher_no_repeat_ngram_size": a.teacher_no_repeat_ngram_size,
+               "rollout_repetition_penalty": a.rollout_repetition_penalty,
+               "rollout_no_repeat_ngram_size": a.rollout_no_repeat_ngram_size}
+        if rows is not None and a.revision_reference:
+            out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
+        return out
 
     def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
         from datasets import Dataset
@@ -344,6 +463,7 @@ class CitingPipeline:
             model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            revision_settings=self.revision_settings(),
         )
         trainer.train()
         trainer.save_model(args.output_dir)
@@ -357,6 +477,7 @@ class CitingPipeline:
         from citing_trl.distributed import check_shared_output_dir
 
         check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
+        self.preflight()
         adapter = self.sft()
         rubric = self.rubric()
         rows = self.matched_instructions(rubric)

@@ -168,6 +168,8 @@ def test_transformers_and_vllm_give_the_same_fields(fake_vllm, tiny):
 def test_backend_flag_and_missing_extra(monkeypatch):
     with pytest.raises(ValueError, match="backend"):
         GenerationConfig(backend="tgi")
+    with pytest.raises(ValueError, match="answer-only controls"):
+        GenerationConfig(backend="vllm", repetition_penalty=1.2)
     monkeypatch.setenv("CITING_GENERATION_BACKEND", "vllm")
     assert GenerationConfig().backend == "vllm"
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed

@@ -186,5 +186,7 @@ def test_citing_arguments_expose_teacher_mode():
 
     assert CitingArguments(teacher_backend="openai", teacher_mode="batch").teacher_config().mode == "batch"
     assert CitingArguments().teacher_config().mode == "live"
-    with pytest.raises(ValueError, match="mode 'batch' needs backend 'openai'"):
+    with pytest.raises(ValueError, match=r"--teacher_mode 'batch' needs --teacher_backend openai"):
         CitingArguments(teacher_backend="local", teacher_mode="batch").teacher_config()
+    with pytest.raises(ValueError, match=r"--teacher_mode must be one of live, batch"):
+        CitingArguments(teacher_mode="offline")
