@@ -390,16 +390,16 @@ def _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine) ->
                 )
                 batch = []
                 for i, (tokens, reason) in zip(idx, outs):
-                    tokens = list(tokens)
+                    tokens = sampled = list(tokens)
                     finish = "length" if reason == "length" else "stop" if reason == "stop" else str(reason)
-                    for pos, tok in enumerate(tokens):  # vLLM keeps the stop token in token_ids; we do not
+                    for pos, tok in enumerate(tokens):  # the text and count leave the stop token out
                         if tok in eos_ids:
-                            tokens = tokens[:pos]
+                            sampled, tokens = tokens[: pos + 1], tokens[:pos]
                             finish = "stop"
                             break
                     gen = Generation(text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                                      prompt_tokens=len(encoded[i]), completion_tokens=len(tokens),
-                                     finish_reason=finish)
+                                     finish_reason=finish, token_ids=sampled)
                     results[i] = gen
                     batch.append(gen)
                 if on_batch is not None:

@@ -116,9 +116,10 @@ def test_vllm_backend_order_finish_reasons_token_counts(fake_vllm, tiny, tiny_mo
         assert gen.prompt_tokens == len(ids)
         if len(ids) % 2 == 0:
             assert gen.finish_reason == "stop" and gen.completion_tokens == 2  # EOS not counted
+            assert gen.token_ids == [ids[-1], ids[0], eos]  # the sampled tokens, EOS included (RL trainers)
             assert gen.text == tokenizer.decode([ids[-1], ids[0]], skip_special_tokens=True).strip()
         else:
-            assert gen.finish_reason == "length" and gen.completion_tokens == 5
+            assert gen.finish_reason == "length" and gen.completion_tokens == 5 and len(gen.token_ids) == 5
     assert {len(ids) % 2 for ids in sent} == {0, 1}  # both kinds were exercised
     assert seen == [(list(range(len(out))), out)]
     assert llm.events == ["generate", "sleep1"]  # the GPU is handed back after generating
