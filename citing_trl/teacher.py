@@ -989,6 +989,7 @@ class BatchBackend(TeacherBackend):
     def run(self, jobs: list[_Job], desc: str) -> None:
         units = {key: job for job in jobs for key in job.keys}
         cached = self.teacher._cache.get
+        self.ledger.requests_sent += len(units)
         rounds = 0
         for entry in [e for e in self.entries if not e.get("collected") and set(e["keys"]) & units.keys()]:
             logger.info("%s: resuming batch %s from %s", desc, entry.get("batch_id") or entry["submission"],
@@ -1011,6 +1012,7 @@ class BatchBackend(TeacherBackend):
                               [s for k, s in zip(job.keys, job.samples) if cached(k) is None], job.temperature,
                               job.max_tokens) for job in jobs if any(cached(k) is None for k in job.keys)]
             self.ledger.batch_retried_live += sum(len(j.keys) for j in live_jobs)
+            self.ledger.requests_sent -= sum(len(j.keys) for j in live_jobs)  # the live backend counts them again
             logger.warning("%s: %d batch line(s) failed or expired; sending them as live requests (full price)", desc,
                            len(missing))
             OpenAIBackend(self.teacher).run(live_jobs, f"{desc} (live retry)")

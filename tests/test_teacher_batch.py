@@ -59,7 +59,8 @@ def test_batch_roundtrip_cost_estimate_and_rerun(tmp_path, capsys):
         entries = state(cache)
         assert [(e["batch_id"], e["collected"], e["answered"]) for e in entries] == [(batch_id, True, 5)]
         led = teacher.ledger
-        assert (led.batches_submitted, led.batch_lines, led.completed, led.deduplicated) == (1, 5, 5, 1)
+        assert (led.batches_submitted, led.batch_lines, led.completed, led.deduplicated, led.requests_sent) == \
+            (1, 5, 5, 1, 5)
         assert led.batch_prompt_tokens == led.prompt_tokens > 0
         full = (led.prompt_tokens * 2.0 + led.completion_tokens * 8.0) / 1e6
         assert led.estimated_cost == pytest.approx(full / 2)
@@ -83,6 +84,7 @@ def test_failed_and_expired_lines_are_retried_live_and_counted(tmp_path):
         led = teacher.ledger
         assert (led.batch_failed_lines, led.batch_expired_lines, led.batch_retried_live) == (1, 2, 3)
         assert led.batches_submitted == 1 and led.completed == 6 and led.batch_prompt_tokens < led.prompt_tokens
+        assert led.requests_sent == 6 and led.failures == 0
 
 
 def test_failed_lines_go_into_a_new_batch_when_asked(tmp_path):
