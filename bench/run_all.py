@@ -85,10 +85,10 @@ def demo_rows(d: dict) -> list[tuple[str, str, str]]:
 
 
 BENCHMARKS = {
-    "rollouts": ("generator vs naive loop (SmolLM2-135M, 16 prompts x 48 new tokens, greedy)", "bench_rollouts.py",
-                 ["--prompts", "16", "--max-new-tokens", "48", "--batch-sizes", "1", "8", "16", "--threads", "2", "1"],
+    "rollouts": ("generator vs naive loop (SmolLM2-135M, 12 prompts x 32 new tokens, greedy)", "bench_rollouts.py",
+                 ["--prompts", "12", "--max-new-tokens", "32", "--batch-sizes", "1", "4", "12", "--threads", "2", "1"],
                  ["--prompts", "4", "--max-new-tokens", "4", "--batch-sizes", "2"], rollout_rows),
-    "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "5"],
+    "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "4"],
                 ["--steps", "2", "--batch-size", "1"], trainer_rows),
     "teacher": ("teacher client vs ideal concurrency (loopback server)", "bench_teacher.py", [],
                 ["--n", "8", "--concurrency", "1", "4", "--latency", "0.02"], teacher_rows),
@@ -194,7 +194,19 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="student for rollouts/trainer (default: embedded SmolLM2)")
     ap.add_argument("--lock", default=None, help="flock file held while each benchmark runs")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None,
+                    help="no run: join the latest.json of earlier partial runs (e.g. light benchmarks unlocked, "
+                         "heavy ones in one locked slot) into one table, in benchmark order")
     a = ap.parse_args()
+    if a.combine:
+        parts = [json.loads((d / "latest.json").read_text()) for d in a.combine]
+        by_name = {r["name"]: r for part in parts for r in part["results"]}
+        results = [by_name[n] for n in BENCHMARKS if n in by_name]
+        info = dict(parts[0]["machine"])
+        info["date"] = " / ".join(sorted({p["machine"]["date"] for p in parts}))
+        info["load_average_start"] = [max(p["machine"]["load_average_start"][0] for p in parts)]
+        write(results, info, any(p["quick"] for p in parts), a.out)
+        return
     names = [n for n in (a.only or BENCHMARKS) if n not in a.skip and not (a.quick and BENCHMARKS[n][3] is None)]
     info = machine()
     info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -204,11 +216,16 @@ def main() -> None:
             print(f"== {name}: {BENCHMARKS[name][0]}", flush=True)
             results.append(run_one(name, a.quick, a.model, a.lock, Path(tmp)))
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    write(results, info, a.quick, a.out)
+    if any(r.get("error") for r in results):
+        sys.exit(1)
 
+
+def write(results: list[dict], info: dict, quick: bool, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"citing-trl benchmarks{' [--quick: tiny sizes]' if a.quick else ''} ({info.get('cpu', '?')}, {info['cpus']} CPUs, GPU: "
+    table = Table(title=f"citing-trl benchmarks{' [--quick: tiny sizes]' if quick else ''} ({info.get('cpu', '?')}, {info['cpus']} CPUs, GPU: "
                         f"{info.get('gpu') or 'none'}; shared machine)")
     for col in ("benchmark", "measurement", "figure", "ratio", "peak RSS", "peak GPU", "wall"):
         table.add_column(col, justify="right" if col in ("ratio", "peak RSS", "peak GPU", "wall") else "left")
@@ -221,13 +238,10 @@ def main() -> None:
             table.add_row(res["name"] if i == 0 else "", what, figure, ratio, mem if i == 0 else "",
                           gpu if i == 0 else "", f"{res['wall_s']:.0f} s" if i == 0 else "")
     Console(width=200).print(table)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "latest.json").write_text(json.dumps({"machine": info, "quick": a.quick, "results": results}, indent=2)
-                                       + "\n")
-    (a.out / "latest.md").write_text(markdown(results, info, a.quick))
-    print(f"wrote {a.out / 'latest.md'} and latest.json")
-    if any(r.get("error") for r in results):
-        sys.exit(1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"machine": info, "quick": quick, "results": results}, indent=2) + "\n")
+    (out / "latest.md").write_text(markdown(results, info, quick))
+    print(f"wrote {out / 'latest.md'} and latest.json")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,18 @@ def test_a_failing_benchmark_is_reported_not_hidden(tmp_path):
     (res,) = json.loads((tmp_path / "latest.json").read_text())["results"]
     assert res["returncode"] != 0 and res["error"] and res["rows"] == []
     assert "failed" in (tmp_path / "latest.md").read_text()
+
+
+def test_partial_runs_combine_into_one_table(tmp_path):
+    for name in ("judge", "teacher"):
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", name, "--out",
+                               str(tmp_path / name)], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--combine", str(tmp_path / "teacher"),
+                           str(tmp_path / "judge"), "--out", str(tmp_path / "all")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "all" / "latest.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["teacher", "judge"]  # benchmark order, not argument order
+    md = (tmp_path / "all" / "latest.md").read_text()
+    assert md.index("teacher client") < md.index("calls/pair")
