@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -188,32 +187,29 @@ def reject_reason(
 
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True, keep_identical: bool = True,
+    reject_truncated: bool = True, keep_identical: bool = True, gate=None, gate_mode: str = "none",
+    num_samples: int = 1, temperature: float | None = None,
 ):
-    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts).
+    """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
+    through the format filter and the gate (:func:`citing_trl.verification.select_revisions`).
 
-    Counts partition the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the
-    draft unchanged and ``keep_identical`` is on: trained on too) and one key per rejection reason."""
+    Returns (accepted records, rejected records, reason counts, verification report). Counts partition the rows:
+    ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
+    ``keep_identical`` is on: trained on too) and one key per rejection reason."""
+    from citing_trl.verification import select_revisions
+
     requests = [
         revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
     ]
-    outputs = teacher.complete_detailed(requests, desc=desc)
-    accepted, rejected, counts = [], [], Counter()
-    for row, out in zip(rows, outputs):
-        revision = clean_revision(out.text)
-        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated, keep_identical)
-        record = {
-            "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
-            "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],
-            "revision": revision,
-        }
-        if reason:
-            counts[reason] += 1
-            rejected.append({**record, "reason": reason})
-        else:
-            counts[KEPT_IDENTICAL if is_identical(responses[row["id"]], revision) else "accepted"] += 1
-            accepted.append(record)
-    for reason in REJECT_REASONS:
-        if counts[reason]:
-            logger.warning("%s: rejected %d revisions as %s", desc, counts[reason], reason)
-    return accepted, rejected, dict(counts)
+    if num_samples > 1:
+        samples = teacher.complete_samples(requests, num_samples, desc=desc, temperature=temperature)
+    else:
+        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, temperature=temperature)]
+    accepted, rejected, counts, report = select_revisions(
+        rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
+        keep_identical=keep_identical,
+    )
+    for reason, n in counts.items():
+        if reason not in ("accepted", KEPT_IDENTICAL):
+            logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
+    return accepted, rejected, counts, report
