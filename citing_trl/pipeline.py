@@ -61,6 +61,12 @@ class CitingArguments:
     rollout_max_new_tokens: int = field(default=256, metadata={"help": "Token budget of student answers (paper: 512)."})
     rollout_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     rollout_do_sample: bool = field(default=False, metadata={"help": "Sample student answers instead of greedy decoding."})
+    rollout_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Student rollouts: penalty on tokens the answer already holds (1.0 = off)."}
+    )
+    rollout_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Student rollouts: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_backend: str = field(default="local", metadata={"help": "'local' (in-process model) or 'openai' (any OpenAI-compatible server)."})
     teacher_model: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -73,6 +79,12 @@ class CitingArguments:
     teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
+    teacher_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Local teacher: penalty on tokens its answer already holds (1.0 = off)."}
+    )
+    teacher_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Local teacher: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
     teacher_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per million tokens, for the cost estimate."})
     teacher_price_completion_per_1m: float = field(
@@ -113,6 +125,7 @@ class CitingArguments:
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
+            repetition_penalty=self.teacher_repetition_penalty, no_repeat_ngram_size=self.teacher_no_repeat_ngram_size,
         )
 
 
@@ -288,7 +301,8 @@ class CitingPipeline:
         gen = GenerationConfig(
             max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
             do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
-            show_progress=state.is_main_process,
+            show_progress=state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
+            no_repeat_ngram_size=self.args.rollout_no_repeat_ngram_size,
         )
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")

@@ -32,6 +32,8 @@ class InferenceArguments:
     num_revisions: int = field(default=2, metadata={"help": "M: how many times the student revises its own answer."})
     max_new_tokens: int = field(default=256, metadata={"help": "Token budget per answer (paper: 512)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty on tokens the answer already holds (1.0 = off)."})
+    no_repeat_ngram_size: int = field(default=0, metadata={"help": "Never repeat an n-gram of this size in an answer (0 = off)."})
     output_dir: str = field(default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and responses.jsonl go."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling (greedy decoding ignores it)."})
 

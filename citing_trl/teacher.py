@@ -81,6 +81,14 @@ class TeacherConfig:
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 asks for greedy decoding."})
     max_tokens: int = field(default=512, metadata={"help": "Most completion tokens per request."})
     local_batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (`local`)."})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "`local`: penalty on tokens the answer already holds (1.0 = off); see "
+                                       "citing_trl.generation.GenerationConfig. Part of the cache key when set."},
+    )
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "`local`: never repeat an n-gram of this size within an answer (0 = off). Part "
+                                     "of the cache key when set."},
+    )
     price_prompt_per_1m: float = field(
         default=0.0, metadata={"help": "Price per million prompt tokens, for the ledger's cost estimate."}
     )
@@ -103,6 +111,8 @@ class TeacherConfig:
         for name in ("max_retries", "backoff_base", "backoff_max", "temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TeacherConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError("TeacherConfig.repetition_penalty must be > 0 and no_repeat_ngram_size >= 0")
         if self.timeout <= 0:
             raise ValueError(f"TeacherConfig.timeout must be > 0 seconds, got {self.timeout!r}")
 
@@ -201,13 +211,16 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: int, sample: int = 0) -> str:
+def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: int, sample: int = 0,
+              **decoding) -> str:
     """SHA-256 of the canonical JSON of everything that decides the answer (the backend kind does not).
 
     ``sample`` numbers independent answers to the same request (:meth:`Teacher.complete_samples`); sample 0
-    has exactly the key of a plain request, so a single answer already cached is reused as the first sample."""
+    has exactly the key of a plain request, so a single answer already cached is reused as the first sample.
+    ``decoding``: further settings that change the answer (repetition controls); only the ones that are set
+    enter the key, so keys without them are unchanged."""
     blob = {"v": CACHE_SCHEMA, "model": model, "messages": messages, "temperature": float(temperature),
-            "max_tokens": int(max_tokens)}
+            "max_tokens": int(max_tokens), **{k: v for k, v in decoding.items() if v}}
     if sample:
         blob["sample"] = int(sample)
     return hashlib.sha256(canonical_json(blob).encode("utf-8")).hexdigest()
@@ -461,6 +474,14 @@ class Teacher:
             raise ValueError(f"Teacher.complete_samples: num_samples must be an integer >= 1, got {num_samples!r}")
         return self._complete(requests, num_samples, desc, max_tokens, temperature)
 
+    def decoding_key(self) -> dict:
+        """Decoding settings beyond temperature/max_tokens that change answers, for :func:`cache_key` (the
+        repetition controls apply to the local backend only; an OpenAI-compatible server is not sent them)."""
+        if self.config.backend != "local":
+            return {}
+        return {"repetition_penalty": self.config.repetition_penalty if self.config.repetition_penalty != 1.0 else None,
+                "no_repeat_ngram_size": self.config.no_repeat_ngram_size or None}
+
     def close(self) -> None:
         self._cache.close()
 
@@ -476,7 +497,9 @@ class Teacher:
         max_tokens = self.config.max_tokens if max_tokens is None else int(max_tokens)
         temperature = self.config.temperature if temperature is None else float(temperature)
         started = time.perf_counter()
-        keys = [[cache_key(self.config.model, list(req), temperature, max_tokens, sample=j) for j in range(num_samples)]
+        decoding = self.decoding_key()
+        keys = [[cache_key(self.config.model, list(req), temperature, max_tokens, sample=j, **decoding)
+                 for j in range(num_samples)]
                 for req in requests]
         self.ledger.requests += len(keys) * num_samples
         pending: dict[str, _Job] = {}  # key of sample 0 -> the job of its first occurrence
@@ -615,6 +638,8 @@ class LocalBackend(TeacherBackend):
                 gen_config = GenerationConfig(
                     max_new_tokens=max_tokens, batch_size=self.config.local_batch_size, do_sample=temperature > 0,
                     temperature=temperature if temperature > 0 else 1.0, seed=sample,
+                    repetition_penalty=self.config.repetition_penalty,
+                    no_repeat_ngram_size=self.config.no_repeat_ngram_size,
                 )
 
                 def on_batch(indices: list[int], generations, part=part) -> None:
