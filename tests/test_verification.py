@@ -254,3 +254,85 @@ def test_bad_gate_settings_fail_with_one_line():
         check_settings(CitingArguments(revision_gate="reward"))
     with pytest.raises(ValueError, match="--teacher_temperature"):
         check_settings(CitingArguments(teacher_num_samples=4))
+
+
+# --------------------------------------------------------------------------------------------------
+# The real judge (C2) and the real multi-sample teacher (C4) against a scripted server
+# --------------------------------------------------------------------------------------------------
+
+import re  # noqa: E402
+import threading  # noqa: E402
+
+from fault_server import FaultServer  # noqa: E402
+
+from citing_trl.revision import teacher_revisions  # noqa: E402
+from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
+from citing_trl.verification import make_gate  # noqa: E402
+
+_ANSWERS = re.compile(r"### Answer A\n(.*?)\n\n### Answer B\n(.*?)\n\n", re.S)
+
+
+def judge_reply(messages):
+    """A judge with a fixed taste per task: 'win' tasks prefer the answer marked GOOD in either position,
+    'loss' tasks prefer the unmarked one, 'flip' tasks always say A (pure position bias)."""
+    text = messages[-1]["content"]
+    a, b = _ANSWERS.search(text).groups()
+    if "flip" in text:
+        return "A"
+    wanted = "GOOD" if "win" in text else "plain"
+    return "A" if wanted in a else "B"
+
+
+def openai_teacher(server, cache: Path, **kw) -> Teacher:
+    return Teacher(TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, max_retries=0, **kw),
+                   cache_path=cache)
+
+
+def test_judge_gate_with_pairwise_judge_both_orders(tmp_path):
+    rows = [row("w", instruction="Task win"), row("f", instruction="Task flip"), row("l", instruction="Task loss")]
+    responses = {r["id"]: "plain draft " + r["id"] for r in rows}
+    samples = [done("GOOD revision " + r["id"]) for r in rows]
+    with FaultServer(reply=judge_reply) as server:
+        teacher = openai_teacher(server, tmp_path / "cache.jsonl")
+        gate = make_gate("judge", teacher=teacher)
+        accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="judge")
+        assert [a["id"] for a in accepted] == ["w"]
+        assert {r["id"]: r["reason"] for r in rejected} == {"f": "gate_not_better", "l": "gate_not_better"}
+        assert set(next(r for r in rejected if r["id"] == "f")["verdict"]["judge"].values()) == {"tie"}
+        sent = server.total_hits
+        assert sent == 6  # three pairs, both orders, one joint request each
+        again = openai_teacher(server, tmp_path / "cache.jsonl")  # same cache: a rerun is free
+        select_revisions(rows, responses, samples, make_gate("judge", teacher=again), gate_mode="judge")
+        assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
+
+
+class CyclingReply:
+    """Sample j of a revision request gets answer j % len(answers) (the server varies like a sampler)."""
+
+    def __init__(self, answers):
+        self.answers, self.seen, self.lock = answers, {}, threading.Lock()
+
+    def __call__(self, messages):
+        key = messages[-1]["content"]
+        with self.lock:
+            n = self.seen[key] = self.seen.get(key, -1) + 1
+        return self.answers[n % len(self.answers)]
+
+
+def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
+    rows = [row("a"), row("b", instruction="What is the capital of Italy?", answers=("Rome",))]
+    responses = {"a": "London", "b": "Milan"}
+    with FaultServer(reply=CyclingReply(["Berlin", "Paris, the capital city of France", "Paris, Rome"])) as server:
+        teacher = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
+        accepted, rejected, counts, _ = teacher_revisions(teacher, rows, responses, gate=make_gate("gold"),
+                                                          gate_mode="gold", num_samples=3)
+        kept = {a["id"]: a["revision"] for a in accepted}
+        # row a: samples 1 and 2 are right; 2 has the higher F1 ("paris rome" vs the longer sentence)
+        assert kept == {"a": "Paris, Rome", "b": "Paris, Rome"}
+        assert counts == {"accepted": 2}
+        sent = server.total_hits
+        assert teacher.ledger.summary()["requests_sent"] > 0 and sent >= 2
+        again = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
+        assert teacher_revisions(again, rows, responses, gate=make_gate("gold"), gate_mode="gold",
+                                 num_samples=3)[0] == accepted
+        assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
