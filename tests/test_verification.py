@@ -88,6 +88,10 @@ def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
                 "wrong_to_wrong": 0, "no_gold": 0}
     assert fb["kept"] == fb["proposed"] == expected
     assert summary["verification"]["revision_gate"] == "gold"
+    usage = summary["teacher_usage"]
+    assert usage["kept_rows"] == len(drafts) and usage["requests_per_kept_row"] == 1.0
+    tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+    assert tokens > 0 and usage["tokens_per_kept_row"] == pytest.approx(tokens / len(drafts), abs=0.05)
     card = (rdir / "adapter" / "README.md").read_text()
     assert "Revision gate: `gold`" in card and f"right→right {len(right)}" in card
     # the gold answer never reaches the student's training prompt
