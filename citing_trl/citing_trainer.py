@@ -113,7 +113,9 @@ class CitingTrainer(SFTTrainer):
         revision_dataset: records with columns instruction, input, criteria, response (r(k)) and revision
             (r(k+1)), as written by :mod:`citing_trl.revision`.
         replay_dataset: optional original SFT rows (instruction, input, output) for replay.
-        rubric_categories, round_index, num_rounds, teacher_model, verification: recorded in the model card.
+        rubric_categories, round_index, num_rounds, teacher_model, revision_settings (how the revisions were
+            made and filtered, e.g. ``revision_reference``), verification (gate, best-of-K, fix/break): recorded
+            in the model card.
         Every other argument is SFTTrainer's.
     """
 
@@ -132,6 +134,7 @@ class CitingTrainer(SFTTrainer):
         num_rounds: int | None = None,
         teacher_model: str | None = None,
         verification: dict | None = None,
+        revision_settings: dict | None = None,
         **kwargs,
     ):
         if not isinstance(args, CitingConfig):
@@ -147,6 +150,7 @@ class CitingTrainer(SFTTrainer):
             "revision_rows": len(revision_dataset),
             "replayed_rows": len(train_dataset) - len(revision_dataset),
             "verification": verification,
+            "revision_settings": dict(revision_settings or {}),
         }
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
         if not args.packing:
@@ -184,6 +188,11 @@ class CitingTrainer(SFTTrainer):
         if info["teacher_model"]:
             lines.append(f"- Teacher model: `{info['teacher_model']}`")
         lines.append(f"- Revision rows: {info['revision_rows']} (replayed SFT rows: {info['replayed_rows']})")
+        if info["revision_settings"].get("revision_reference"):
+            lines.append("- Reference-guided revision: on (the teacher saw the gold answer of rows that have one; the "
+                         "student's training prompts do not contain it)")
+        if info["revision_settings"]:
+            lines.append("- Revision settings: " + ", ".join(f"{k}={v}" for k, v in info["revision_settings"].items()))
         if info["rubric_categories"]:
             lines.append("- Rubric categories: " + ", ".join(info["rubric_categories"]))
         lines += verification_card_lines(info.get("verification"))

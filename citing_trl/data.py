@@ -503,11 +503,26 @@ def load_file(path: str | Path) -> datasets.Dataset:
 
 
 DEMO_FILE = "demo_data/demo.jsonl"
+DEMO_HELD_OUT = {"validation": 2, "test": 2}  # rows per kind, taken from the end of each kind's list
 
 
-def load_demo() -> datasets.Dataset:
+def _demo_split(rows: list[dict], split: str) -> list[dict]:
+    """Fixed split of the demo set, the same on every machine: of each kind's rows in file order, the last
+    ``DEMO_HELD_OUT["test"]`` are test, the ``DEMO_HELD_OUT["validation"]`` before them validation, the rest
+    train (16 per kind -> 12/2/2, i.e. 60/10/10 rows), so training never sees a held-out row."""
+    n_test, n_val = DEMO_HELD_OUT["test"], DEMO_HELD_OUT["validation"]
+    out = []
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        cut = len(mine) - n_test - n_val
+        out += {"train": mine[:cut], "validation": mine[cut:cut + n_val], "test": mine[cut + n_val:]}[split]
+    return out
+
+
+def load_demo(split: str | None = None) -> datasets.Dataset:
     """The shipped demo set: 80 instructions, 16 for each kind of task in the paper's Table 4, with
-    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`)."""
+    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`).
+    ``split`` (train/validation/test) selects the fixed held-out split of :func:`_demo_split`; None = all."""
     origin = f"citing_trl/{DEMO_FILE}"
     text = resources.files("citing_trl").joinpath(DEMO_FILE).read_text(encoding="utf-8")
     rows = []
@@ -517,7 +532,11 @@ def load_demo() -> datasets.Dataset:
             raise r.fail("kind", f"is {r.data['kind']!r}, expected one of {', '.join(KINDS)}")
         rows.append(_generic(r) | {"output": r.text("output")})
     features = datasets.Features({**FEATURES, "kind": datasets.Value("string")})
-    return _to_dataset(_finish(rows, origin, "demo", extra=("kind",)), features)
+    rows = _finish(rows, origin, "demo", extra=("kind",))
+    if split is not None:
+        _check_split(split)
+        rows = _demo_split(rows, split)
+    return _to_dataset(rows, features)
 
 
 FILE_SPLIT = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}  # fractions of the id hash
@@ -537,7 +556,7 @@ def _spec_rows(spec: str, split: str, seed: int) -> tuple[list[dict], datasets.F
     """Rows of one (non-mixture) spec; see :func:`load_instructions`."""
     name, _, rest = spec.partition(":")
     if spec == "demo":
-        demo = load_demo()
+        demo = load_demo(split)
         return demo.to_list(), demo.features
     if spec in FAMILIES:
         return load_family(spec, seed=seed, split=split).to_list(), FEATURES
@@ -560,10 +579,24 @@ def _split_cap(part: str) -> tuple[str, int | None]:
     return head, int(tail)
 
 
+def local_files_in_spec(spec: str) -> list[str]:
+    """The local .json/.jsonl files a spec names (for checking them before anything runs)."""
+    out = []
+    for part in spec.split("+"):
+        part = part.strip()
+        head, at, tail = part.rpartition("@")
+        part = head if at and tail.isdigit() else part
+        name, _, rest = part.partition(":")
+        target = rest if rest and name in SOURCES else part
+        if _is_local(target):
+            out.append(target)
+    return out
+
+
 def load_instructions(spec: str, split: str = "train", limit: int | None = None, seed: int = 42) -> datasets.Dataset:
     """One entry point for recipes. ``spec`` is one of:
 
-    * ``"demo"``: the shipped demo set (:func:`load_demo`; ``split`` is ignored, ``kind`` column kept);
+    * ``"demo"``: the shipped demo set (:func:`load_demo`, its fixed 60/10/10 ``split``; ``kind`` column kept);
     * a family name (``alpaca``, ``world_knowledge``, ``reading_comprehension``, ``commonsense``): from the Hub;
     * a source name (``nq_open``, ``squad_v2``, ...): that source from the Hub;
     * ``"<source>:<file or Hub id>"``, e.g. ``"alpaca:data/alpaca.json"`` (its 8:1:1 ``split``) or

@@ -114,7 +114,48 @@ class CitingArguments:
         metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
                   "passing one (gold score, then judge/reward score, then the shorter)."},
     )
+    keep_complete_truncated: bool = field(
+        default=True,
+        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
+                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
+    )
+    revision_reference: bool = field(
+        default=False,
+        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
+                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
+    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
+
+    def __post_init__(self):
+        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
+        from citing_trl.cli import check, check_choice, check_path
+
+        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories",
+                     "rollout_max_new_tokens", "rollout_batch_size", "teacher_max_concurrency", "teacher_max_tokens"):
+            value = getattr(self, flag)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
+                  "must be a whole number >= 1", value)
+        for flag in ("rollout_no_repeat_ngram_size", "teacher_no_repeat_ngram_size"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0 (0 = off)", getattr(self, flag))
+        for flag in ("rollout_repetition_penalty", "teacher_repetition_penalty", "teacher_timeout"):
+            check(getattr(self, flag) > 0, flag, "must be > 0", getattr(self, flag))
+        for flag in ("teacher_temperature", "teacher_price_prompt_per_1m", "teacher_price_completion_per_1m"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0", getattr(self, flag))
+        if self.sft_num_train_epochs is not None:
+            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
+        check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
+              self.teacher_model)
+        if self.teacher_base_url is not None:
+            check(self.teacher_base_url.startswith(("http://", "https://")), "teacher_base_url",
+                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.teacher_base_url)
+        if self.rubric not in ("default", "design"):
+            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
+        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
+        from citing_trl.verification import check_settings
+
+        check_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
 
     def teacher_config(self):
         from citing_trl.teacher import TeacherConfig
@@ -184,9 +225,6 @@ class CitingPipeline:
                 "support here yet; use accelerate_configs/zero2.yaml, multi_gpu.yaml or fsdp.yaml "
                 "(recipes/sft.py alone works with zero3.yaml)"
             )
-        from citing_trl.verification import check_settings
-
-        check_settings(citing_args)
         self._teacher = None
         self.timings: dict[str, float] = {}
 
@@ -203,6 +241,49 @@ class CitingPipeline:
         """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
         if self.state.is_main_process and not done_marker.exists():
             fn()
+        self.state.wait_for_everyone()
+
+    # -- before anything expensive: does the teacher answer? ------------------------------------------
+    def teacher_needed(self) -> bool:
+        """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
+        if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
+            return True
+        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+
+    def preflight(self) -> None:
+        """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
+        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
+        ``local``: the model reference resolves and its config loads (the weights are loaded when needed)."""
+        if not (self.state.is_main_process and self.teacher_needed()):
+            self.state.wait_for_everyone()
+            return
+        from citing_trl.models import ModelLoadError, resolve_model_path
+        from citing_trl.teacher import Teacher, TeacherError
+
+        config = self.args.teacher_config()
+        if config.backend == "local":
+            try:
+                from transformers import AutoConfig
+
+                AutoConfig.from_pretrained(resolve_model_path(config.model))
+            except Exception as err:
+                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        else:
+            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
+                                        timeout=min(config.timeout, 30.0))
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
+            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
+                try:
+                    teacher.complete(probe, desc="teacher check", max_tokens=4)
+                except TeacherError as err:
+                    raise TeacherError(
+                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                        "start the server or fix the flags", reason=err.reason,
+                    ) from err
+        logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
         self.state.wait_for_everyone()
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
@@ -332,6 +413,7 @@ class CitingPipeline:
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
                 gate=gate, gate_mode=self.args.revision_gate, num_samples=self.args.teacher_num_samples,
+                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(accepted)))
@@ -364,7 +446,7 @@ class CitingPipeline:
             summary = {
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
                 "train_loss": train_loss,
-                "teacher_model": self.args.teacher_model,
+                "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
                 "verification": json.loads((rdir / "verification.json").read_text()),
                 "timings_s": timings,
@@ -381,6 +463,21 @@ class CitingPipeline:
                 "teacher_temperature": self.args.teacher_temperature, "ungated_rows": report["ungated"],
                 "fix_break": report["fix_break"]}
 
+    def revision_settings(self, rows: list[dict] | None = None) -> dict:
+        """How this run's revisions were made and filtered: the round summary and the model card record it."""
+        from citing_trl.revision import gold_answers
+
+        a = self.args
+        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
+               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "teacher_repetition_penalty": a.teacher_repetition_penalty,
+               "teacher_no_repeat_ngram_size": a.teacher_no_repeat_ngram_size,
+               "rollout_repetition_penalty": a.rollout_repetition_penalty,
+               "rollout_no_repeat_ngram_size": a.rollout_no_repeat_ngram_size}
+        if rows is not None and a.revision_reference:
+            out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
+        return out
+
     def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
         from datasets import Dataset
 
@@ -395,6 +492,7 @@ class CitingPipeline:
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
             verification=json.loads((rdir / "verification.json").read_text()),
+            revision_settings=self.revision_settings(),
         )
         trainer.train()
         trainer.save_model(args.output_dir)
@@ -405,6 +503,7 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
+        self.preflight()
         adapter = self.sft()
         rubric = self.rubric()
         rows = self.matched_instructions(rubric)

@@ -22,11 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig, Generation, generate
-from citing_trl.prompts import instruction_messages, revision_messages, revision_prompt
+from citing_trl.prompts import (
+    instruction_messages, reference_revision_messages, revision_messages, revision_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
 REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
+KEPT_TRUNCATED = "kept_truncated"  # cut at the token cap but ends on a complete sentence (keep_complete_truncated)
 KEPT_IDENTICAL = "kept_identical"  # a revision equal to the draft, kept as a training row (keep_identical)
 
 
@@ -166,12 +169,38 @@ def is_identical(response: str, revision: str) -> bool:
     return _norm(revision) == _norm(response)
 
 
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+_SENTENCES = re.compile(r"[^.!?]+[.!?]+")
+
+
+def ends_complete_sentence(text: str) -> bool:
+    """True when ``text`` ends with a sentence mark (. ! ?, maybe closed by a quote or bracket) and repeats no
+    sentence of 4+ words: a revision cut at the token cap right after a finished sentence is a whole answer,
+    while one that loops ("The answer is yes. The answer is yes. ...") still is not."""
+    text = text.strip()
+    if not _SENTENCE_END.search(text):
+        return False
+    sentences = [_norm(s) for s in _SENTENCES.findall(text)]
+    long = [s for s in sentences if len(s.split()) >= 4]
+    return len(long) == len(set(long))
+
+
+def gold_answers(row: dict) -> list[str]:
+    """The row's gold answers (``answers``, else ``output``), [] when it has none."""
+    answers = [a for a in (row.get("answers") or []) if isinstance(a, str) and a.strip()]
+    if not answers and isinstance(row.get("output"), str) and row["output"].strip():
+        answers = [row["output"]]
+    return answers
+
+
 def reject_reason(
     row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True,
-    keep_identical: bool = False,
+    keep_identical: bool = False, keep_complete_truncated: bool = False,
 ) -> str | None:
     """Why a teacher revision cannot be a training target (None if it can). A revision identical to the
-    draft is rejected unless ``keep_identical`` (then it teaches the student to keep a good answer)."""
+    draft is rejected unless ``keep_identical`` (then it teaches the student to keep a good answer). With
+    ``reject_truncated``, a revision cut at the token cap is rejected unless ``keep_complete_truncated`` and
+    it ends on a complete sentence (:func:`ends_complete_sentence`)."""
     if not revision.strip():
         return "empty"
     if is_identical(response, revision):
@@ -181,35 +210,51 @@ def reject_reason(
     if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
         return "echoes_prompt"
     if reject_truncated and finish_reason == "length":
-        return "truncated"
+        if not (keep_complete_truncated and ends_complete_sentence(revision)):
+            return "truncated"
     return None
+
+
+def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
+    """The teacher's revision prompt for every row: pr(x, c, r(k)), or with ``reference`` and a gold answer the
+    reference-guided prompt."""
+    return [
+        reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
+                                    gold_answers(r))
+        if reference and gold_answers(r) else
+        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
+    ]
 
 
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True, keep_identical: bool = True, gate=None, gate_mode: str = "none",
-    num_samples: int = 1, temperature: float | None = None,
+    reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
+    reference: bool = False, gate=None, gate_mode: str = "none", num_samples: int = 1,
+    temperature: float | None = None,
 ):
     """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
     through the format filter and the gate (:func:`citing_trl.verification.select_revisions`).
 
     Returns (accepted records, rejected records, reason counts, verification report). Counts partition the rows:
     ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
-    ``keep_identical`` is on: trained on too) and one key per rejection reason."""
+    ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap but ending on a complete
+    sentence) and one key per rejection reason.
+
+    ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
+    answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
+    student's training prompt pr(x, c, r(k)) never contains it."""
     from citing_trl.verification import select_revisions
 
-    requests = [
-        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
-    ]
+    requests = revision_requests(rows, responses, reference)
     if num_samples > 1:
         samples = teacher.complete_samples(requests, num_samples, desc=desc, temperature=temperature)
     else:
         samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, temperature=temperature)]
     accepted, rejected, counts, report = select_revisions(
         rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
-        keep_identical=keep_identical,
+        keep_identical=keep_identical, keep_complete_truncated=keep_complete_truncated,
     )
     for reason, n in counts.items():
-        if reason not in ("accepted", KEPT_IDENTICAL):
+        if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
             logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
     return accepted, rejected, counts, report

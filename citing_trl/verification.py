@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from citing_trl.prompts import instruction_messages
-from citing_trl.revision import KEPT_IDENTICAL, clean_revision, is_identical, reject_reason
+from citing_trl.revision import KEPT_IDENTICAL, KEPT_TRUNCATED, clean_revision, is_identical, reject_reason
 
 logger = logging.getLogger(__name__)
 
@@ -210,11 +210,12 @@ def _record(row: dict, draft: str, revision: str) -> dict:
 def select_revisions(
     rows: Sequence[dict], responses: dict[str, str], samples: Sequence[Sequence], gate: Gate | None = None,
     *, gate_mode: str = "none", reject_truncated: bool = True, keep_identical: bool = True,
+    keep_complete_truncated: bool = False,
 ):
     """Pick each row's training revision among its teacher samples (``samples[i]``: Completions of row i).
 
     Returns ``(accepted, rejected, counts, report)``. ``counts`` partitions the rows: ``accepted``,
-    ``kept_identical`` and one key per rejection reason (format reasons of :mod:`citing_trl.revision`, then
+    ``kept_identical``, ``kept_truncated`` and one key per rejection reason (format reasons of :mod:`citing_trl.revision`, then
     ``gate_*``). ``report`` has the gate's ``ungated`` count and the fix/break tables (:func:`fix_break_report`).
     """
     gate = gate or no_gate
@@ -226,7 +227,8 @@ def select_revisions(
         for j, out in enumerate(outs):
             c = Candidate(row, draft, clean_revision(out.text), j, out.finish_reason, out.completion_tokens)
             cands.append(c)
-            reasons.append(reject_reason(row, draft, c.revision, out.finish_reason, reject_truncated, keep_identical))
+            reasons.append(reject_reason(row, draft, c.revision, out.finish_reason, reject_truncated, keep_identical,
+                                         keep_complete_truncated))
         per_row.append(cands)
         format_reasons.append(reasons)
     to_gate = [c for cands, reasons in zip(per_row, format_reasons) for c, r in zip(cands, reasons) if r is None]
@@ -244,7 +246,10 @@ def select_revisions(
             best = max(passing, key=rank)
             verdict = verdicts[(row["id"], best.sample)]
             ungated += verdict.ungated
-            counts[KEPT_IDENTICAL if best.identical else "accepted"] += 1
+            if best.identical:
+                counts[KEPT_IDENTICAL] += 1
+            else:
+                counts[KEPT_TRUNCATED if best.finish_reason == "length" and reject_truncated else "accepted"] += 1
             record = _record(row, best.draft, best.revision)
             if len(cands) > 1:
                 record["sample"] = best.sample
@@ -328,15 +333,16 @@ def print_round_report(k: int, report: dict, usage: dict, console=None) -> None:
 
 def check_settings(args) -> None:
     """Parse-time checks of the verification settings of CitingArguments (one line naming the flag)."""
-    if args.revision_gate not in GATE_MODES:
-        raise ValueError(f"--revision_gate must be one of {', '.join(GATE_MODES)}, got {args.revision_gate!r}")
-    if args.revision_gate == "reward" and not args.gate_reward_model:
-        raise ValueError("--revision_gate reward needs --gate_reward_model (a reward model folder or adapter)")
-    if args.teacher_num_samples < 1:
-        raise ValueError(f"--teacher_num_samples must be >= 1, got {args.teacher_num_samples}")
-    if args.teacher_num_samples > 1 and args.teacher_temperature <= 0:
-        raise ValueError(f"--teacher_num_samples {args.teacher_num_samples} needs --teacher_temperature > 0 "
-                         "(greedy samples are all the same)")
+    from citing_trl.cli import check, check_choice
+
+    check_choice("revision_gate", args.revision_gate, GATE_MODES)
+    check(args.revision_gate != "reward" or bool(args.gate_reward_model), "gate_reward_model",
+          "is needed by --revision_gate reward (a reward model folder or adapter)", args.gate_reward_model)
+    check(isinstance(args.teacher_num_samples, int) and args.teacher_num_samples >= 1, "teacher_num_samples",
+          "must be a whole number >= 1", args.teacher_num_samples)
+    check(args.teacher_num_samples == 1 or args.teacher_temperature > 0, "teacher_temperature",
+          f"must be > 0 with --teacher_num_samples {args.teacher_num_samples} (greedy samples are all the same)",
+          args.teacher_temperature)
 
 
 def per_kept_row(usage: dict, kept: int) -> dict:

@@ -91,6 +91,7 @@ GOLD = ["B. a copper wire", "a copper wire"]
     ("Answer is C, not A.", "C"),  # two letters; exactly one after an answer cue
     ("CABLES are good", None),  # capital letters inside words never count
     ("a copper wire", "B"),
+    ("C is right", "C"), ("A is right", None),  # a leading bare label counts, except the article "A"
 ])
 def test_choice_extraction(response, picked):
     assert extract_choice(response, parse_options(OPTS)) == picked

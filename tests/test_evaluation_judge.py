@@ -136,3 +136,29 @@ def test_bad_items_and_settings_are_named():
         PairwiseJudge(teacher=None, mode="pairs")
     with pytest.raises(ValueError, match="unknown aspect"):
         PairwiseJudge(teacher=None, aspects=["funny"])
+
+
+@pytest.mark.slow
+def test_judge_against_served_smollm2_verdicts_or_counted_failures(serve_smollm2, tmp_path):
+    """The real 135M model behind `transformers serve`: every pair ends as a verdict or a counted unparsed,
+    never a crash, and a rerun with the same cache sends nothing."""
+    cfg = TeacherConfig(backend="openai", model=serve_smollm2.model, base_url=serve_smollm2.base_url,
+                        api_key_env="CITING_TEST_NO_SUCH_KEY", timeout=180.0, max_concurrency=2)
+    items = [
+        {"instruction": "What is the capital of France?", "input": "", "a": "Paris.", "b": "I do not know."},
+        {"instruction": "Name a primary colour.", "input": "", "a": "Blue is a primary colour.", "b": "Green grass."},
+        {"instruction": "Is ice cold?", "input": "", "a": "no", "b": "Yes, ice is frozen water and feels cold."},
+    ]
+    cache = tmp_path / "judge.jsonl"
+    teacher = Teacher(cfg, cache_path=cache)
+    judge = PairwiseJudge(teacher, max_parse_retries=1)
+    out = judge.compare(items)
+    assert len(out) == 3
+    for verdicts in out:
+        assert set(verdicts) == set(ASPECTS) and set(verdicts.values()) <= {"a", "b", "tie", "unparsed"}
+    s = judge.stats
+    assert s.judgements == 9 and s.unparsed == sum(v == "unparsed" for r in out for v in r.values())
+    assert teacher.ledger.failures == 0 and teacher.ledger.requests_sent == 6 + s.reasked
+    rerun_teacher = Teacher(cfg, cache_path=cache)
+    assert PairwiseJudge(rerun_teacher, max_parse_retries=1).compare(items) == out
+    assert rerun_teacher.ledger.requests_sent == 0 and rerun_teacher.ledger.cache_hits == rerun_teacher.ledger.requests

@@ -249,15 +249,17 @@ def test_fix_break_arithmetic_on_hand_built_rows():
     assert counts == {"accepted": 2, "kept_identical": 1, "gate_wrong": 2, "gate_worse": 1}
 
 
-def test_bad_gate_settings_fail_with_one_line():
-    from citing_trl.verification import check_settings
+def test_bad_gate_settings_fail_at_parse_time():
+    from citing_trl.cli import ConfigError
 
-    with pytest.raises(ValueError, match="--revision_gate must be one of"):
-        check_settings(CitingArguments(revision_gate="oracle"))
-    with pytest.raises(ValueError, match="--gate_reward_model"):
-        check_settings(CitingArguments(revision_gate="reward"))
-    with pytest.raises(ValueError, match="--teacher_temperature"):
-        check_settings(CitingArguments(teacher_num_samples=4))
+    with pytest.raises(ConfigError, match="--revision_gate must be one of none, gold, judge, reward, got 'oracle'"):
+        CitingArguments(revision_gate="oracle")
+    with pytest.raises(ConfigError, match="--gate_reward_model is needed"):
+        CitingArguments(revision_gate="reward")
+    with pytest.raises(ConfigError, match="--teacher_temperature must be > 0 with --teacher_num_samples 4"):
+        CitingArguments(teacher_num_samples=4)
+    with pytest.raises(ConfigError, match="--teacher_num_samples must be a whole number"):
+        CitingArguments(teacher_num_samples=0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -146,6 +146,9 @@ def _letter_mentions(response: str, labels: Iterable[str]) -> tuple[list[str], l
     mark = re.compile(rf"(?<![A-Za-z0-9])(?:\(({L})\)|({L})[.):](?=\s|$))")
     cued = [m.group(1).upper() for m in cue.finditer(text) if m.group(1).upper() in labels]
     found = [(m.start(), m.group(1) or m.group(2)) for m in mark.finditer(text)]
+    lead = re.match(rf"({L})\s", text)  # "B is right": a leading bare label, except the article "A"
+    if lead and lead.group(1) != "A":
+        found.append((0, lead.group(1)))
     found += [(m.start(1), m.group(1).upper()) for m in cue.finditer(text) if m.group(1).upper() in labels]
     return [letter for _, letter in sorted(found)], cued
 
@@ -155,8 +158,9 @@ def extract_choice(response: str, options: dict[str, str]) -> str | None:
 
     1. Letters. A label letter counts when the whole response is that letter ("B", "(B)", "B."), or it
        appears as "(B)", "B)", "B." or "B:" (followed by a space or the end, not preceded by a letter or
-       digit), or right after "answer", "answer is", "option" or "choice". Only UPPERCASE labels count, so
-       the article "A" or a letter inside a word never does. One distinct letter mentioned -> that option.
+       digit), or right after "answer", "answer is", "option" or "choice", or as the first word of the
+       response ("C is right"; not for "A", which is also an article). Only UPPERCASE labels count, so the
+       article "A" or a letter inside a word never does. One distinct letter mentioned -> that option.
        Several -> the letter after an answer cue if exactly one distinct letter follows a cue, else go on.
     2. Text. The options whose normalised text occurs in the normalised response as whole words, dropping
        any option whose text lies inside another matched option's text. Exactly one left -> that option.

@@ -143,6 +143,28 @@ class JudgeStats:
     def first_position_win_share(self) -> float | None:
         return self.first_position_wins / self.decisive_orders if self.decisive_orders else None
 
+    def add(self, orders: dict[str, list]) -> None:
+        """Count one pair: ``orders`` = {aspect: [raw with a first, raw with b first]}."""
+        for first, second in orders.values():
+            self.judgements += 1
+            self.unparsed_orders += (first is None) + (second is None)
+            for v in (first, second):
+                if v in ("A", "B"):
+                    self.decisive_orders += 1
+                    self.first_position_wins += v == "A"
+            if first is None or second is None:
+                self.unparsed += 1
+            elif _TO_SYSTEM[0][first] == _TO_SYSTEM[1][second]:
+                self.consistent += 1
+
+    @classmethod
+    def of(cls, details: Sequence[dict]) -> JudgeStats:
+        """Stats of some :meth:`PairwiseJudge.compare_detailed` results (e.g. one comparison's)."""
+        stats = cls(pairs=len(details))
+        for d in details:
+            stats.add(d["orders"])
+        return stats
+
     def summary(self) -> dict:
         return {**asdict(self), "consistency_rate": self.consistency_rate,
                 "first_position_win_share": self.first_position_win_share}
@@ -223,23 +245,10 @@ class PairwiseJudge:
             for key, aspect in zip(keys, aspects):
                 raw[i][aspect][order] = got.get(key)
         results = []
-        s = self.stats
-        s.pairs += len(items)
+        self.stats.pairs += len(items)
         for orders in raw:
-            verdicts = {}
-            for aspect, (first, second) in orders.items():
-                verdicts[aspect] = combine(first, second)
-                s.judgements += 1
-                s.unparsed_orders += (first is None) + (second is None)
-                for v in (first, second):
-                    if v in ("A", "B"):
-                        s.decisive_orders += 1
-                        s.first_position_wins += v == "A"
-                if verdicts[aspect] == "unparsed":
-                    s.unparsed += 1
-                elif _TO_SYSTEM[0][first] == _TO_SYSTEM[1][second]:
-                    s.consistent += 1
-            results.append({"verdicts": verdicts, "orders": orders})
+            self.stats.add(orders)
+            results.append({"verdicts": {a: combine(*o) for a, o in orders.items()}, "orders": orders})
         return results
 
     def compare(self, items: Sequence[dict], desc: str = "judge") -> list[dict[str, str]]:
