@@ -246,10 +246,11 @@ def teacher_revisions(
     from citing_trl.verification import select_revisions
 
     requests = revision_requests(rows, responses, reference)
+    sampling = {} if temperature is None else {"temperature": temperature}
     if num_samples > 1:
-        samples = teacher.complete_samples(requests, num_samples, desc=desc, temperature=temperature)
+        samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)
     else:
-        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, temperature=temperature)]
+        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, **sampling)]
     accepted, rejected, counts, report = select_revisions(
         rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
         keep_identical=keep_identical, keep_complete_truncated=keep_complete_truncated,
