@@ -58,5 +58,7 @@ sft-demo: setup
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark, one table (bench/results/latest.md). BENCH_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+BENCH_ARGS ?=
 bench: setup
-	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
