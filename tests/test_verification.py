@@ -63,12 +63,14 @@ def run_oracle_round(tmp_path: Path, model_dir: Path, **citing_overrides):
             {"id": i, "response": d, "finish_reason": "stop", "completion_tokens": 3} for i, d in drafts.items()
         ])
         pipe.run()
+    run_oracle_round.last_server = server
     return rdir, drafts, gold
 
 
 @pytest.fixture(scope="module")
 def oracle_round(tmp_path_factory, tiny_model_dir):
-    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir, revision_gate="gold")
+    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir, revision_gate="gold",
+                            revision_reference=True)
 
 
 def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
@@ -94,7 +96,10 @@ def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
     assert tokens > 0 and usage["tokens_per_kept_row"] == pytest.approx(tokens / len(drafts), abs=0.05)
     card = (rdir / "adapter" / "README.md").read_text()
     assert "Revision gate: `gold`" in card and f"right→right {len(right)}" in card
-    # the gold answer never reaches the student's training prompt
+    # the gold answer reaches the teacher's prompt (reference-guided) and the gate, never the student's prompt
+    teacher_prompts = [m[-1]["content"] for m in run_oracle_round.last_server.messages_by_key.values()]
+    wrong = [i for i in drafts if i not in right]
+    assert all(any(gold[i] in p and drafts[i] in p for p in teacher_prompts) for i in wrong)
     from citing_trl.citing_trainer import revision_to_prompt_completion
 
     for rec in read_jsonl(rdir / "revisions.jsonl"):
