@@ -347,3 +347,27 @@ def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
         assert teacher_revisions(again, rows, responses, gate=make_gate("gold"), gate_mode="gold",
                                  num_samples=3)[0] == accepted
         assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
+
+
+def test_reward_gate_with_trained_reward_model(tiny_model_dir, tmp_path):
+    """C3 wiring: make_gate('reward') loads a reward model from disk and scores (prompt, answer) as trained."""
+    from test_baselines_reward_model import model_args, rm_args, toy_pairs, write_jsonl
+
+    from citing_trl.baselines.preferences import PreferenceArguments
+    from citing_trl.baselines.reward_model import train_reward_model
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"id": p["id"], "prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in toy_pairs(120)
+    ])
+    _, metrics = train_reward_model(PreferenceArguments(preferences=str(data), eval_fraction=0.25),
+                                    rm_args(tmp_path / "rm"), model_args(tiny_model_dir))
+    assert metrics["held_out_accuracy"] >= 0.8
+    rows = [row("up", instruction="Describe item 500."), row("down", instruction="Describe item 501.")]
+    responses = {"up": "the cat runs fast", "down": "the dog runs slow excellent"}
+    samples = [done("the cat runs fast excellent"), done("the dog runs slow")]
+    gate = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=0.0)
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="reward")
+    assert [a["id"] for a in accepted] == ["up"] and counts == {"accepted": 1, "gate_not_better": 1}
+    assert rejected[0]["verdict"]["reward_draft"] > rejected[0]["verdict"]["reward_revision"]
+    strict = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=1e6)
+    assert select_revisions(rows, responses, samples, strict, gate_mode="reward")[2] == {"gate_not_better": 2}
