@@ -7,12 +7,12 @@ DEMO_CONFIG ?= recipes/configs/citing_demo.yaml
 DEMO_OUT ?= outputs/citing_demo
 PYTEST_ARGS ?=
 # QA curriculum demo (`make qa-demo`): local files beside the checkout; pass Hub ids or your own files instead,
-# e.g. QA_DATA="boolq@50+commonsense_qa@50+nq_open@50+squad_v2@50" (see citing_trl/data.py for the split rule).
+# e.g. QA_DATA="boolq@30+commonsense_qa@30+nq_open@30+squad_v2@30" (see citing_trl/data.py for the split rule).
 QA_CONFIG ?= recipes/configs/citing_qa_demo.yaml
 QA_OUT ?= outputs/citing_qa_demo
 QA_FILES ?= boolq:../shared/data/boolq_dev.jsonl commonsense_qa:../shared/data/commonsenseqa_dev.jsonl nq_open:../shared/data/nq_open_dev.jsonl squad_v2:../shared/data/squad_v2_dev_sample.json
-QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @50,$(QA_FILES)))
-QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
+QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @30,$(QA_FILES)))
+QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
 .PHONY: setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
@@ -58,5 +58,7 @@ sft-demo: setup
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark, one table (bench/results/latest.md). BENCH_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+BENCH_ARGS ?=
 bench: setup
-	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)

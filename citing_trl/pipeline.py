@@ -77,6 +77,10 @@ class CitingArguments:
         default="OPENAI_API_KEY", metadata={"help": "Name of the environment variable holding the key (the key is never stored)."}
     )
     teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
+    teacher_mode: str = field(
+        default="live",
+        metadata={"help": "'live' or 'batch' (openai backend: OpenAI Batch API at half price, resumable; see TeacherConfig.mode)."},
+    )
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
     teacher_repetition_penalty: float = field(
@@ -145,6 +149,9 @@ class CitingArguments:
             check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
         check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
+        check_choice("teacher_mode", self.teacher_mode, ("live", "batch"))
+        check(self.teacher_mode == "live" or self.teacher_backend == "openai", "teacher_mode",
+              "'batch' needs --teacher_backend openai (the OpenAI Batch API)", self.teacher_mode)
         check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
               self.teacher_model)
         if self.teacher_base_url is not None:
@@ -162,7 +169,7 @@ class CitingArguments:
 
         return TeacherConfig(
             backend=self.teacher_backend, model=self.teacher_model, base_url=self.teacher_base_url,
-            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency,
+            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency, mode=self.teacher_mode,
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
@@ -503,6 +510,9 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
+        from citing_trl.distributed import check_shared_output_dir
+
+        check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
         self.preflight()
         adapter = self.sft()
         rubric = self.rubric()
