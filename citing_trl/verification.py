@@ -309,7 +309,7 @@ def print_fix_break(report: dict, title: str, console=None) -> None:
     table.add_column("revisions")
     for key in FIX_BREAK_KEYS:
         table.add_column(key.replace("_to_", "→").replace("_", " "), justify="right")
-    labels = {"proposed": "teacher proposed (before gate)", "kept": "kept (trained on)"}
+    labels = {"proposed": "proposed (pre-gate)", "kept": "kept (trained)"}
     for name, counts in report.items():
         table.add_row(labels.get(name, name), *(str(counts.get(k, 0)) for k in FIX_BREAK_KEYS))
     (console or Console()).print(table)

@@ -4,7 +4,7 @@
     python tests/score_self_revision.py --data "<load_instructions spec>" --split test \
         --run SFT=outputs/infer_sft --run CITING=outputs/infer_citing
 
-Each ``--run NAME=DIR`` is a ``recipes/infer.py`` output folder (``responses.jsonl``: id, responses
+Each ``--run NAME=DIR`` is a ``recipes/infer.py`` output folder (``answers.jsonl``: id, responses
 [r(0)..r(M)]); rows are joined by id to the data spec's rows for ``source``/``answers``/``input``. Correctness
 is C1's ``is_correct`` (accuracy for yes/no and multiple choice, ``answer_in_response`` for open QA).
 """
@@ -35,7 +35,7 @@ def main() -> None:
     print("|---|" + "---|" * (len(sources) + 1))
     for spec in args.run:
         name, _, folder = spec.partition("=")
-        results = read_jsonl(f"{folder}/responses.jsonl")
+        results = read_jsonl(f"{folder}/answers.jsonl")
         steps = len(results[0]["responses"])
         correct = [[is_correct(gold[r["id"]]["source"], r["responses"][j], gold[r["id"]]["answers"],
                                gold[r["id"]].get("input") or "") for r in results] for j in range(steps)]

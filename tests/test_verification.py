@@ -63,12 +63,14 @@ def run_oracle_round(tmp_path: Path, model_dir: Path, **citing_overrides):
             {"id": i, "response": d, "finish_reason": "stop", "completion_tokens": 3} for i, d in drafts.items()
         ])
         pipe.run()
+    run_oracle_round.last_server = server
     return rdir, drafts, gold
 
 
 @pytest.fixture(scope="module")
 def oracle_round(tmp_path_factory, tiny_model_dir):
-    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir, revision_gate="gold")
+    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir, revision_gate="gold",
+                            revision_reference=True)
 
 
 def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
@@ -94,7 +96,10 @@ def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
     assert tokens > 0 and usage["tokens_per_kept_row"] == pytest.approx(tokens / len(drafts), abs=0.05)
     card = (rdir / "adapter" / "README.md").read_text()
     assert "Revision gate: `gold`" in card and f"right→right {len(right)}" in card
-    # the gold answer never reaches the student's training prompt
+    # the gold answer reaches the teacher's prompt (reference-guided) and the gate, never the student's prompt
+    teacher_prompts = [m[-1]["content"] for m in run_oracle_round.last_server.messages_by_key.values()]
+    wrong = [i for i in drafts if i not in right]
+    assert all(any(gold[i] in p and drafts[i] in p for p in teacher_prompts) for i in wrong)
     from citing_trl.citing_trainer import revision_to_prompt_completion
 
     for rec in read_jsonl(rdir / "revisions.jsonl"):
@@ -342,3 +347,27 @@ def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
         assert teacher_revisions(again, rows, responses, gate=make_gate("gold"), gate_mode="gold",
                                  num_samples=3)[0] == accepted
         assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
+
+
+def test_reward_gate_with_trained_reward_model(tiny_model_dir, tmp_path):
+    """C3 wiring: make_gate('reward') loads a reward model from disk and scores (prompt, answer) as trained."""
+    from test_baselines_reward_model import model_args, rm_args, toy_pairs, write_jsonl
+
+    from citing_trl.baselines.preferences import PreferenceArguments
+    from citing_trl.baselines.reward_model import train_reward_model
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"id": p["id"], "prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in toy_pairs(120)
+    ])
+    _, metrics = train_reward_model(PreferenceArguments(preferences=str(data), eval_fraction=0.25),
+                                    rm_args(tmp_path / "rm"), model_args(tiny_model_dir))
+    assert metrics["held_out_accuracy"] >= 0.8
+    rows = [row("up", instruction="Describe item 500."), row("down", instruction="Describe item 501.")]
+    responses = {"up": "the cat runs fast", "down": "the dog runs slow excellent"}
+    samples = [done("the cat runs fast excellent"), done("the dog runs slow")]
+    gate = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=0.0)
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="reward")
+    assert [a["id"] for a in accepted] == ["up"] and counts == {"accepted": 1, "gate_not_better": 1}
+    assert rejected[0]["verdict"]["reward_draft"] > rejected[0]["verdict"]["reward_revision"]
+    strict = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=1e6)
+    assert select_revisions(rows, responses, samples, strict, gate_mode="reward")[2] == {"gate_not_better": 2}
