@@ -34,7 +34,7 @@ demo-eval:
 	$(PYTHON) recipes/infer.py --config recipes/configs/infer_demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing
 	$(PYTHON) recipes/evaluate.py --answers citing=$(DEMO_OUT)/eval/answers_citing/answers.jsonl \
 		sft=$(DEMO_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend local \
-		--output_dir $(DEMO_OUT)/eval
+		--judge_max_parse_retries 1 --output_dir $(DEMO_OUT)/eval
 
 # SFT then 2 CITING rounds on BoolQ + CommonsenseQA + NQ-open + SQuAD v2 with reference-guided revision, then
 # gold accuracy / EM per source with 95% CIs on the held-out test split: SFT vs CITING r(0), r(1), r(2).
