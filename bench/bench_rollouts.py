@@ -4,7 +4,8 @@ loop that calls `generate` one prompt at a time, on SmolLM2-135M-Instruct, same 
     python bench/bench_rollouts.py [--prompts 32] [--max-new-tokens 64] [--batch-sizes 8] [--threads 2]
     python bench/bench_rollouts.py --batch-sizes 1 4 8 16 32 --threads 1 2   # what limits the ratio
 
-Prints tokens/s of each and their ratio, measured side by side in one run. For every batched setting it
+Prints tokens/s of each and their ratio, measured side by side in one run, plus tokens per second of this
+process's CPU time (less sensitive to other jobs on a shared machine than wall time). For every batched setting it
 also prints where the batched work goes: the share of computed token slots that were useful (a row that
 has reached EOS keeps being computed until the longest row of its batch finishes), the share of prompt
 padding, and the tokens/s of the same forward passes counted over all slots.
@@ -48,9 +49,10 @@ def batched(model, tok, prompts, max_new_tokens, batch_size):
         stats["prompt_pad"] += sum(width - g.prompt_tokens for g in gens)
         stats["prompt_cells"] += width * len(gens)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     gens = generate(model, tok, prompts, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size,
                                                          show_progress=False), on_batch=on_batch)
+    stats["cpu_s"] = time.process_time() - c0
     secs = time.perf_counter() - t0
     return sum(g.completion_tokens for g in gens), secs, stats
 
@@ -72,27 +74,31 @@ def main():
     out = []
     print(f"prompts={a.prompts} max_new_tokens={a.max_new_tokens} cpus={torch.get_num_threads()}")
     print(f"{'threads':>7s} {'batch':>5s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>7s} {'ratio':>6s} "
-          f"{'useful slots':>12s} {'prompt pad':>10s} {'slot tok/s':>10s}")
+          f"{'useful slots':>12s} {'prompt pad':>10s} {'slot tok/s':>10s} {'tok/CPU-s':>9s} {'CPU ratio':>9s}")
     for threads in a.threads:
         torch.set_num_threads(threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_naive = naive(model, tok, prompts, a.max_new_tokens)
-        t_naive = time.perf_counter() - t0
-        naive_rate = n_naive / t_naive
+        t_naive, c_naive = time.perf_counter() - t0, time.process_time() - c0
+        naive_rate, naive_cpu_rate = n_naive / t_naive, n_naive / c_naive
         out.append({"threads": threads, "batch_size": 1, "kind": "naive loop", "tokens": n_naive,
-                    "seconds": round(t_naive, 2), "tok_s": round(naive_rate, 1), "ratio": 1.0})
-        print(f"{threads:7d} {'naive':>5s} {n_naive:7d} {t_naive:8.1f} {naive_rate:7.1f} {1.0:6.2f}")
+                    "seconds": round(t_naive, 2), "tok_s": round(naive_rate, 1), "ratio": 1.0,
+                    "cpu_s": round(c_naive, 2), "tok_per_cpu_s": round(naive_cpu_rate, 2), "cpu_ratio": 1.0})
+        print(f"{threads:7d} {'naive':>5s} {n_naive:7d} {t_naive:8.1f} {naive_rate:7.1f} {1.0:6.2f} {'':>12s} "
+              f"{'':>10s} {'':>10s} {naive_cpu_rate:9.2f} {1.0:9.2f}")
         for bs in a.batch_sizes:
             n, secs, st = batched(model, tok, prompts, a.max_new_tokens, bs)
             rate = n / secs
             useful = st["useful"] / st["slots"] if st["slots"] else 0.0
             pad = st["prompt_pad"] / st["prompt_cells"] if st["prompt_cells"] else 0.0
+            cpu_rate = n / st["cpu_s"]
             out.append({"threads": threads, "batch_size": bs, "kind": "citing_trl.generate", "tokens": n,
                         "seconds": round(secs, 2), "tok_s": round(rate, 1), "ratio": round(rate / naive_rate, 2),
                         "useful_slot_share": round(useful, 3), "prompt_pad_share": round(pad, 3),
-                        "slot_tok_s": round(st["slots"] / secs, 1)})
+                        "slot_tok_s": round(st["slots"] / secs, 1), "cpu_s": round(st["cpu_s"], 2),
+                        "tok_per_cpu_s": round(cpu_rate, 2), "cpu_ratio": round(cpu_rate / naive_cpu_rate, 2)})
             print(f"{threads:7d} {bs:5d} {n:7d} {secs:8.1f} {rate:7.1f} {rate / naive_rate:6.2f} {useful:12.1%} "
-                  f"{pad:10.1%} {st['slots'] / secs:10.1f}")
+                  f"{pad:10.1%} {st['slots'] / secs:10.1f} {cpu_rate:9.2f} {cpu_rate / naive_cpu_rate:9.2f}")
     best = max((r for r in out if r["kind"] != "naive loop"), key=lambda r: r["ratio"])
     print(f"best: batch {best['batch_size']}, {best['threads']} threads: {best['ratio']:.2f}x the naive loop "
           "(tok/s ratio, same threads)")

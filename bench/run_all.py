@@ -41,10 +41,12 @@ def rollout_rows(d: dict) -> list[tuple[str, str, str]]:
     rows = []
     for r in d["rows"]:
         if r["kind"] == "naive loop":
-            rows.append((f"naive loop, {r['threads']} threads", f"{r['tok_s']:.1f} tok/s", "1.00x"))
+            rows.append((f"naive loop, {r['threads']} threads", f"{r['tok_s']:.1f} tok/s ({r['tok_per_cpu_s']:.1f}/CPU-s)",
+                         "1.00x"))
         else:
             rows.append((f"generate(), batch {r['batch_size']}, {r['threads']} threads",
-                         f"{r['tok_s']:.1f} tok/s ({r['useful_slot_share']:.0%} useful slots)", f"{r['ratio']:.2f}x"))
+                         f"{r['tok_s']:.1f} tok/s ({r['tok_per_cpu_s']:.1f}/CPU-s, {r['useful_slot_share']:.0%} "
+                         "useful slots)", f"{r['ratio']:.2f}x (CPU {r['cpu_ratio']:.2f}x)"))
     return rows
 
 
@@ -83,17 +85,20 @@ def demo_rows(d: dict) -> list[tuple[str, str, str]]:
 
 
 BENCHMARKS = {
-    "rollouts": ("generator vs naive loop (SmolLM2-135M, 32 prompts x 64 tokens)", "bench_rollouts.py",
-                 ["--batch-sizes", "8", "32"], ["--prompts", "4", "--max-new-tokens", "4", "--batch-sizes", "2"],
-                 rollout_rows),
-    "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "6"],
+    "rollouts": ("generator vs naive loop (SmolLM2-135M, 16 prompts x 48 new tokens, greedy)", "bench_rollouts.py",
+                 ["--prompts", "16", "--max-new-tokens", "48", "--batch-sizes", "1", "8", "16", "--threads", "2", "1"],
+                 ["--prompts", "4", "--max-new-tokens", "4", "--batch-sizes", "2"], rollout_rows),
+    "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "5"],
                 ["--steps", "2", "--batch-size", "1"], trainer_rows),
     "teacher": ("teacher client vs ideal concurrency (loopback server)", "bench_teacher.py", [],
                 ["--n", "8", "--concurrency", "1", "4", "--latency", "0.02"], teacher_rows),
-    "matching": ("rubric matching throughput (all-MiniLM-L6-v2)", "bench_matching.py", [],
+    "matching": ("rubric matching throughput (all-MiniLM-L6-v2)", "bench_matching.py", ["--n", "5000"],
                  ["--n", "200", "--naive_n", "50"], matching_rows),
     "judge": ("judge calls per pair (both orders)", "bench_judge.py", [], [], judge_rows),
-    "demo": ("demo stage times (embedded default, `make demo` config)", "bench_demo.py", [], None, demo_rows),
+    # the demo config, cut to 1 round over 12 instructions and 6 optimizer steps per training stage so that
+    # it stays a few minutes on a 2-core CPU (the full `make demo` takes ~12 min there)
+    "demo": ("demo stage times (demo config, 1 round, 12 instructions, 6 steps per stage)", "bench_demo.py",
+             ["--num_rounds", "1", "--num_instructions", "12", "--max_steps", "6"], None, demo_rows),
 }
 
 

@@ -399,11 +399,6 @@ class _Attempt(Exception):
         self.retry_after = retry_after
 
 
-def _parse_completion(body: str, redact=lambda text: text) -> dict:
-    """Text, finish reason and usage of the first choice of a chat completion body (see :func:`_parse_choices`)."""
-    return _parse_choices(body, redact)[0]
-
-
 def _parse_choices(body: str, redact=lambda text: text) -> list[dict]:
     """One result (text, finish reason, token counts) per choice of a chat completion body, in choice order;
     `_Malformed` when it is not one. The usage block counts all choices together: every choice carries the
