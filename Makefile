@@ -7,12 +7,12 @@ DEMO_CONFIG ?= recipes/configs/citing_demo.yaml
 DEMO_OUT ?= outputs/citing_demo
 PYTEST_ARGS ?=
 # QA curriculum demo (`make qa-demo`): local files beside the checkout; pass Hub ids or your own files instead,
-# e.g. QA_DATA="boolq@50+commonsense_qa@50+nq_open@50+squad_v2@50" (see citing_trl/data.py for the split rule).
+# e.g. QA_DATA="boolq@20+commonsense_qa@20+nq_open@20+squad_v2@20" (see citing_trl/data.py for the split rule).
 QA_CONFIG ?= recipes/configs/citing_qa_demo.yaml
 QA_OUT ?= outputs/citing_qa_demo
 QA_FILES ?= boolq:../shared/data/boolq_dev.jsonl commonsense_qa:../shared/data/commonsenseqa_dev.jsonl nq_open:../shared/data/nq_open_dev.jsonl squad_v2:../shared/data/squad_v2_dev_sample.json
-QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @50,$(QA_FILES)))
-QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
+QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
+QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
 .PHONY: setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
@@ -34,7 +34,7 @@ demo-eval:
 	$(PYTHON) recipes/infer.py --config recipes/configs/infer_demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing
 	$(PYTHON) recipes/evaluate.py --answers citing=$(DEMO_OUT)/eval/answers_citing/answers.jsonl \
 		sft=$(DEMO_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend local \
-		--output_dir $(DEMO_OUT)/eval
+		--judge_max_parse_retries 1 --output_dir $(DEMO_OUT)/eval
 
 # SFT then 2 CITING rounds on BoolQ + CommonsenseQA + NQ-open + SQuAD v2 with reference-guided revision, then
 # gold accuracy / EM per source with 95% CIs on the held-out test split: SFT vs CITING r(0), r(1), r(2).

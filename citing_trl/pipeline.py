@@ -102,6 +102,22 @@ class CitingArguments:
         metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
                   "answer; counted as kept_identical). False drops it as 'identical', as before."},
     )
+    revision_gate: str = field(
+        default="none",
+        metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
+                  "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
+                  "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
+                  "See citing_trl/verification.py."},
+    )
+    gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
+    gate_reward_model: str | None = field(
+        default=None, metadata={"help": "revision_gate=reward: the reward model (folder or LoRA adapter) to score with."}
+    )
+    teacher_num_samples: int = field(
+        default=1,
+        metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
+                  "passing one (gold score, then judge/reward score, then the shorter)."},
+    )
     keep_complete_truncated: bool = field(
         default=True,
         metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
@@ -144,6 +160,9 @@ class CitingArguments:
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
+        from citing_trl.verification import check_settings
+
+        check_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
 
     def teacher_config(self):
         from citing_trl.teacher import TeacherConfig
@@ -393,12 +412,20 @@ class CitingPipeline:
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
             before = self.teacher.ledger.summary()
-            accepted, rejected, counts = teacher_revisions(
+            from citing_trl.verification import make_gate, per_kept_row, print_round_report
+
+            gate = make_gate(self.args.revision_gate, teacher=self.teacher, reward_model=self.args.gate_reward_model,
+                             margin=self.args.gate_margin)
+            accepted, rejected, counts, report = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
+                gate=gate, gate_mode=self.args.revision_gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
+            usage.update(per_kept_row(usage, len(accepted)))
+            (rdir / "verification.json").write_text(json.dumps(self._verification(report), indent=2))
+            print_round_report(k, report, usage)
             accepted = [{**r, "round": k} for r in accepted]
             write_jsonl(rdir / "rejected.jsonl", rejected)
             (rdir / "revision_counts.json").write_text(json.dumps(counts, indent=2))
@@ -428,12 +455,20 @@ class CitingPipeline:
                 "train_loss": train_loss,
                 "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
+                "verification": json.loads((rdir / "verification.json").read_text()),
                 "timings_s": timings,
             }
             summary_path.write_text(json.dumps(summary, indent=2))
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
+
+    def _verification(self, report: dict) -> dict:
+        """What decided the round's training rows, for summary.json and the model card."""
+        return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
+                "keep_identical": self.args.keep_identical, "teacher_num_samples": self.args.teacher_num_samples,
+                "teacher_temperature": self.args.teacher_temperature, "ungated_rows": report["ungated"],
+                "fix_break": report["fix_break"]}
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
         """How this run's revisions were made and filtered: the round summary and the model card record it."""
@@ -463,6 +498,7 @@ class CitingPipeline:
             model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            verification=json.loads((rdir / "verification.json").read_text()),
             revision_settings=self.revision_settings(),
         )
         trainer.train()
