@@ -22,8 +22,11 @@ def test_multi_node_config():
 
 
 def launch_two_ranks(tmp_path: Path, *args: str) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1"}
+    # in-process tests earlier in the session (a PartialState) leave ACCELERATE_*/rank variables in os.environ;
+    # inherited, e.g. ACCELERATE_USE_CPU would make the launcher start one process instead of two
+    leaked = ("ACCELERATE_", "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaked)}
+    env.update(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", "0",
@@ -31,6 +34,8 @@ def launch_two_ranks(tmp_path: Path, *args: str) -> list[dict]:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    missing = [rank for rank in (0, 1) if not (tmp_path / f"result.{rank}.json").exists()]
+    assert not missing, f"rank(s) {missing} wrote no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return [json.loads((tmp_path / f"result.{rank}.json").read_text()) for rank in (0, 1)]
 
 
