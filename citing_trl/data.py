@@ -488,11 +488,26 @@ def load_file(path: str | Path) -> datasets.Dataset:
 
 
 DEMO_FILE = "demo_data/demo.jsonl"
+DEMO_HELD_OUT = {"validation": 2, "test": 2}  # rows per kind, taken from the end of each kind's list
 
 
-def load_demo() -> datasets.Dataset:
+def _demo_split(rows: list[dict], split: str) -> list[dict]:
+    """Fixed split of the demo set, the same on every machine: of each kind's rows in file order, the last
+    ``DEMO_HELD_OUT["test"]`` are test, the ``DEMO_HELD_OUT["validation"]`` before them validation, the rest
+    train (16 per kind -> 12/2/2, i.e. 60/10/10 rows), so training never sees a held-out row."""
+    n_test, n_val = DEMO_HELD_OUT["test"], DEMO_HELD_OUT["validation"]
+    out = []
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        cut = len(mine) - n_test - n_val
+        out += {"train": mine[:cut], "validation": mine[cut:cut + n_val], "test": mine[cut + n_val:]}[split]
+    return out
+
+
+def load_demo(split: str | None = None) -> datasets.Dataset:
     """The shipped demo set: 80 instructions, 16 for each kind of task in the paper's Table 4, with
-    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`)."""
+    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`).
+    ``split`` (train/validation/test) selects the fixed held-out split of :func:`_demo_split`; None = all."""
     origin = f"citing_trl/{DEMO_FILE}"
     text = resources.files("citing_trl").joinpath(DEMO_FILE).read_text(encoding="utf-8")
     rows = []
@@ -502,13 +517,17 @@ def load_demo() -> datasets.Dataset:
             raise r.fail("kind", f"is {r.data['kind']!r}, expected one of {', '.join(KINDS)}")
         rows.append(_generic(r) | {"output": r.text("output")})
     features = datasets.Features({**FEATURES, "kind": datasets.Value("string")})
-    return _to_dataset(_finish(rows, origin, "demo", extra=("kind",)), features)
+    rows = _finish(rows, origin, "demo", extra=("kind",))
+    if split is not None:
+        _check_split(split)
+        rows = _demo_split(rows, split)
+    return _to_dataset(rows, features)
 
 
 def load_instructions(spec: str, split: str = "train", limit: int | None = None, seed: int = 42) -> datasets.Dataset:
     """One entry point for recipes. ``spec`` is one of:
 
-    * ``"demo"``: the shipped demo set (:func:`load_demo`; ``split`` is ignored, ``kind`` column kept);
+    * ``"demo"``: the shipped demo set (:func:`load_demo`, its fixed 60/10/10 ``split``; ``kind`` column kept);
     * a family name (``alpaca``, ``world_knowledge``, ``reading_comprehension``, ``commonsense``): from the Hub;
     * a source name (``nq_open``, ``squad_v2``, ...): that source from the Hub;
     * ``"<source>:<file or Hub id>"``, e.g. ``"alpaca:data/alpaca.json"`` (its 8:1:1 ``split``) or
@@ -520,7 +539,7 @@ def load_instructions(spec: str, split: str = "train", limit: int | None = None,
     _check_split(split)
     name, _, rest = spec.partition(":")
     if spec == "demo":
-        demo = load_demo()
+        demo = load_demo(split)
         return demo if limit is None else demo.select(sorted(_sample(list(range(len(demo))), limit, seed)))
     if spec in FAMILIES:
         rows = load_family(spec, seed=seed, split=split).to_list()

@@ -221,9 +221,13 @@ def test_demo_data():
     for row in ds:
         assert row["answers"] == [row["output"]] and len(row["output"]) > 20
     assert sum(bool(r["input"]) for r in ds) >= 5
-    assert D.load_instructions("demo")["id"] == ds["id"]
+    splits = {s: D.load_instructions("demo", split=s) for s in ("train", "validation", "test")}
+    assert [len(splits[s]) for s in splits] == [60, 10, 10]  # 12/2/2 of every kind, fixed
+    assert Counter(splits["test"]["kind"]) == {k: 2 for k in KINDS}
+    assert sorted(i for s in splits for i in splits[s]["id"]) == sorted(ds["id"])  # disjoint, complete
+    assert "demo-factual-16" in splits["test"]["id"] and "demo-factual-01" in splits["train"]["id"]
     sample = D.load_instructions("demo", limit=10, seed=0)
-    assert len(sample) == 10 and set(sample["id"]) <= set(ds["id"])
+    assert len(sample) == 10 and set(sample["id"]) <= set(splits["train"]["id"])
 
 
 def test_generic_file_and_specs(tmp_path):
