@@ -64,6 +64,47 @@ def revision_messages(instruction: str, input: str, criteria: str | Sequence[str
 
 
 # --------------------------------------------------------------------------------------------------
+# Reference-guided revision (beyond the paper; teacher only, never the student's prompt)
+# --------------------------------------------------------------------------------------------------
+
+REFERENCE_REVISION_HEADER = (
+    "You are given a task, a draft answer to it, a reference answer that is known to be correct, and the "
+    "standards that separate a strong answer from a weak one for this kind of task. Rewrite the draft so "
+    "that what it answers agrees with the reference and the answer meets the standards. Keep whatever in "
+    "the draft is already right, change what disagrees with the reference, and do not talk about the draft "
+    "or the reference. Reply with the improved answer only."
+)
+
+
+def format_reference(answers: str | Sequence[str]) -> str:
+    """The gold answer(s) as the teacher sees them: the first, then any other accepted forms."""
+    items = [answers] if isinstance(answers, str) else [a for a in answers if a and a.strip()]
+    if not items:
+        raise ValueError("reference-guided revision needs at least one gold answer")
+    first, rest = items[0].strip(), [a.strip() for a in items[1:] if a.strip() != items[0].strip()]
+    return first + (f"\n(also accepted: {'; '.join(rest)})" if rest else "")
+
+
+def reference_revision_prompt(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                              answers: str | Sequence[str]) -> str:
+    """The teacher's revision prompt when a gold answer is known: pr(x, c, r) plus the reference. The student
+    is never shown this prompt; it learns from pr(x, c, r) -> revision (:func:`revision_prompt`)."""
+    return (
+        f"{REFERENCE_REVISION_HEADER}\n\n"
+        f"### Task\n{instruction_text(instruction, input)}\n\n"
+        f"### Draft answer\n{response.strip()}\n\n"
+        f"### Reference answer (correct)\n{format_reference(answers)}\n\n"
+        f"### Standards\n{format_criteria(criteria)}\n\n"
+        f"### Improved answer"
+    )
+
+
+def reference_revision_messages(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                                answers: str | Sequence[str]) -> list[dict]:
+    return [{"role": "user", "content": reference_revision_prompt(instruction, input, criteria, response, answers)}]
+
+
+# --------------------------------------------------------------------------------------------------
 # Rubric design (§3.2, Algorithm 1 line 5)
 # --------------------------------------------------------------------------------------------------
 

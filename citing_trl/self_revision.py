@@ -41,6 +41,8 @@ class InferenceArguments:
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Token budget per answer (paper: 512)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty on tokens the answer already holds (1.0 = off)."})
+    no_repeat_ngram_size: int = field(default=0, metadata={"help": "Never repeat an n-gram of this size in an answer (0 = off)."})
     output_dir: str = field(
         default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
     )

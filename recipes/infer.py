@@ -43,7 +43,8 @@ def main():
     rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                           repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
     results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
     print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
 
