@@ -99,6 +99,9 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS reached) or "length" (hit max_new_tokens)
+    # New token ids; unlike `text`/`completion_tokens` they end with the EOS id when finish_reason == "stop"
+    # (RL trainers score and train on exactly the sampled tokens).
+    token_ids: list[int] | None = None
 
 
 def render_prompt(tokenizer, prompt: str | list[dict]) -> str:
@@ -178,8 +181,10 @@ def generate(
             for row, i in enumerate(idx):
                 tokens = new[row]
                 finish = "length"
+                sampled = tokens
                 for pos, tok in enumerate(tokens):
                     if tok in eos_ids:
+                        sampled = tokens[: pos + 1]
                         tokens = tokens[:pos]
                         finish = "stop"
                         break
@@ -187,11 +192,13 @@ def generate(
                     # generate() pads finished rows; a row that never produced EOS ran out of budget
                     while tokens and tokens[-1] == pad_id and pad_id not in eos_ids:
                         tokens = tokens[:-1]
+                    sampled = tokens
                 gen = Generation(
                     text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                     prompt_tokens=len(encoded[i]),
                     completion_tokens=len(tokens),
                     finish_reason=finish if len(tokens) < config.max_new_tokens or finish == "stop" else "length",
+                    token_ids=list(sampled),
                 )
                 results[i] = gen
                 batch_results.append(gen)

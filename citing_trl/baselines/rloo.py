@@ -1,0 +1,51 @@
+"""RLOO baseline: TRL 1.16's maintained ``RLOOTrainer`` on the same start and reward as PPO.
+
+The SFT adapter is merged into the backbone and a fresh LoRA adapter is trained, so RLOO's reference (the
+policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. The reward reaches
+RLOOTrainer as a callable around the same scorer PPO uses (``RewardScorer`` or a ``module:function``), so both
+methods score exactly the text the reward model was trained on.
+"""
+
+from __future__ import annotations
+
+from citing_trl.baselines.ppo import RLHFArguments, build_reward_fn, load_rlhf_policy, training_prompts
+
+
+def _completion_text(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role") == "assistant") or \
+        "".join(m.get("content", "") for m in completion)
+
+
+def rloo_reward(reward_fn):
+    """Adapt f(prompts, answer texts) to RLOOTrainer's reward-function signature."""
+
+    def reward(prompts, completions, **kwargs):
+        return [float(s) for s in reward_fn(list(prompts), [_completion_text(c) for c in completions])]
+
+    reward.__name__ = getattr(reward_fn, "__name__", "reward")
+    return reward
+
+
+def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
+    from datasets import Dataset
+    from trl import RLOOTrainer
+
+    from citing_trl.sft import lora_config
+
+    reward_fn = build_reward_fn(rlhf_args)
+    model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
+    dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(data_args)])
+    trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=lora_config(model_args))
+    trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
+    trainer.save_model(config.output_dir)
+    return trainer
+
+
+def _last_checkpoint(output_dir: str):
+    from transformers.trainer_utils import get_last_checkpoint
+    import os
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
