@@ -7,7 +7,7 @@ DEMO_CONFIG ?= recipes/configs/citing_demo.yaml
 DEMO_OUT ?= outputs/citing_demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-eval sft-demo test bench
+.PHONY: compare setup demo demo-eval sft-demo test bench
 
 setup:
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -36,3 +36,10 @@ test: setup
 
 bench: setup
 	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done
+
+# CITING vs PPO-RLHF, RRHF, RAFT, DPO from one SFT start on CommonsenseQA (needs ../shared/data or a local copy;
+# set COMPARE_CONFIG for another). Stages are resumable; COMPARE_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+COMPARE_CONFIG ?= baselines/configs/compare_demo.yaml
+COMPARE_ARGS ?=
+compare: setup
+	$(PYTHON) baselines/compare.py --config $(COMPARE_CONFIG) $(COMPARE_ARGS)
