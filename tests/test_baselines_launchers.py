@@ -82,12 +82,14 @@ def test_launchers_end_to_end(tiny_model_dir, citing_like_run, tmp_path):
 
 def test_dpo_launches_from_yaml_and_steps(tiny_model_dir, citing_like_run, tmp_path):
     run = citing_like_run
-    proc = launch("dpo.py", "dpo_demo.yaml", "--model_name_or_path", str(tiny_model_dir), *TRAIN,
-                  "--sft_adapter", str(run / "sft"), "--citing_run", str(run), "--output_dir", str(tmp_path / "dpo"))
-    state = json.loads(next((tmp_path / "dpo").glob("**/trainer_state.json")).read_text()) \
-        if list((tmp_path / "dpo").glob("**/trainer_state.json")) else None
-    assert (tmp_path / "dpo" / "adapter_model.safetensors").is_file()
-    assert "'loss'" in proc.stdout + proc.stderr or state is not None  # one optimisation step was logged
+    launch("dpo.py", "dpo_demo.yaml", "--model_name_or_path", str(tiny_model_dir), *TRAIN,
+           "--sft_adapter", str(run / "sft"), "--citing_run", str(run), "--output_dir", str(tmp_path / "dpo"))
+    from safetensors.torch import load_file
+
+    before = load_file(run / "sft" / "adapter_model.safetensors")
+    after = load_file(tmp_path / "dpo" / "adapter_model.safetensors")
+    assert set(before) == set(after)  # the SFT adapter itself was trained (same LoRA modules), not a fresh one
+    assert any(not (before[k] == after[k]).all() for k in before)  # one optimisation step changed it
 
 
 def test_launcher_bad_input_is_one_line(tiny_model_dir, tmp_path):
