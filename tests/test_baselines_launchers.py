@@ -99,3 +99,49 @@ def test_launcher_bad_input_is_one_line(tiny_model_dir, tmp_path):
                   "--preferences", str(bad), "--output_dir", str(tmp_path / "rm"), check=False, accelerate=False)
     assert proc.returncode != 0
     assert "row 1 (id x1): missing rejected" in proc.stderr and "Traceback" not in proc.stderr
+
+
+PARSERS = {
+    "reward_model": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.reward_model:RewardModelConfig",
+    "dpo": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.common:BaselineArguments "
+           "citing_trl.baselines.dpo:DPOConfig",
+    "rrhf": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.rrhf:RRHFConfig",
+    "raft": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.raft:RAFTConfig",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@pytest.mark.parametrize("setting", ["demo", "llama7b"])
+def test_baseline_yamls_parse(name, setting, tmp_path):
+    """Every baseline YAML (CPU demo and 8-GPU paper setting) parses with its launcher's dataclasses."""
+    import importlib
+
+    from trl import ModelConfig, TrlParser
+
+    classes = [getattr(importlib.import_module(m), c) for m, c in (s.split(":") for s in PARSERS[name].split())]
+    path = REPO / "baselines" / "configs" / f"{name}_{setting}.yaml"
+    extra = ["--use_cpu", "true", "--bf16", "false"] if setting == "llama7b" else []  # no GPU here
+    parsed = TrlParser((*classes, ModelConfig)).parse_args_and_config(
+        args=["--config", str(path), "--output_dir", str(tmp_path), *extra])
+    model = parsed[-1]
+    assert model.model_name_or_path and model.lora_r == 16
+    if name in ("rrhf", "raft", "dpo"):
+        assert parsed[1].sft_adapter.endswith("/sft")  # every method starts from SFT
+
+
+def test_compare_yamls_parse():
+    import importlib.util
+
+    from trl import TrlParser
+
+    spec = importlib.util.spec_from_file_location("compare", REPO / "baselines" / "compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["compare"] = mod
+    spec.loader.exec_module(mod)
+    for setting in ("demo", "llama7b"):
+        (a,) = TrlParser((mod.CompareArguments,)).parse_args_and_config(
+            args=["--config", str(REPO / "baselines" / "configs" / f"compare_{setting}.yaml")])
+        cmds = mod.stage_commands(a)
+        for stage in ("citing", "ppo", "rrhf", "raft", "dpo"):
+            config = Path(REPO / cmds[stage][cmds[stage].index("--config") + 1])
+            assert config.is_file(), config
