@@ -15,7 +15,8 @@ script's resume logic):
     answers_<m>   recipes/infer.py --num_revisions 0 on the test split, for sft, citing and each baseline
     evaluate      recipes/evaluate.py: gold metrics + Table 1 with CITING as reference
 
-With ``--lock FILE`` every stage runs under ``flock FILE`` (the shared-machine rule), one at a time.
+With ``--lock FILE`` stages run only while this process holds ``flock FILE`` (the shared-machine rule); after a
+stage the lock is given back once it has been held ``lock_hold_s`` seconds, so short stages share one hold.
 """
 
 from __future__ import annotations
@@ -70,7 +71,15 @@ class CompareArguments:
     judge_backend: str = field(default="none", metadata={"help": "recipes/evaluate.py judge: none, local or openai."})
     judge_model: str | None = field(default=None, metadata={"help": "Judge model (served name or local path)."})
     judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL of the judge."})
-    lock: str | None = field(default=None, metadata={"help": "Run every stage under `flock LOCK` (shared machine)."})
+    lock: str | None = field(
+        default=None,
+        metadata={"help": "A lock file (shared machine): stages run only while this process holds it (flock)."},
+    )
+    lock_hold_s: float = field(
+        default=300.0,
+        metadata={"help": "With --lock: after a stage ends, give the lock back if it was held this long, so others "
+                          "get a turn; consecutive short stages share one hold."},
+    )
     stages: str | None = field(default=None, metadata={"help": "Comma-separated stages to run (default: all)."})
     list_stages: bool = field(default=False, metadata={"help": "Print the stages and whether each is done, then exit."})
     stage_timeout: int | None = field(default=None, metadata={"help": "Seconds before a stage is stopped (resumable)."})
@@ -149,19 +158,48 @@ def merge_sft(base: str, adapter: str, target: str) -> None:
     tmp.rename(target)
 
 
-def run_stage(name: str, cmd: list[str], a: CompareArguments) -> float:
+class Lock:
+    """flock(2) on a shared lock file, held across consecutive stages for at most ``hold_s`` of stage time."""
+
+    def __init__(self, path: str | None, hold_s: float):
+        self.path, self.hold_s, self.fd, self.since = path, hold_s, None, 0.0
+
+    def acquire(self):
+        if self.path and self.fd is None:
+            import fcntl
+            import os
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            print(f"[compare] waiting for {self.path}", flush=True)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.since = time.time()
+
+    def maybe_release(self, force: bool = False):
+        if self.fd is not None and (force or time.time() - self.since >= self.hold_s):
+            import fcntl
+            import os
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def run_stage(name: str, cmd: list[str], a: CompareArguments, lock: Lock | None = None) -> float:
     marker = Path(a.output_dir) / ".stages" / f"{name}.done"
     if marker.is_file():
         print(f"[compare] {name}: done before ({marker.read_text().strip()}), skipped")
         return 0.0
-    full = (["flock", a.lock] if a.lock else []) + cmd
-    print(f"[compare] {name}: {shlex.join(full)}", flush=True)
+    if lock:
+        lock.acquire()
+    print(f"[compare] {name}: {shlex.join(cmd)}", flush=True)
     t0 = time.time()
     try:
-        code = subprocess.run(full, cwd=REPO, timeout=a.stage_timeout).returncode
+        code = subprocess.run(cmd, cwd=REPO, timeout=a.stage_timeout).returncode
     except subprocess.TimeoutExpired:
         sys.exit(f"compare: stage {name} ran past --stage_timeout {a.stage_timeout}s; rerun to resume it")
     wall = time.time() - t0
+    if lock:
+        lock.maybe_release(force=code != 0)
     if code != 0:
         sys.exit(f"compare: stage {name} failed (exit {code}); fix it and rerun (finished stages are skipped)")
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +225,10 @@ def main():
             marker = Path(a.output_dir) / ".stages" / f"{s}.done"
             print(f"{s:20s} {'done ' + marker.read_text().strip() if marker.is_file() else 'to do'}")
         return
+    lock = Lock(a.lock, a.lock_hold_s)
     for s in wanted:
-        run_stage(s, cmds[s], a)
+        run_stage(s, cmds[s], a, lock)
+    lock.maybe_release(force=True)
     table = Path(a.output_dir) / "eval"
     if (Path(a.output_dir) / ".stages" / "evaluate.done").is_file():
         print(f"[compare] reports in {table}")
