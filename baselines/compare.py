@@ -100,10 +100,10 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     rm = str(out / "reward_model")
     rm_prefs = str(out / "citing") if a.rm_preferences == "citing" else a.rm_preferences
     cmds: dict[str, list[str]] = {
-        "citing": [*launch, "recipes/citing.py", "--config", a.citing_config, *model, *train_data,
-                   "--num_instructions", str(a.train_samples), "--output_dir", str(out / "citing"), *extra.get("citing", [])],
         "reward_model": [*launch, "baselines/reward_model.py", "--config", a.reward_model_config, *model,
                          "--preferences", rm_prefs, "--output_dir", rm, *extra.get("reward_model", [])],
+        "citing": [*launch, "recipes/citing.py", "--config", a.citing_config, *model, *train_data,
+                   "--num_instructions", str(a.train_samples), "--output_dir", str(out / "citing"), *extra.get("citing", [])],
         "ppo": [*launch, "baselines/ppo_rlhf.py", "--config", a.ppo_config, *model, *train_data, "--sft_adapter", sft,
                 "--reward_model_path", rm, "--output_dir", str(out / "ppo"), *extra.get("ppo", [])],
         "rrhf": [*launch, "baselines/rrhf.py", "--config", a.rrhf_config, *model, *train_data, "--sft_adapter", sft,
@@ -114,6 +114,8 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
         "dpo": [*launch, "baselines/dpo.py", "--config", a.dpo_config, *model, "--sft_adapter", sft,
                 "--preferences", str(out / "citing"), "--output_dir", str(out / "dpo"), *extra.get("dpo", [])],
     }
+    if a.rm_preferences == "citing":  # the reward model then learns from the CITING run: train it after CITING
+        cmds = {"citing": cmds.pop("citing"), **cmds}
     cmds = {k: v for k, v in cmds.items() if k in ("citing", "reward_model") or k in a.methods}
     if not any(m in a.methods for m in ("ppo", "rrhf", "raft")):
         cmds.pop("reward_model")
