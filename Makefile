@@ -26,7 +26,7 @@ demo-eval:
 	$(PYTHON) recipes/infer.py --config recipes/configs/infer_demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing
 	$(PYTHON) recipes/evaluate.py --answers citing=$(DEMO_OUT)/eval/answers_citing/answers.jsonl \
 		sft=$(DEMO_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend local \
-		--output_dir $(DEMO_OUT)/eval
+		--judge_max_parse_retries 1 --output_dir $(DEMO_OUT)/eval
 
 sft-demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/sft.py --config recipes/configs/sft_demo.yaml

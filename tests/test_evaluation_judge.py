@@ -53,6 +53,12 @@ ITEMS = [
     ("B", {a: "B" for a in ASPECTS}),
     ('{"articulate": "A"}', {"articulate": "A"}),  # incomplete: the rest is missing
     ("I cannot decide between them.", {}),
+    ('The answer "A" is better.', {a: "A" for a in ASPECTS}),
+    ("A\n\nThe function total() adds the numbers.", {a: "A" for a in ASPECTS}),  # a verdict on its own line
+    ('The better answer is: **B**', {a: "B" for a in ASPECTS}),
+    ("A 18% tip of $84 is $15.12.", {}),  # an article, not a verdict
+    ("Answer A is better than answer B, but the answer is B.", {}),  # two different letters
+
     ('{"articulate": "maybe"}', {}),
 ])
 def test_parse_verdicts(text, expected):

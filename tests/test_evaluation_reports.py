@@ -88,6 +88,7 @@ def _answer_files(tmp_path):
     citing = [dict(r, response=f, responses=[s0, f]) for r, f, s0 in zip(
         base, ["Paris GOOD", "Yes GOOD", "B GOOD", "GOOD line", NO_ANSWER], ["Lyon", "No", "A dog", "line", "maybe p"])]
     sft = [dict(r, response=f) for r, f in zip(base, ["London", "no", "A", "line", ""])]
+    sft[1]["input"] = "Passage: ice is cold"  # same id, other input: reported
     sft = sft[:3] + [sft[0], sft[4], dict(base[0], id="q9", response="x")]  # dup q1, lacks q4, extra q9
     paths = {}
     for name, rows in (("citing", citing), ("sft", sft)):
@@ -113,6 +114,7 @@ def test_evaluate_recipe_gold_only(tmp_path):
     assert issues["empty_responses"]["sft"]["examples"] == ["q5"]
     assert issues["missing_ids"]["sft (vs citing)"]["examples"] == ["q4"]
     assert issues["missing_ids"]["citing (vs sft)"]["examples"] == ["q9"]
+    assert issues["different_instruction"]["sft (vs citing)"] == {"count": 1, "examples": ["q2"]}
     t2 = json.loads((out / "table2.json").read_text())
     assert t2["fix_break"]["citing@1 vs citing@0"]["all"] == {"wrong_to_right": 4, "right_to_wrong": 0,
                                                               "right_to_right": 0, "wrong_to_wrong": 0, "no_gold": 1}

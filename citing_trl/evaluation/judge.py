@@ -14,7 +14,9 @@ verdict is ``"a"`` (or ``"b"``) only when both orders pick that answer; any disa
 verdict is ``"unparsed"``, left out of every rate and counted.
 
 **Parsing.** A reply is read as JSON (also inside a ```json fence, or with single quotes), else as lines
-like ``articulate: A``, else as a bare ``A`` / ``B`` / ``tie`` (which then answers every aspect asked). An
+like ``articulate: A``, else as one plain verdict that then answers every aspect asked: a bare ``A`` /
+``B`` / ``tie`` (the whole reply or its first line) or a sentence such as "answer B is better" (see
+:func:`_single_verdict`). An
 unreadable or incomplete reply is asked again up to ``max_parse_retries`` times with a different request:
 the conversation continues with the judge's own reply and a format reminder
 (:func:`citing_trl.prompts.judge_repair_messages`), so its cache key differs and a rerun replays it for free.
@@ -101,11 +103,32 @@ def parse_verdicts(text: str, keys: Sequence[str]) -> dict[str, str]:
         if m:
             found[k] = parse_choice(m.group(1))
     if not found:  # a bare verdict answers every key
-        choice = parse_choice(text) or parse_choice(re.sub(r"^(the )?(winner|verdict|better answer)( is)?:?", "",
-                                                            text.strip(), flags=re.IGNORECASE))
+        choice = _single_verdict(text)
         if choice:
             found = {k: choice for k in keys}
     return found
+
+
+_SINGLE = [
+    re.compile(r"""\b(?:answer|response)\s+["'*]*([AB])["'*]*\s+is\s+(?:the\s+)?(?:better|best|stronger)""", re.I),
+    re.compile(r"""\b(?:winner|verdict|better\s+(?:answer|one)|answer|choice)\s+is\s*:?\s*(?:answer\s+)?["'*]*([AB])["'*]*(?=[\s.,;:!)]*(?:$|\n))""",
+               re.I | re.M),
+    re.compile(r"""\bI\s+(?:prefer|choose|pick)\s+(?:answer\s+)?["'*]*([AB])\b""", re.I),
+]
+
+
+def _single_verdict(text: str) -> str | None:
+    """One verdict for every aspect from a reply that is not JSON: the whole reply or its first line is
+    "A" / "B" / "tie" (quotes, markdown and a final full stop allowed), or it says "answer B is better",
+    "the better answer is A", "the answer is "A"", "I prefer B". Several different letters -> None.
+    ("A 18% tip ..." is not a verdict: the letter must stand alone on its line or follow those words.)"""
+    text = text.strip()
+    first = text.splitlines()[0] if text else ""
+    for candidate in (text, first, re.sub(r"^(the )?(winner|verdict|better answer)( is)?:?", "", first, flags=re.I)):
+        if choice := parse_choice(candidate.strip("#*_ \t")):
+            return choice
+    letters = {m.group(1).upper() for pattern in _SINGLE for m in pattern.finditer(text)}
+    return letters.pop() if len(letters) == 1 else None
 
 
 _TO_SYSTEM = ({"A": "a", "B": "b", "tie": "tie"}, {"A": "b", "B": "a", "tie": "tie"})  # by order

@@ -129,10 +129,14 @@ def has_gold(row: dict) -> bool:
 
 
 def align(a_name: str, a: dict[str, dict], b_name: str, b: dict[str, dict], issues: DataIssues) -> list[str]:
-    """Ids both systems answered, in ``a``'s order; ids only one has are reported under the pair's name."""
+    """Ids both systems answered, in ``a``'s order. Ids only one has are reported under the pair's name, and so
+    are shared ids whose instruction or input differ (``different_instruction``; judged with ``a``'s)."""
     issues.add("missing_ids", f"{b_name} (vs {a_name})", [i for i in a if i not in b])
     issues.add("missing_ids", f"{a_name} (vs {b_name})", [i for i in b if i not in a])
-    return [i for i in a if i in b]
+    common = [i for i in a if i in b]
+    issues.add("different_instruction", f"{b_name} (vs {a_name})",
+               [i for i in common if (a[i]["instruction"], a[i]["input"]) != (b[i]["instruction"], b[i]["input"])])
+    return common
 
 
 def expand_steps(name: str, rows: list[dict]) -> dict[str, list[dict]]:

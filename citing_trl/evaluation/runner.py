@@ -249,7 +249,9 @@ def print_summary(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    import sys
+
+    console = console or (Console() if sys.stdout.isatty() else Console(width=150))
     gold = Table(title="Gold-answer metrics (%)")
     for col in ("system", "source", "n", "metrics"):
         gold.add_column(col)
@@ -265,8 +267,8 @@ def print_summary(summary: dict, console=None) -> None:
         if not rows:
             continue
         table = Table(title=f"{title}: win / tie / lose % of the first-named system")
-        for col in ("comparison", "family", "aspect", "n", "win", "tie", "lose", "win 95% CI", "LC win", "unparsed",
-                    "len ref/other"):
+        for col in ("comparison", "family", "aspect", "n", "win%", "tie%", "lose%", "win 95% CI", "LC win%", "unparsed",
+                    "words 1st/2nd"):
             table.add_column(col, justify="right" if col not in ("comparison", "family", "aspect") else "left")
         for r in rows:
             f = lambda v: "-" if v != v else f"{v:.1f}"  # noqa: E731
