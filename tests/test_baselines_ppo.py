@@ -83,7 +83,8 @@ def make_trainer(tiny_model_dir, out, reward_fn=count_e, sft=None, reward_model_
     model = merge_sft_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(sft) if sft else None)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     return PPOTrainer(PPOConfig(**settings), model, tok, tiny_prompts(), reward_fn, lora(),
-                      reward_model_path=str(reward_model_path) if reward_model_path else None)
+                      reward_model_path=str(reward_model_path) if reward_model_path else None,
+                      sft_adapter=str(sft) if sft else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -182,6 +183,15 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
     torch.testing.assert_close(ref[m], expected[m], atol=1e-4, rtol=1e-4)
     assert (policy[m] - ref[m]).abs().max() > 1e-3, "PPO did not move the policy away from the reference"
     assert (base_logits[m] - ref[m]).abs().max() > 1e-3, "the SFT adapter was not merged into the reference"
+    # the saved policy is ONE adapter on the base model (SFT adapter folded in) that reproduces the trained policy
+    from citing_trl.models import load_model
+
+    trainer.save_model()
+    saved, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "run" / "adapter"))
+    with torch.no_grad():
+        reloaded = trainer._gather_answer(saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                          batch["starts"], batch["answer_ids"].shape[1])
+    torch.testing.assert_close(reloaded[m], policy[m], atol=1e-4, rtol=1e-4)
     # one copy of the backbone: the only trainable tensors are LoRA adapters and the value head
     assert all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
     # rollout answers that stopped end with EOS, and that EOS is a trained token
@@ -308,6 +318,10 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
     logged = state["log_history"][0]
     assert "rewards/count_e/mean" in logged and math.isfinite(logged["rewards/count_e/mean"])
     assert (out / "adapter_config.json").is_file()
+    from citing_trl.models import load_model
+
+    combined, _ = load_model(str(tiny_model_dir), adapter=str(out / "adapter"))  # SFT + RLOO as one adapter
+    assert combined.peft_config["default"].r == 4 + 16  # SFT rank + rloo_demo.yaml's lora_r
 
 
 def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter, tmp_path):
