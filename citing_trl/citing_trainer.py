@@ -97,7 +97,8 @@ class CitingTrainer(SFTTrainer):
         revision_dataset: records with columns instruction, input, criteria, response (r(k)) and revision
             (r(k+1)), as written by :mod:`citing_trl.revision`.
         replay_dataset: optional original SFT rows (instruction, input, output) for replay.
-        rubric_categories, round_index, num_rounds, teacher_model: recorded in the model card.
+        rubric_categories, round_index, num_rounds, teacher_model, revision_settings (how the revisions were
+            made and filtered, e.g. ``revision_reference``): recorded in the model card.
         Every other argument is SFTTrainer's.
     """
 
@@ -115,6 +116,7 @@ class CitingTrainer(SFTTrainer):
         round_index: int | None = None,
         num_rounds: int | None = None,
         teacher_model: str | None = None,
+        revision_settings: dict | None = None,
         **kwargs,
     ):
         if not isinstance(args, CitingConfig):
@@ -129,6 +131,7 @@ class CitingTrainer(SFTTrainer):
             "teacher_model": teacher_model,
             "revision_rows": len(revision_dataset),
             "replayed_rows": len(train_dataset) - len(revision_dataset),
+            "revision_settings": dict(revision_settings or {}),
         }
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
         if not args.packing:
@@ -166,6 +169,11 @@ class CitingTrainer(SFTTrainer):
         if info["teacher_model"]:
             lines.append(f"- Teacher model: `{info['teacher_model']}`")
         lines.append(f"- Revision rows: {info['revision_rows']} (replayed SFT rows: {info['replayed_rows']})")
+        if info["revision_settings"].get("revision_reference"):
+            lines.append("- Reference-guided revision: on (the teacher saw the gold answer of rows that have one; the "
+                         "student's training prompts do not contain it)")
+        if info["revision_settings"]:
+            lines.append("- Revision settings: " + ", ".join(f"{k}={v}" for k, v in info["revision_settings"].items()))
         if info["rubric_categories"]:
             lines.append("- Rubric categories: " + ", ".join(info["rubric_categories"]))
         card = Path(self.args.output_dir) / "README.md"

@@ -27,6 +27,21 @@ matters for Hub ids and for Alpaca, which is split here.
 Bad input raises :class:`DataError` naming the file, the row and the field. Rows whose instruction is
 empty and exact duplicates (same instruction and input) are dropped, with the counts logged.
 
+Held-out splits of single-file sources (:data:`FILE_SPLIT`). A local file given for a source
+(``"boolq:boolq_dev.jsonl"``) is usually one split of the original data set (a dev set, a slice), yet
+CITING trains on one part of it and evaluates on another. :func:`load_instructions` therefore divides such a
+file itself: each row goes to train / validation / test by a seeded hash of its id,
+``sha256(f"{seed}:{id}")`` read as a number in [0, 1), cut at 0.8 and 0.9 (8:1:1). The rule looks at the id
+only, so a row lands in the same split whatever the file's order, the ``limit`` or the per-source caps, and
+the three splits never share a row; the same seed always gives the same split. (Alpaca keeps its own seeded
+8:1:1 shuffle; Hub ids use the data set's own splits; a plain file of instructions without a source prefix is
+used whole, as the split you chose. Rows of one SQuAD/QuAC passage share a context but not a question, so a
+passage may appear on both sides of the split; the questions do not.)
+
+Mixtures for QA: ``"boolq:PATH+commonsense_qa:PATH+nq_open:PATH+squad_v2:PATH"`` joins several specs with
+``+``; each part may end in ``@N`` to keep a seeded sample of at most N rows of that part's split
+(``"boolq:boolq_dev.jsonl@100"``). The mixture is shuffled with the seed; ``limit`` then caps the whole.
+
 Entry point for recipes: :func:`load_instructions` (see its docstring for the accepted specs).
 """
 
@@ -488,11 +503,26 @@ def load_file(path: str | Path) -> datasets.Dataset:
 
 
 DEMO_FILE = "demo_data/demo.jsonl"
+DEMO_HELD_OUT = {"validation": 2, "test": 2}  # rows per kind, taken from the end of each kind's list
 
 
-def load_demo() -> datasets.Dataset:
+def _demo_split(rows: list[dict], split: str) -> list[dict]:
+    """Fixed split of the demo set, the same on every machine: of each kind's rows in file order, the last
+    ``DEMO_HELD_OUT["test"]`` are test, the ``DEMO_HELD_OUT["validation"]`` before them validation, the rest
+    train (16 per kind -> 12/2/2, i.e. 60/10/10 rows), so training never sees a held-out row."""
+    n_test, n_val = DEMO_HELD_OUT["test"], DEMO_HELD_OUT["validation"]
+    out = []
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        cut = len(mine) - n_test - n_val
+        out += {"train": mine[:cut], "validation": mine[cut:cut + n_val], "test": mine[cut + n_val:]}[split]
+    return out
+
+
+def load_demo(split: str | None = None) -> datasets.Dataset:
     """The shipped demo set: 80 instructions, 16 for each kind of task in the paper's Table 4, with
-    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`)."""
+    reference answers. Besides :data:`COLUMNS` it keeps one extra column, ``kind`` (one of :data:`KINDS`).
+    ``split`` (train/validation/test) selects the fixed held-out split of :func:`_demo_split`; None = all."""
     origin = f"citing_trl/{DEMO_FILE}"
     text = resources.files("citing_trl").joinpath(DEMO_FILE).read_text(encoding="utf-8")
     rows = []
@@ -502,33 +532,92 @@ def load_demo() -> datasets.Dataset:
             raise r.fail("kind", f"is {r.data['kind']!r}, expected one of {', '.join(KINDS)}")
         rows.append(_generic(r) | {"output": r.text("output")})
     features = datasets.Features({**FEATURES, "kind": datasets.Value("string")})
-    return _to_dataset(_finish(rows, origin, "demo", extra=("kind",)), features)
+    rows = _finish(rows, origin, "demo", extra=("kind",))
+    if split is not None:
+        _check_split(split)
+        rows = _demo_split(rows, split)
+    return _to_dataset(rows, features)
+
+
+FILE_SPLIT = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}  # fractions of the id hash
+
+
+def file_split_of(row_id: str, seed: int) -> str:
+    """The split a row of a single-file source belongs to (see the module docstring): a seeded hash of its id."""
+    point = int(hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()[:15], 16) / 16**15
+    return next(name for name, (lo, hi) in FILE_SPLIT.items() if lo <= point < hi)
+
+
+def _split_file_rows(rows: list[dict], split: str, seed: int) -> list[dict]:
+    return [r for r in rows if file_split_of(r["id"], seed) == split]
+
+
+def _spec_rows(spec: str, split: str, seed: int) -> tuple[list[dict], datasets.Features]:
+    """Rows of one (non-mixture) spec; see :func:`load_instructions`."""
+    name, _, rest = spec.partition(":")
+    if spec == "demo":
+        demo = load_demo(split)
+        return demo.to_list(), demo.features
+    if spec in FAMILIES:
+        return load_family(spec, seed=seed, split=split).to_list(), FEATURES
+    if spec in SOURCES or (rest and name in SOURCES):
+        if rest and name != "alpaca" and (_is_local(rest) or Path(rest).is_file()):
+            return _split_file_rows(_source_rows(name, rest, "train", None, seed), split, seed), FEATURES
+        return _source_rows(name, rest or None, split, None, seed), FEATURES
+    if _is_local(spec):
+        return load_file(spec).to_list(), FEATURES
+    raise DataError(f"unknown data spec {spec!r}; expected 'demo', a family ({', '.join(FAMILIES)}), a source "
+                    f"({', '.join(SOURCES)}), '<source>:<file>', a .json/.jsonl file, or several joined with '+'")
+
+
+def _split_cap(part: str) -> tuple[str, int | None]:
+    head, at, tail = part.rpartition("@")
+    if not at or not tail.strip().isdigit():
+        if at and not _is_local(part) and not Path(part).exists():
+            raise DataError(f"data spec {part!r}: the per-source cap after '@' must be a whole number, got {tail!r}")
+        return part, None
+    return head, int(tail)
 
 
 def load_instructions(spec: str, split: str = "train", limit: int | None = None, seed: int = 42) -> datasets.Dataset:
     """One entry point for recipes. ``spec`` is one of:
 
-    * ``"demo"``: the shipped demo set (:func:`load_demo`; ``split`` is ignored, ``kind`` column kept);
+    * ``"demo"``: the shipped demo set (:func:`load_demo`, its fixed 60/10/10 ``split``; ``kind`` column kept);
     * a family name (``alpaca``, ``world_knowledge``, ``reading_comprehension``, ``commonsense``): from the Hub;
     * a source name (``nq_open``, ``squad_v2``, ...): that source from the Hub;
     * ``"<source>:<file or Hub id>"``, e.g. ``"alpaca:data/alpaca.json"`` (its 8:1:1 ``split``) or
-      ``"squad_v2:dev-v2.0.json"``;
-    * a path to a ``.json``/``.jsonl`` file of {instruction, input?, output?} (a single split).
+      ``"squad_v2:dev-v2.0.json"`` (a file is split 8:1:1 by a seeded hash of the row id, see the module
+      docstring; a Hub id uses its own splits);
+    * a path to a ``.json``/``.jsonl`` file of {instruction, input?, output?} (used whole, as one split);
+    * several of these joined with ``+``, each optionally capped with ``@N`` rows, e.g.
+      ``"boolq:boolq_dev.jsonl@100+nq_open:nq_open_dev.jsonl@100"``: the parts' ``split`` rows, mixed and
+      shuffled with ``seed``.
 
-    ``limit`` keeps a seeded random sample of at most that many rows.
+    ``limit`` keeps a seeded random sample of at most that many rows (of the whole mixture).
     """
     _check_split(split)
-    name, _, rest = spec.partition(":")
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}")
+    parts = [p.strip() for p in spec.split("+")] if "+" in spec else [spec]
+    if len(parts) > 1 and not all(parts):
+        raise DataError(f"data spec {spec!r}: empty part in a '+' mixture")
+    rows, features, origins = [], FEATURES, set()
+    for part in parts:
+        part, cap = _split_cap(part) if len(parts) > 1 or "@" in part else (part, None)
+        if part in origins:
+            raise DataError(f"data spec {spec!r}: {part!r} appears twice")
+        origins.add(part)
+        part_rows, features = _spec_rows(part, split, seed)
+        rows += _sample(part_rows, cap, seed)
+    if len(parts) > 1:
+        if features is not FEATURES:  # the demo's extra column cannot be mixed
+            features = FEATURES
+            rows = [{c: r[c] for c in COLUMNS} for r in rows]
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"data spec {spec!r}: the parts share row ids; mix different sources")
+        random.Random(seed).shuffle(rows)
     if spec == "demo":
-        demo = load_demo()
+        demo = load_demo(split)
         return demo if limit is None else demo.select(sorted(_sample(list(range(len(demo))), limit, seed)))
-    if spec in FAMILIES:
-        rows = load_family(spec, seed=seed, split=split).to_list()
-    elif spec in SOURCES or (rest and name in SOURCES):
-        rows = _source_rows(name, rest or None, split, None, seed)
-    elif _is_local(spec):
-        rows = load_file(spec).to_list()
-    else:
-        raise DataError(f"unknown data spec {spec!r}; expected 'demo', a family ({', '.join(FAMILIES)}), a source "
-                        f"({', '.join(SOURCES)}), '<source>:<file>' or a .json/.jsonl file")
-    return _to_dataset(_sample(rows, limit, seed))
+    return _to_dataset(_sample(rows, limit, seed), features)

@@ -25,10 +25,72 @@ class GenerationConfig:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (only with do_sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (only with do_sample)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling; each batch is seeded from it."})
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={"help": "Divide the scores of tokens the answer already contains by this (>1 discourages "
+                          "repeating; 1.0 = off). Counts the generated tokens only, never the prompt, and never "
+                          "penalises end-of-sequence. Deterministic, so greedy decoding stays reproducible."},
+    )
+    no_repeat_ngram_size: int = field(
+        default=0,
+        metadata={"help": "Never generate an n-gram of this many tokens twice in one answer (0 = off). Like "
+                          "repetition_penalty it looks at the generated tokens only, so copying from the prompt "
+                          "(the draft being revised, a passage) stays possible."},
+    )
     max_prompt_tokens: int | None = field(
         default=None, metadata={"help": "Truncate prompts longer than this (from the left); None keeps them whole."}
     )
     show_progress: bool = field(default=True, metadata={"help": "Show a rich progress bar."})
+
+    def __post_init__(self):
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size!r}")
+
+    def decoding_controls(self) -> dict:
+        """The anti-repetition settings that differ from 'off' (what a cache key must include)."""
+        out = {}
+        if self.repetition_penalty != 1.0:
+            out["repetition_penalty"] = float(self.repetition_penalty)
+        if self.no_repeat_ngram_size:
+            out["no_repeat_ngram_size"] = int(self.no_repeat_ngram_size)
+        return out
+
+
+class AnswerRepetitionControls:
+    """A logits processor for ``model.generate``: repetition penalty and no-repeat n-grams computed over the
+    tokens generated so far (columns from ``prompt_width`` on), with the end-of-sequence ids exempt.
+
+    transformers' own ``repetition_penalty``/``no_repeat_ngram_size`` look at the whole sequence: with a chat
+    template the prompt already holds the EOS token (``<|im_end|>``), so the penalty pushes answers to the
+    token cap, and a no-repeat rule over the prompt forbids copying the draft or the passage, which is what a
+    revision must often do. Here only the answer is looked at and EOS always keeps its score.
+    """
+
+    def __init__(self, prompt_width: int, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                 exempt_ids: Sequence[int] = ()):
+        from transformers.generation.logits_process import (
+            NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+        )
+
+        self.width, self.exempt = prompt_width, list(exempt_ids)
+        self.steps = []
+        if repetition_penalty != 1.0:
+            self.steps.append(RepetitionPenaltyLogitsProcessor(float(repetition_penalty)))
+        if no_repeat_ngram_size:
+            self.steps.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
+
+    def __call__(self, input_ids, scores):
+        answer = input_ids[:, self.width :]
+        if answer.shape[1] == 0 or not self.steps:
+            return scores
+        kept = scores[:, self.exempt].clone() if self.exempt else None
+        for step in self.steps:
+            scores = step(answer, scores)
+        if kept is not None:
+            scores[:, self.exempt] = kept
+        return scores
 
 
 @dataclass
@@ -101,6 +163,12 @@ def generate(
                 max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_id,
                 eos_token_id=eos_ids,
             )
+            if config.decoding_controls():
+                from transformers import LogitsProcessorList
+
+                kwargs["logits_processor"] = LogitsProcessorList([AnswerRepetitionControls(
+                    width, config.repetition_penalty, config.no_repeat_ngram_size, exempt_ids=eos_ids,
+                )])
             if config.do_sample:
                 torch.manual_seed(config.seed + start)
                 kwargs.update(temperature=config.temperature, top_p=config.top_p)

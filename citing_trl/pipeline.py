@@ -61,6 +61,12 @@ class CitingArguments:
     rollout_max_new_tokens: int = field(default=256, metadata={"help": "Token budget of student answers (paper: 512)."})
     rollout_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     rollout_do_sample: bool = field(default=False, metadata={"help": "Sample student answers instead of greedy decoding."})
+    rollout_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Student rollouts: penalty on tokens the answer already holds (1.0 = off)."}
+    )
+    rollout_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Student rollouts: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_backend: str = field(default="local", metadata={"help": "'local' (in-process model) or 'openai' (any OpenAI-compatible server)."})
     teacher_model: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -73,6 +79,12 @@ class CitingArguments:
     teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
+    teacher_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Local teacher: penalty on tokens its answer already holds (1.0 = off)."}
+    )
+    teacher_no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Local teacher: never repeat an n-gram of this size within an answer (0 = off)."}
+    )
     teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
     teacher_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per million tokens, for the cost estimate."})
     teacher_price_completion_per_1m: float = field(
@@ -80,6 +92,21 @@ class CitingArguments:
     )
     reject_truncated: bool = field(
         default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
+    )
+    keep_identical: bool = field(
+        default=True,
+        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
+                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
+    )
+    keep_complete_truncated: bool = field(
+        default=True,
+        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
+                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
+    )
+    revision_reference: bool = field(
+        default=False,
+        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
+                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
     )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
@@ -92,6 +119,7 @@ class CitingArguments:
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
+            repetition_penalty=self.teacher_repetition_penalty, no_repeat_ngram_size=self.teacher_no_repeat_ngram_size,
         )
 
 
@@ -264,7 +292,8 @@ class CitingPipeline:
         gen = GenerationConfig(
             max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
             do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
-            show_progress=state.is_main_process,
+            show_progress=state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
+            no_repeat_ngram_size=self.args.rollout_no_repeat_ngram_size,
         )
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
@@ -288,7 +317,8 @@ class CitingPipeline:
             before = self.teacher.ledger.summary()
             accepted, rejected, counts = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
-                reject_truncated=self.args.reject_truncated,
+                reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
+                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             accepted = [{**r, "round": k} for r in accepted]
@@ -318,7 +348,7 @@ class CitingPipeline:
             summary = {
                 "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
                 "train_loss": train_loss,
-                "teacher_model": self.args.teacher_model,
+                "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
                 "timings_s": timings,
             }
@@ -326,6 +356,21 @@ class CitingPipeline:
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
+
+    def revision_settings(self, rows: list[dict] | None = None) -> dict:
+        """How this run's revisions were made and filtered: the round summary and the model card record it."""
+        from citing_trl.revision import gold_answers
+
+        a = self.args
+        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
+               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "teacher_repetition_penalty": a.teacher_repetition_penalty,
+               "teacher_no_repeat_ngram_size": a.teacher_no_repeat_ngram_size,
+               "rollout_repetition_penalty": a.rollout_repetition_penalty,
+               "rollout_no_repeat_ngram_size": a.rollout_no_repeat_ngram_size}
+        if rows is not None and a.revision_reference:
+            out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
+        return out
 
     def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
         from datasets import Dataset
@@ -340,6 +385,7 @@ class CitingPipeline:
             model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            revision_settings=self.revision_settings(),
         )
         trainer.train()
         trainer.save_model(args.output_dir)

@@ -64,6 +64,47 @@ def revision_messages(instruction: str, input: str, criteria: str | Sequence[str
 
 
 # --------------------------------------------------------------------------------------------------
+# Reference-guided revision (beyond the paper; teacher only, never the student's prompt)
+# --------------------------------------------------------------------------------------------------
+
+REFERENCE_REVISION_HEADER = (
+    "You are given a task, a draft answer to it, a reference answer that is known to be correct, and the "
+    "standards that separate a strong answer from a weak one for this kind of task. Rewrite the draft so "
+    "that what it answers agrees with the reference and the answer meets the standards. Keep whatever in "
+    "the draft is already right, change what disagrees with the reference, and do not talk about the draft "
+    "or the reference. Reply with the improved answer only."
+)
+
+
+def format_reference(answers: str | Sequence[str]) -> str:
+    """The gold answer(s) as the teacher sees them: the first, then any other accepted forms."""
+    items = [answers] if isinstance(answers, str) else [a for a in answers if a and a.strip()]
+    if not items:
+        raise ValueError("reference-guided revision needs at least one gold answer")
+    first, rest = items[0].strip(), [a.strip() for a in items[1:] if a.strip() != items[0].strip()]
+    return first + (f"\n(also accepted: {'; '.join(rest)})" if rest else "")
+
+
+def reference_revision_prompt(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                              answers: str | Sequence[str]) -> str:
+    """The teacher's revision prompt when a gold answer is known: pr(x, c, r) plus the reference. The student
+    is never shown this prompt; it learns from pr(x, c, r) -> revision (:func:`revision_prompt`)."""
+    return (
+        f"{REFERENCE_REVISION_HEADER}\n\n"
+        f"### Task\n{instruction_text(instruction, input)}\n\n"
+        f"### Draft answer\n{response.strip()}\n\n"
+        f"### Reference answer (correct)\n{format_reference(answers)}\n\n"
+        f"### Standards\n{format_criteria(criteria)}\n\n"
+        f"### Improved answer"
+    )
+
+
+def reference_revision_messages(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                                answers: str | Sequence[str]) -> list[dict]:
+    return [{"role": "user", "content": reference_revision_prompt(instruction, input, criteria, response, answers)}]
+
+
+# --------------------------------------------------------------------------------------------------
 # Rubric design (§3.2, Algorithm 1 line 5)
 # --------------------------------------------------------------------------------------------------
 
@@ -159,3 +200,43 @@ def judge_prompt(instruction: str, input: str, answer_a: str, answer_b: str, asp
 
 def judge_messages(instruction: str, input: str, answer_a: str, answer_b: str, aspect: str) -> list[dict]:
     return [{"role": "user", "content": judge_prompt(instruction, input, answer_a, answer_b, aspect)}]
+
+
+def joint_judge_prompt(instruction: str, input: str, answer_a: str, answer_b: str,
+                       aspects: Sequence[str] = tuple(JUDGE_ASPECTS)) -> str:
+    """One request that compares two answers on every aspect at once and asks for one small JSON object
+    (a third of the calls of :func:`judge_prompt` for the paper's three aspects)."""
+    unknown = [a for a in aspects if a not in JUDGE_ASPECTS]
+    if unknown or not aspects:
+        raise ValueError(f"unknown judge aspect(s) {unknown}; expected some of {sorted(JUDGE_ASPECTS)}")
+    definitions = "\n".join(f"- {a}: {JUDGE_ASPECTS[a]}" for a in aspects)
+    example = json.dumps({a: "A" if i % 3 == 0 else ("B" if i % 3 == 1 else "tie") for i, a in enumerate(aspects)})
+    return (
+        "Compare two answers to the same task. Judge each aspect below on its own; the order in which the "
+        "answers are shown says nothing about their quality.\n"
+        f"{definitions}\n\n"
+        f"### Task\n{instruction_text(instruction, input)}\n\n"
+        f"### Answer A\n{answer_a.strip()}\n\n"
+        f"### Answer B\n{answer_b.strip()}\n\n"
+        f'For every aspect write "A" if answer A is better, "B" if answer B is better, or "tie". Reply with one '
+        f"JSON object and nothing else, with exactly these keys, for example:\n{example}"
+    )
+
+
+def joint_judge_messages(instruction: str, input: str, answer_a: str, answer_b: str,
+                         aspects: Sequence[str] = tuple(JUDGE_ASPECTS)) -> list[dict]:
+    return [{"role": "user", "content": joint_judge_prompt(instruction, input, answer_a, answer_b, aspects)}]
+
+
+def judge_repair_messages(conversation: list[dict], bad_output: str, aspects: Sequence[str]) -> list[dict]:
+    """Ask the judge again after a reply that could not be read: the conversation continues with its own
+    reply and a short reminder of the format, so the request (and its cache key) differs from the first."""
+    if len(aspects) == 1 and aspects[0] == "winner":
+        shape = '{"winner": "A"}, {"winner": "B"} or {"winner": "tie"}'
+    else:
+        shape = "{" + ", ".join(f'"{a}": "A" | "B" | "tie"' for a in aspects) + "}"
+    return [
+        *conversation,
+        {"role": "assistant", "content": bad_output},
+        {"role": "user", "content": f"That reply could not be read. Answer again with JSON only, of the form {shape}."},
+    ]

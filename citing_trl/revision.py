@@ -23,11 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig, Generation, generate
-from citing_trl.prompts import instruction_messages, revision_messages, revision_prompt
+from citing_trl.prompts import (
+    instruction_messages, reference_revision_messages, revision_messages, revision_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
 REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
+KEPT_TRUNCATED = "kept_truncated"  # cut at the token cap but ends on a complete sentence (keep_complete_truncated)
+KEPT_IDENTICAL = "kept_identical"  # a revision equal to the draft, kept as a training row (keep_identical)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,36 +165,82 @@ def clean_revision(text: str) -> str:
     return _LABEL.sub("", (text or "").strip(), count=1).strip()
 
 
+def is_identical(response: str, revision: str) -> bool:
+    """The teacher kept the draft as it is (up to whitespace and case)."""
+    return _norm(revision) == _norm(response)
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+_SENTENCES = re.compile(r"[^.!?]+[.!?]+")
+
+
+def ends_complete_sentence(text: str) -> bool:
+    """True when ``text`` ends with a sentence mark (. ! ?, maybe closed by a quote or bracket) and repeats no
+    sentence of 4+ words: a revision cut at the token cap right after a finished sentence is a whole answer,
+    while one that loops ("The answer is yes. The answer is yes. ...") still is not."""
+    text = text.strip()
+    if not _SENTENCE_END.search(text):
+        return False
+    sentences = [_norm(s) for s in _SENTENCES.findall(text)]
+    long = [s for s in sentences if len(s.split()) >= 4]
+    return len(long) == len(set(long))
+
+
+def gold_answers(row: dict) -> list[str]:
+    """The row's gold answers (``answers``, else ``output``), [] when it has none."""
+    answers = [a for a in (row.get("answers") or []) if isinstance(a, str) and a.strip()]
+    if not answers and isinstance(row.get("output"), str) and row["output"].strip():
+        answers = [row["output"]]
+    return answers
+
+
 def reject_reason(
-    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True
+    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True,
+    keep_identical: bool = False, keep_complete_truncated: bool = False,
 ) -> str | None:
-    """Why a teacher revision cannot be a training target (None if it can)."""
+    """Why a teacher revision cannot be a training target (None if it can). A revision identical to the
+    draft is rejected unless ``keep_identical`` (then it teaches the student to keep a good answer). With
+    ``reject_truncated``, a revision cut at the token cap is rejected unless ``keep_complete_truncated`` and
+    it ends on a complete sentence (:func:`ends_complete_sentence`)."""
     if not revision.strip():
         return "empty"
-    if _norm(revision) == _norm(response):
-        return "identical"
+    if is_identical(response, revision):
+        return None if keep_identical else "identical"
     prompt = revision_prompt(row["instruction"], row.get("input") or "", row["criteria"], response)
     markers = ("### Task", "### Draft answer", "### Standards")
     if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
         return "echoes_prompt"
     if reject_truncated and finish_reason == "length":
-        return "truncated"
+        if not (keep_complete_truncated and ends_complete_sentence(revision)):
+            return "truncated"
     return None
 
 
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True,
+    reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
+    reference: bool = False,
 ):
-    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts)."""
+    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts).
+
+    Counts partition the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the
+    draft unchanged and ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap
+    but ending on a complete sentence) and one key per rejection reason.
+
+    ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
+    answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the student's training prompt pr(x, c, r(k)) never contains it."""
     requests = [
+        reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
+                                    gold_answers(r))
+        if reference and gold_answers(r) else
         revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
     ]
     outputs = teacher.complete_detailed(requests, desc=desc)
     accepted, rejected, counts = [], [], Counter()
     for row, out in zip(rows, outputs):
         revision = clean_revision(out.text)
-        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated)
+        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated, keep_identical,
+                               keep_complete_truncated)
         record = {
             "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
             "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],
@@ -200,7 +250,10 @@ def teacher_revisions(
             counts[reason] += 1
             rejected.append({**record, "reason": reason})
         else:
-            counts["accepted"] += 1
+            if is_identical(responses[row["id"]], revision):
+                counts[KEPT_IDENTICAL] += 1
+            else:
+                counts[KEPT_TRUNCATED if out.finish_reason == "length" and reject_truncated else "accepted"] += 1
             accepted.append(record)
     for reason in REJECT_REASONS:
         if counts[reason]:

@@ -4,6 +4,12 @@ For each instruction the criteria c come from rubric matching (Eq. 1-2); the fin
 r(0), then revises its own answer M times with the same prompt pr(x, c, r(j)) it was trained on. Every
 r(j) is saved, so CITING@j can be judged against CITING@j-1. Each step is written to disk as it is
 generated; rerunning continues where an interrupted run stopped.
+
+The result is an answers file (``answers.jsonl``, the format ``recipes/evaluate.py`` reads): one row per
+instruction with ``id, source, instruction, input, answers`` (gold list, may be empty), ``response`` (the
+final answer r(M)) and ``responses`` [r(0), ..., r(M)], plus ``category``/``criteria`` when M > 0. With
+M = 0 the rows are plain answers and no rubric or criteria are needed, so the base model alone, an SFT
+adapter or a CITING adapter can answer the same way.
 """
 
 from __future__ import annotations
@@ -29,16 +35,33 @@ class InferenceArguments:
     embedding_model: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "sentence-BERT model for matching."}
     )
-    num_revisions: int = field(default=2, metadata={"help": "M: how many times the student revises its own answer."})
+    num_revisions: int = field(
+        default=2,
+        metadata={"help": "M: how many times the student revises its own answer; 0 = plain answers (no rubric)."},
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "Token budget per answer (paper: 512)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
-    output_dir: str = field(default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and responses.jsonl go."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty on tokens the answer already holds (1.0 = off)."})
+    no_repeat_ngram_size: int = field(default=0, metadata={"help": "Never repeat an n-gram of this size in an answer (0 = off)."})
+    output_dir: str = field(
+        default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for sampling (greedy decoding ignores it)."})
+
+
+ANSWERS_FILE = "answers.jsonl"
 
 
 def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: GenerationConfig,
                 output_dir: str | Path) -> list[dict]:
-    """rows need id, instruction, input, criteria. Returns rows with ``responses`` = [r(0), ..., r(M)]."""
+    """rows need id, instruction, input and, when ``num_revisions`` > 0, criteria. Writes and returns the
+    answers rows (see the module docstring) with ``responses`` = [r(0), ..., r(M)]."""
+    if num_revisions < 0:
+        raise ValueError(f"num_revisions must be >= 0, got {num_revisions}")
+    if num_revisions > 0:
+        for r in rows:
+            if not r.get("criteria"):
+                raise ValueError(f"row {r.get('id')!r}: self-revision needs criteria (run rubric matching first)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     previous = None
@@ -48,13 +71,35 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
         done = student_rollouts(model, tokenizer, rows, out / f"step_{j}.jsonl", gen_config, previous=previous, desc=desc)
         previous = {i: rec["response"] for i, rec in done.items()}
         steps.append(previous)
-    results = [
-        {"id": r["id"], "instruction": r["instruction"], "input": r.get("input") or "", "category": r.get("category"),
-         "criteria": r["criteria"], "responses": [step[r["id"]] for step in steps]}
-        for r in rows
-    ]
-    write_jsonl(out / "responses.jsonl", results)
+    results = []
+    for r in rows:
+        responses = [step[r["id"]] for step in steps]
+        row = {"id": r["id"], "source": r.get("source") or "", "instruction": r["instruction"],
+               "input": r.get("input") or "", "answers": list(r.get("answers") or []), "response": responses[-1],
+               "responses": responses}
+        if num_revisions > 0:
+            row |= {"category": r.get("category"), "criteria": r["criteria"]}
+        results.append(row)
+    write_jsonl(out / ANSWERS_FILE, results)
     return results
+
+
+def check_output_dir(output_dir: str | Path, settings: dict) -> None:
+    """Resume only a run made with the same model, adapter, data and decoding: ``run_settings.json`` in the
+    output folder records them, and a different run there is refused with one clear line (its step files
+    would otherwise be reused as if they were this model's answers)."""
+    import json
+
+    out = Path(output_dir)
+    path = out / "run_settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v and k != "num_revisions"}
+        if changed:
+            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ValueError(f"{out} holds answers of a different run ({what}); use another --output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def match_rows(dataset, rubric_path: str | None, embedding_model: str) -> list[dict]:

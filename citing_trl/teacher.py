@@ -81,6 +81,14 @@ class TeacherConfig:
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 asks for greedy decoding."})
     max_tokens: int = field(default=512, metadata={"help": "Most completion tokens per request."})
     local_batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (`local`)."})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "`local`: penalty on tokens the answer already holds (1.0 = off); see "
+                                       "citing_trl.generation.GenerationConfig. Part of the cache key when set."},
+    )
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "`local`: never repeat an n-gram of this size within an answer (0 = off). Part "
+                                     "of the cache key when set."},
+    )
     price_prompt_per_1m: float = field(
         default=0.0, metadata={"help": "Price per million prompt tokens, for the ledger's cost estimate."}
     )
@@ -103,6 +111,8 @@ class TeacherConfig:
         for name in ("max_retries", "backoff_base", "backoff_max", "temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TeacherConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError("TeacherConfig.repetition_penalty must be > 0 and no_repeat_ngram_size >= 0")
         if self.timeout <= 0:
             raise ValueError(f"TeacherConfig.timeout must be > 0 seconds, got {self.timeout!r}")
 
@@ -201,10 +211,18 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: int) -> str:
-    """SHA-256 of the canonical JSON of everything that decides the answer (the backend kind does not)."""
+def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: int, sample: int = 0,
+              **decoding) -> str:
+    """SHA-256 of the canonical JSON of everything that decides the answer (the backend kind does not).
+
+    ``sample`` numbers independent answers to the same request (:meth:`Teacher.complete_samples`); sample 0
+    has exactly the key of a plain request, so a single answer already cached is reused as the first sample.
+    ``decoding``: further settings that change the answer (repetition controls); only the ones that are set
+    enter the key, so keys without them are unchanged."""
     blob = {"v": CACHE_SCHEMA, "model": model, "messages": messages, "temperature": float(temperature),
-            "max_tokens": int(max_tokens)}
+            "max_tokens": int(max_tokens), **{k: v for k, v in decoding.items() if v}}
+    if sample:
+        blob["sample"] = int(sample)
     return hashlib.sha256(canonical_json(blob).encode("utf-8")).hexdigest()
 
 
@@ -343,7 +361,15 @@ class _Attempt(Exception):
 
 
 def _parse_completion(body: str, redact=lambda text: text) -> dict:
-    """Text, finish reason and usage from a chat completion body; `_Malformed` when it is not one."""
+    """Text, finish reason and usage of the first choice of a chat completion body (see :func:`_parse_choices`)."""
+    return _parse_choices(body, redact)[0]
+
+
+def _parse_choices(body: str, redact=lambda text: text) -> list[dict]:
+    """One result (text, finish reason, token counts) per choice of a chat completion body, in choice order;
+    `_Malformed` when it is not one. The usage block counts all choices together: every choice carries the
+    prompt's token count (billed once per call), and the completion tokens are shared out evenly (their sum
+    is the exact total)."""
     excerpt = redact(body)[:80]
     try:
         data = json.loads(body)
@@ -352,19 +378,23 @@ def _parse_completion(body: str, redact=lambda text: text) -> dict:
     if not isinstance(data, dict):
         raise _Malformed(f"response body is not a JSON object: {excerpt!r}")
     choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
         raise _Malformed(f"response has no choices: {excerpt!r}")
-    message = choices[0].get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str):
-        raise _Malformed(f"response choice has no text content: {excerpt!r}")
+    choices = sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+    results = []
+    for choice in choices:
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise _Malformed(f"response choice has no text content: {excerpt!r}")
+        results.append({"text": content, "finish_reason": choice.get("finish_reason")})
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return {
-        "text": content,
-        "finish_reason": choices[0].get("finish_reason"),
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-    }
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    share, extra = divmod(completion, len(results))
+    for pos, result in enumerate(results):
+        result["prompt_tokens"] = prompt
+        result["completion_tokens"] = share + (1 if pos < extra else 0)
+    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,8 +417,8 @@ class Teacher:
         self.config = config
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self._cache = _Cache(self.cache_path)
-        self._model = model
-        self._tokenizer = tokenizer
+        self._preloaded = (model, tokenizer)
+        self._backend: TeacherBackend | None = None
         if (model is None) != (tokenizer is None):
             raise ValueError("Teacher: pass both `model` and `tokenizer` for a preloaded local teacher, or neither")
         self.ledger = UsageLedger(
@@ -421,31 +451,36 @@ class Teacher:
         :class:`TeacherError` when a request fails for good; every request that finished before that is
         already in the cache, so a rerun only sends the rest.
         """
-        _validate(requests)
-        max_tokens = self.config.max_tokens if max_tokens is None else int(max_tokens)
-        temperature = self.config.temperature if temperature is None else float(temperature)
-        started = time.perf_counter()
-        keys = [cache_key(self.config.model, list(req), temperature, max_tokens) for req in requests]
-        self.ledger.requests += len(keys)
-        pending: dict[str, int] = {}  # key -> index of its first occurrence
-        for i, key in enumerate(keys):
-            if self._cache.get(key) is not None:
-                self.ledger.cache_hits += 1
-            elif key in pending:
-                self.ledger.deduplicated += 1
-            else:
-                pending[key] = i
-        try:
-            if pending:
-                logger.info("%s: %d request(s), %d to send, the rest cached or repeated", desc, len(keys), len(pending))
-                jobs = [(i, key, list(requests[i])) for key, i in pending.items()]
-                if self.config.backend == "openai":
-                    self._run_openai(jobs, desc, max_tokens, temperature)
-                else:
-                    self._run_local(jobs, desc, max_tokens, temperature)
-        finally:
-            self.ledger.wall_seconds += time.perf_counter() - started
-        return [Completion.from_record(self._cache.get(k)) for k in keys]  # type: ignore[arg-type]
+        return [s[0] for s in self._complete(requests, 1, desc, max_tokens, temperature)]
+
+    def complete_samples(
+        self,
+        requests: Sequence[list[dict]],
+        num_samples: int,
+        *,
+        desc: str = "teacher samples",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[list[Completion]]:
+        """``num_samples`` independent answers per chat-message list: ``out[i][j]`` is sample j of request i.
+
+        Each sample has its own cache key, and sample 0 has exactly the key :meth:`complete_detailed` uses at
+        the same temperature and max_tokens (so a cached single answer is reused as sample 0, and a rerun sends
+        nothing). The ``openai`` backend asks for the missing samples of a request in one call with ``n``; a
+        server that answers fewer choices or refuses ``n`` gets one request per sample from then on. The
+        ``local`` backend draws sample j with seed j. At temperature 0 every sample is the greedy answer.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"Teacher.complete_samples: num_samples must be an integer >= 1, got {num_samples!r}")
+        return self._complete(requests, num_samples, desc, max_tokens, temperature)
+
+    def decoding_key(self) -> dict:
+        """Decoding settings beyond temperature/max_tokens that change answers, for :func:`cache_key` (the
+        repetition controls apply to the local backend only; an OpenAI-compatible server is not sent them)."""
+        if self.config.backend != "local":
+            return {}
+        return {"repetition_penalty": self.config.repetition_penalty if self.config.repetition_penalty != 1.0 else None,
+                "no_repeat_ngram_size": self.config.no_repeat_ngram_size or None}
 
     def close(self) -> None:
         self._cache.close()
@@ -456,24 +491,196 @@ class Teacher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ shared
-    def _record(self, key: str, messages: list[dict], temperature: float, max_tokens: int, result: dict) -> dict:
-        return {
-            "key": key, "model": self.config.model, "temperature": temperature, "max_tokens": max_tokens,
-            "messages": messages, "text": result["text"], "finish_reason": result.get("finish_reason"),
+    # ------------------------------------------------------------------ cache, dedup, ledger
+    def _complete(self, requests, num_samples, desc, max_tokens, temperature) -> list[list[Completion]]:
+        _validate(requests)
+        max_tokens = self.config.max_tokens if max_tokens is None else int(max_tokens)
+        temperature = self.config.temperature if temperature is None else float(temperature)
+        started = time.perf_counter()
+        decoding = self.decoding_key()
+        keys = [[cache_key(self.config.model, list(req), temperature, max_tokens, sample=j, **decoding)
+                 for j in range(num_samples)]
+                for req in requests]
+        self.ledger.requests += len(keys) * num_samples
+        pending: dict[str, _Job] = {}  # key of sample 0 -> the job of its first occurrence
+        for i, sample_keys in enumerate(keys):
+            missing = [j for j, key in enumerate(sample_keys) if self._cache.get(key) is None]
+            self.ledger.cache_hits += num_samples - len(missing)
+            if not missing:
+                continue
+            if sample_keys[0] in pending:
+                self.ledger.deduplicated += len(missing)
+            else:
+                pending[sample_keys[0]] = _Job(i, list(requests[i]), [sample_keys[j] for j in missing], missing,
+                                               temperature, max_tokens)
+        try:
+            if pending:
+                jobs = list(pending.values())
+                logger.info("%s: %d request(s) x %d sample(s), %d answer(s) to get, the rest cached or repeated", desc,
+                            len(keys), num_samples, sum(len(job.keys) for job in jobs))
+                self.backend.run(jobs, desc)
+        finally:
+            self.ledger.wall_seconds += time.perf_counter() - started
+        return [[Completion.from_record(self._cache.get(k)) for k in sample_keys]  # type: ignore[arg-type]
+                for sample_keys in keys]
+
+    @property
+    def backend(self) -> TeacherBackend:
+        if self._backend is None:
+            kind = {"local": LocalBackend, "openai": OpenAIBackend}[self.config.backend]
+            self._backend = kind(self)
+        return self._backend
+
+    @property
+    def _model(self):  # the local backend's model (None until it is needed)
+        return getattr(self._backend, "model", None) if self._backend is not None else self._preloaded[0]
+
+    def _store(self, job: _Job, key: str, result: dict, *, sync: bool = True, bill_prompt: bool = True) -> None:
+        """Cache one finished answer and count it. ``bill_prompt=False`` for the second and later choices of
+        one call, whose prompt was paid for once."""
+        sample = job.samples[job.keys.index(key)]
+        self._cache.add([self._record(key, job, result, sample)], sync=sync)
+        self.ledger.completed += 1
+        self.ledger.prompt_tokens += result.get("prompt_tokens", 0) if bill_prompt else 0
+        self.ledger.completion_tokens += result.get("completion_tokens", 0)
+
+    def _record(self, key: str, job: _Job, result: dict, sample: int = 0) -> dict:
+        rec = {
+            "key": key, "model": self.config.model, "temperature": job.temperature, "max_tokens": job.max_tokens,
+            "messages": job.messages, "text": result["text"], "finish_reason": result.get("finish_reason"),
             "prompt_tokens": result.get("prompt_tokens", 0), "completion_tokens": result.get("completion_tokens", 0),
             "time": round(time.time(), 3),
         }
+        if sample:
+            rec["sample"] = sample
+        return rec
 
-    def _describe(self, index: int, key: str, messages: list[dict]) -> str:
-        return f"teacher request #{index} (key {key[:12]}, prompt {_prompt_preview(messages)!r})"
+    def _describe(self, index: int, key: str, messages: list[dict], sample: int = 0) -> str:
+        which = f"teacher request #{index}" + (f" sample {sample}" if sample else "")
+        return f"{which} (key {key[:12]}, prompt {_prompt_preview(messages)!r})"
 
-    # ------------------------------------------------------------------ openai backend
-    def _run_openai(self, jobs, desc, max_tokens, temperature) -> None:
+    def _fail(self, jobs: list[_Job], errors: list[TeacherError], secret: str = "") -> None:
+        """Raise one :class:`TeacherError` for the lowest-numbered failure, saying what else is unfinished."""
+        first = errors[0]
+        extra = []
+        if len(errors) > 1:
+            extra.append(f"{len(errors) - 1} other request(s) failed too")
+        left = sum(1 for job in jobs for k in job.keys if self._cache.get(k) is None) - len(errors)
+        if left > 0:
+            extra.append(f"{left} request(s) were not finished")
+        if self.cache_path is not None:
+            extra.append(f"finished answers are cached in {self.cache_path}; a rerun sends only the rest")
+        message = str(first) + ("; " + "; ".join(extra) if extra else "")
+        if secret:
+            message = message.replace(secret, "***")
+        raise TeacherError(message, index=first.index, key=first.key, reason=first.reason)
+
+
+@dataclass
+class _Job:
+    """One distinct request with the cache keys of the samples still missing (``samples[i]`` numbers ``keys[i]``)."""
+
+    index: int  # first position of the request in the caller's batch
+    messages: list[dict]
+    keys: list[str]
+    samples: list[int]
+    temperature: float
+    max_tokens: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends: each turns jobs into answers and hands every answer to Teacher._store as soon as it arrives.
+# --------------------------------------------------------------------------------------------------
+
+
+class TeacherBackend:
+    """How answers are produced. The :class:`Teacher` owns the cache, ledger, dedup and resume logic; a backend
+    only produces the answers of the jobs it is given, stores each through ``teacher._store`` as soon as it
+    exists, and raises :class:`TeacherError` (via ``teacher._fail``) when some failed for good."""
+
+    name = "?"
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+        self.config = teacher.config
+        self.ledger = teacher.ledger
+
+    def run(self, jobs: list[_Job], desc: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class LocalBackend(TeacherBackend):
+    """In-process generation with a causal LM through :func:`citing_trl.generation.generate`. Sample j of every
+    request is drawn in one pass seeded with j, so samples are reproducible for the same batch."""
+
+    name = "local"
+
+    def __init__(self, teacher: Teacher):
+        super().__init__(teacher)
+        self.model, self.tokenizer = teacher._preloaded
+
+    def run(self, jobs: list[_Job], desc: str) -> None:
+        from citing_trl.generation import GenerationConfig, generate
+
+        if self.model is None:
+            from citing_trl.models import load_model
+
+            logger.info("loading local teacher %s", self.config.model)
+            self.model, self.tokenizer = load_model(self.config.model)
+        units = [(job, key, sample) for job in jobs for key, sample in zip(job.keys, job.samples)]
+        done: set[str] = set()
+        self.ledger.requests_sent += len(units)
+        self.ledger.attempts += len(units)
+        try:
+            for sample in sorted({u[2] for u in units}):
+                part = [u for u in units if u[2] == sample]
+                temperature, max_tokens = part[0][0].temperature, part[0][0].max_tokens
+                gen_config = GenerationConfig(
+                    max_new_tokens=max_tokens, batch_size=self.config.local_batch_size, do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else 1.0, seed=sample,
+                    repetition_penalty=self.config.repetition_penalty,
+                    no_repeat_ngram_size=self.config.no_repeat_ngram_size,
+                )
+
+                def on_batch(indices: list[int], generations, part=part) -> None:
+                    for pos, gen in zip(indices, generations):
+                        job, key, _ = part[pos]
+                        result = {"text": gen.text, "finish_reason": gen.finish_reason,
+                                  "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
+                        self.teacher._store(job, key, result, sync=False)
+                        done.add(key)
+                    self.teacher._cache.fsync()
+
+                label = desc if sample == 0 else f"{desc} (sample {sample})"
+                generate(self.model, self.tokenizer, [u[0].messages for u in part], gen_config, desc=label,
+                         on_batch=on_batch)
+        except Exception as err:
+            unfinished = [u for u in units if u[1] not in done]
+            self.ledger.failures += len(unfinished)
+            self.ledger.count_error("local")
+            job, key, sample = unfinished[0] if unfinished else units[0]
+            reason = f"local generation with {self.config.model!r} failed: {type(err).__name__}: {err}"
+            raise TeacherError(
+                f"{self.teacher._describe(job.index, key, job.messages, sample)} and {max(len(unfinished) - 1, 0)} "
+                f"other unfinished request(s): {reason}", index=job.index, key=key, reason=reason,
+            ) from err
+
+
+class OpenAIBackend(TeacherBackend):
+    """Live requests to an OpenAI-compatible chat completions server with bounded concurrency, retries with
+    jittered exponential backoff (``Retry-After`` honoured) and ``n`` for several samples of one request."""
+
+    name = "openai"
+
+    def __init__(self, teacher: Teacher):
+        super().__init__(teacher)
+        self.n_supported: bool | None = None  # None until a call with n > 1 shows whether the server honours it
+
+    def run(self, jobs: list[_Job], desc: str) -> None:
         secret = os.environ.get(self.config.api_key_env) or ""
 
         def run() -> list[TeacherError]:
-            return asyncio.run(self._openai_batch(jobs, desc, max_tokens, temperature))
+            return asyncio.run(self._run_async(jobs, desc))
 
         try:
             asyncio.get_running_loop()
@@ -483,29 +690,23 @@ class Teacher:
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
                 errors = pool.submit(run).result()
         if errors:
-            first = errors[0]
-            extra = []
-            if len(errors) > 1:
-                extra.append(f"{len(errors) - 1} other request(s) failed too")
-            left = len(jobs) - sum(1 for _, k, _ in jobs if self._cache.get(k) is not None) - len(errors)
-            if left:
-                extra.append(f"{left} request(s) were not finished")
-            if self.cache_path is not None:
-                extra.append(f"finished answers are cached in {self.cache_path}; a rerun sends only the rest")
-            message = str(first) + ("; " + "; ".join(extra) if extra else "")
-            if secret:
-                message = message.replace(secret, "***")
-            raise TeacherError(message, index=first.index, key=first.key, reason=first.reason)
+            self.teacher._fail(jobs, errors, secret)
 
-    async def _openai_batch(self, jobs, desc, max_tokens, temperature) -> list[TeacherError]:
+    def client(self):
+        import openai
+
+        secret = os.environ.get(self.config.api_key_env) or ""
+        return openai.AsyncOpenAI(api_key=secret or "EMPTY", base_url=self.config.base_url, max_retries=0,
+                                  timeout=self.config.timeout)
+
+    async def _run_async(self, jobs: list[_Job], desc: str) -> list[TeacherError]:
         import openai
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.config
+        teacher = self.teacher
         secret = os.environ.get(cfg.api_key_env) or ""
-        client = openai.AsyncOpenAI(
-            api_key=secret or "EMPTY", base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout
-        )
+        client = self.client()
 
         def redact(text: str) -> str:  # a server may echo the key back in an error body
             return text.replace(secret, "***") if secret else text
@@ -517,7 +718,7 @@ class Teacher:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[note]}"), transient=False,
         )
-        task = progress.add_task(desc, total=len(jobs), note="")
+        task = progress.add_task(desc, total=sum(len(job.keys) for job in jobs), note="")
 
         def note() -> str:
             parts = []
@@ -527,20 +728,23 @@ class Teacher:
                 parts.append(f"failed {len(errors)}")
             return ", ".join(parts)
 
-        async def attempt(messages: list[dict]) -> dict:
+        async def attempt(job: _Job, n: int) -> list[dict]:
+            extra = {"n": n} if n > 1 else {}
             try:
                 # The SDK applies `timeout` to connecting, sending and each wait for response bytes; the outer
                 # bound also covers a server that trickles bytes forever (with slack for the SDK's first-call
                 # set-up, which runs inside the coroutine).
                 raw = await asyncio.wait_for(
                     client.chat.completions.with_raw_response.create(
-                        model=cfg.model, messages=messages, max_tokens=max_tokens, temperature=temperature
+                        model=cfg.model, messages=job.messages, max_tokens=job.max_tokens,
+                        temperature=job.temperature, **extra,
                     ),
                     timeout=cfg.timeout + max(5.0, cfg.timeout),
                 )
-                result = _parse_completion(raw.http_response.text, redact)
-                result["text"] = redact(result["text"])
-                return result
+                results = _parse_choices(raw.http_response.text, redact)
+                for result in results:
+                    result["text"] = redact(result["text"])
+                return results
             except (asyncio.TimeoutError, openai.APITimeoutError):
                 raise _Attempt("timeout", f"no answer within {cfg.timeout:g}s", True) from None
             except openai.APIStatusError as err:
@@ -568,36 +772,47 @@ class Teacher:
         syncer: asyncio.Task | None = None
 
         async def fsync_loop() -> None:
-            while self._cache.dirty:
-                await asyncio.to_thread(self._cache.fsync)
+            while teacher._cache.dirty:
+                await asyncio.to_thread(teacher._cache.fsync)
 
         def schedule_fsync() -> None:
             nonlocal syncer
             if syncer is None or syncer.done():
                 syncer = asyncio.create_task(fsync_loop())
 
-        async def one(index: int, key: str, messages: list[dict]) -> None:
+        async def one(job: _Job) -> None:
             async with semaphore:
                 if stop.is_set():
-                    ledger.abandoned += 1
+                    ledger.abandoned += len(job.keys)
                     return
-                ledger.requests_sent += 1
+                ledger.requests_sent += len(job.keys)
+                todo = list(zip(job.keys, job.samples))
                 tries = 0
-                while True:
+                while todo:
+                    n = len(todo) if len(todo) > 1 and self.n_supported is not False else 1
+                    key, sample = todo[0]
                     tries += 1
                     ledger.attempts += 1
                     try:
-                        result = await attempt(messages)
+                        results = await attempt(job, n)
                     except _Attempt as fail:
+                        if n > 1 and not fail.retryable:
+                            # the server refuses `n`: ask for the samples one at a time from now on
+                            self.n_supported = False
+                            ledger.count_error("n_refused")
+                            logger.info("the teacher server refused n=%d (%s); sending one request per sample", n,
+                                        fail.detail)
+                            tries -= 1
+                            continue
                         ledger.count_error(fail.kind)
+                        described = teacher._describe(job.index, key, job.messages, sample)
                         if not fail.retryable or tries > cfg.max_retries:
                             if fail.retryable:
                                 why = f"{fail.detail} (gave up after {tries} attempts)"
                             else:
                                 why = f"{fail.detail} (not retryable)"
-                            ledger.failures += 1
-                            err = TeacherError(f"{self._describe(index, key, messages)} failed: {why}",
-                                               index=index, key=key, reason=why)
+                            ledger.failures += len(todo)
+                            err = TeacherError(f"{described} failed: {why}", index=job.index, key=key, reason=why)
                             errors.append(err)
                             logger.error("%s", err)
                             if cfg.fail_fast:
@@ -605,80 +820,41 @@ class Teacher:
                             progress.update(task, note=note())
                             return
                         if stop.is_set():
-                            ledger.abandoned += 1
+                            ledger.abandoned += len(todo)
                             return
                         delay = random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** (tries - 1)))
                         if fail.retry_after is not None:  # the server knows best: never come back earlier
                             delay = max(delay, fail.retry_after + random.uniform(0, 0.1 * fail.retry_after))
                         ledger.retries += 1
-                        logger.info("%s: %s; retry %d/%d in %.2fs", self._describe(index, key, messages),
-                                    fail.detail, tries, cfg.max_retries, delay)
+                        logger.info("%s: %s; retry %d/%d in %.2fs", described, fail.detail, tries, cfg.max_retries,
+                                    delay)
                         progress.update(task, note=note())
                         try:
                             await asyncio.wait_for(stop.wait(), timeout=delay)
                         except asyncio.TimeoutError:
                             continue
-                        ledger.abandoned += 1  # another request failed for good meanwhile (fail_fast)
+                        ledger.abandoned += len(todo)  # another request failed for good meanwhile (fail_fast)
                         return
-                    else:
-                        self._cache.add([self._record(key, messages, temperature, max_tokens, result)], sync=False)
-                        schedule_fsync()
-                        ledger.completed += 1
-                        ledger.prompt_tokens += result["prompt_tokens"]
-                        ledger.completion_tokens += result["completion_tokens"]
-                        progress.advance(task)
-                        return
+                    got = results[:n]
+                    if n > 1:
+                        if len(got) < n and self.n_supported is not False:
+                            logger.info("the teacher server answered %d of n=%d choices; sending one request per "
+                                        "sample from now on", len(got), n)
+                        self.n_supported = len(got) == n
+                    for pos, ((k, _), result) in enumerate(zip(todo, got)):
+                        teacher._store(job, k, result, sync=False, bill_prompt=pos == 0)
+                    schedule_fsync()
+                    todo = todo[len(got):]
+                    tries = 0
+                    progress.advance(task, len(got))
 
         try:
             with progress:
-                await asyncio.gather(*(one(i, k, m) for i, k, m in jobs))
+                await asyncio.gather(*(one(job) for job in jobs))
         finally:
             if syncer is not None:
                 await asyncio.gather(syncer, return_exceptions=True)
-            self._cache.fsync()
+            teacher._cache.fsync()
             await client.close()
         errors.sort(key=lambda e: e.index if e.index is not None else -1)
         return errors
-
-    # ------------------------------------------------------------------ local backend
-    def _run_local(self, jobs, desc, max_tokens, temperature) -> None:
-        from citing_trl.generation import GenerationConfig, generate
-
-        if self._model is None:
-            from citing_trl.models import load_model
-
-            logger.info("loading local teacher %s", self.config.model)
-            self._model, self._tokenizer = load_model(self.config.model)
-        gen_config = GenerationConfig(
-            max_new_tokens=max_tokens, batch_size=self.config.local_batch_size, do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else 1.0,
-        )
-        done: set[int] = set()
-
-        def on_batch(indices: list[int], generations) -> None:
-            records = []
-            for pos, gen in zip(indices, generations):
-                _, key, messages = jobs[pos]
-                result = {"text": gen.text, "finish_reason": gen.finish_reason, "prompt_tokens": gen.prompt_tokens,
-                          "completion_tokens": gen.completion_tokens}
-                records.append(self._record(key, messages, temperature, max_tokens, result))
-                self.ledger.completed += 1
-                self.ledger.prompt_tokens += gen.prompt_tokens
-                self.ledger.completion_tokens += gen.completion_tokens
-                done.add(pos)
-            self._cache.add(records)
-
-        self.ledger.requests_sent += len(jobs)
-        self.ledger.attempts += len(jobs)
-        try:
-            generate(self._model, self._tokenizer, [m for _, _, m in jobs], gen_config, desc=desc, on_batch=on_batch)
-        except Exception as err:
-            unfinished = [j for pos, j in enumerate(jobs) if pos not in done]
-            self.ledger.failures += len(unfinished)
-            self.ledger.count_error("local")
-            index, key, messages = unfinished[0] if unfinished else jobs[0]
-            reason = f"local generation with {self.config.model!r} failed: {type(err).__name__}: {err}"
-            raise TeacherError(
-                f"{self._describe(index, key, messages)} and {max(len(unfinished) - 1, 0)} other unfinished "
-                f"request(s): {reason}", index=index, key=key, reason=reason,
-            ) from err

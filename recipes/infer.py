@@ -1,12 +1,19 @@
-"""Self-revision inference with a CITING student (Algorithm 1, lines 12-15).
+"""Answers from any student, with optional self-revision (Algorithm 1, lines 12-15).
 
+    # a CITING student revising itself twice
     python recipes/infer.py --adapter outputs/citing_demo/final --rubric_path outputs/citing_demo/rubric.json \
         --dataset demo --dataset_split test --num_revisions 2 --output_dir outputs/infer_demo
+    # plain answers (no rubric needed) from an SFT adapter, or from the base model alone (no --adapter)
+    python recipes/infer.py --adapter outputs/citing_demo/sft --dataset demo --dataset_split test \
+        --num_revisions 0 --output_dir outputs/infer_sft
 
 --dataset takes the same values as training ('demo', a family, alpaca) or a plain JSONL of instructions.
+Writes <output_dir>/answers.jsonl (id, source, instruction, input, answers, response, responses), the file
+recipes/evaluate.py reads. Rerunning the same command resumes; another model in the same folder is refused.
 """
 
 import logging
+import sys
 
 import torch
 
@@ -14,19 +21,32 @@ from trl import TrlParser
 
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_model
-from citing_trl.self_revision import InferenceArguments, match_rows, self_revise
+from citing_trl.self_revision import ANSWERS_FILE, InferenceArguments, check_output_dir, match_rows, self_revise
 from citing_trl.sft import DataArguments, load_rows
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data_args, args = TrlParser((DataArguments, InferenceArguments)).parse_args_and_config()
-    rows = match_rows(load_rows(data_args), args.rubric_path, args.embedding_model)
+    settings = {"model_name_or_path": args.model_name_or_path, "adapter": args.adapter, "dataset": data_args.dataset,
+                "dataset_split": data_args.dataset_split, "max_samples": data_args.max_samples,
+                "dataset_seed": data_args.dataset_seed, "max_new_tokens": args.max_new_tokens,
+                "rubric_path": args.rubric_path, "num_revisions": args.num_revisions}
+    try:
+        if args.num_revisions < 0:
+            raise ValueError(f"--num_revisions must be >= 0, got {args.num_revisions}")
+        check_output_dir(args.output_dir, settings)
+    except ValueError as err:
+        print(f"infer.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    rows = load_rows(data_args)
+    rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                           repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
     results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
-    print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/responses.jsonl")
+    print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class Hit:
     arrived: float  # time.monotonic() at arrival
     outcome: str  # "ok" or the fault kind/status
     authorization: str | None = None
+    n: int = 1  # choices asked for
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -96,9 +97,12 @@ class _Script:
 class FaultServer:
     """Threaded HTTP server; start with ``start()`` or as a context manager."""
 
-    def __init__(self, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, reply=None):
+    def __init__(self, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, reply=None, n_mode="ignore"):
         self.latency = latency
         self.reply = reply  # optional callable(messages) -> answer text; default echoes the last message
+        # what a request with n > 1 gets: "ignore" (one choice, like servers without `n`), "honour" (n choices,
+        # choice j > 0 ends with " [choice j]") or "reject" (HTTP 400)
+        self.n_mode = n_mode
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scripts: list[_Script] = []
@@ -238,6 +242,12 @@ class FaultServer:
                 key = request_key(messages)
                 text = json.dumps(messages, ensure_ascii=False)
                 auth = self.headers.get("Authorization")
+                n = payload.get("n") or 1
+                if n > 1 and server.n_mode == "reject":
+                    with server._lock:
+                        server.hits.append(Hit(key, arrived, "n_rejected", auth, n))
+                    self._send(400, b'{"error":{"message":"n > 1 is not supported"}}')
+                    return
                 with server._lock:
                     fault = server._next_fault(text)
                     hold = fault is None and server._hold_after is not None and server._admitted >= server._hold_after
@@ -245,7 +255,7 @@ class FaultServer:
                         server.held += 1
                     elif fault is None:
                         server._admitted += 1
-                    hit = Hit(key, arrived, "held" if hold else "ok" if fault is None else _label(fault), auth)
+                    hit = Hit(key, arrived, "held" if hold else "ok" if fault is None else _label(fault), auth, n)
                     server.hits.append(hit)
                     server.arrivals[key] += 1
                     server.messages_by_key.setdefault(key, messages)
@@ -260,18 +270,20 @@ class FaultServer:
                     return
                 last = messages[-1].get("content", "") if messages else ""
                 content = server.reply(messages) if server.reply else f"Answer to: {last}"
+                contents = [content] + [f"{content} [choice {j}]" for j in range(1, n if server.n_mode == "honour" else 1)]
                 body = {
                     "id": f"chatcmpl-{key[:12]}",
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": payload.get("model", "fault-server"),
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                        {"index": j, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                        for j, c in enumerate(contents)
                     ],
                     "usage": {
                         "prompt_tokens": len(text.split()),
-                        "completion_tokens": len(content.split()),
-                        "total_tokens": len(text.split()) + len(content.split()),
+                        "completion_tokens": sum(len(c.split()) for c in contents),
+                        "total_tokens": len(text.split()) + sum(len(c.split()) for c in contents),
                     },
                 }
                 try:

@@ -221,9 +221,13 @@ def test_demo_data():
     for row in ds:
         assert row["answers"] == [row["output"]] and len(row["output"]) > 20
     assert sum(bool(r["input"]) for r in ds) >= 5
-    assert D.load_instructions("demo")["id"] == ds["id"]
+    splits = {s: D.load_instructions("demo", split=s) for s in ("train", "validation", "test")}
+    assert [len(splits[s]) for s in splits] == [60, 10, 10]  # 12/2/2 of every kind, fixed
+    assert Counter(splits["test"]["kind"]) == {k: 2 for k in KINDS}
+    assert sorted(i for s in splits for i in splits[s]["id"]) == sorted(ds["id"])  # disjoint, complete
+    assert "demo-factual-16" in splits["test"]["id"] and "demo-factual-01" in splits["train"]["id"]
     sample = D.load_instructions("demo", limit=10, seed=0)
-    assert len(sample) == 10 and set(sample["id"]) <= set(ds["id"])
+    assert len(sample) == 10 and set(sample["id"]) <= set(splits["train"]["id"])
 
 
 def test_generic_file_and_specs(tmp_path):
@@ -315,3 +319,51 @@ def test_empty_instructions_and_duplicates_dropped_and_counted(tmp_path, caplog)
     message = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "messy.jsonl" in message and "dropped 2 row(s) with an empty instruction and 2 duplicate" in message
     assert "kept 2" in message
+
+
+# ------------------------------------------------------------------------------------------------ QA mixtures
+
+
+def _qa_mix(shared_data, caps=("", "", "", "")):
+    files = ("boolq:boolq_dev.jsonl", "commonsense_qa:commonsenseqa_dev.jsonl", "nq_open:nq_open_dev.jsonl",
+             "squad_v2:squad_v2_dev_sample.json")
+    return "+".join(f"{name}:{shared_data / f}{cap}" for (name, f), cap in
+                    zip((p.split(":") for p in files), caps))
+
+
+def test_qa_mixture_splits_are_disjoint_deterministic_and_complete(shared_data):
+    spec = _qa_mix(shared_data)
+    splits = {s: D.load_instructions(spec, split=s, seed=42) for s in D.SPLITS}
+    ids = {s: set(ds["id"]) for s, ds in splits.items()}
+    assert not (ids["train"] & ids["validation"] or ids["train"] & ids["test"] or ids["validation"] & ids["test"])
+    whole = sum(len(D.load_source(n, shared_data / f)) for n, f in (
+        ("boolq", "boolq_dev.jsonl"), ("commonsense_qa", "commonsenseqa_dev.jsonl"), ("nq_open", "nq_open_dev.jsonl"),
+        ("squad_v2", "squad_v2_dev_sample.json")))
+    assert sum(len(v) for v in ids.values()) == whole  # every row is in exactly one split
+    for source in ("boolq", "commonsense_qa", "nq_open", "squad_v2"):
+        per = {s: sum(1 for x in splits[s]["source"] if x == source) for s in D.SPLITS}
+        n = sum(per.values())
+        assert 0.75 * n < per["train"] < 0.85 * n and per["test"] > 0.05 * n, (source, per)  # about 8:1:1
+    check_schema(splits["test"])
+    again = D.load_instructions(spec, split="test", seed=42)
+    assert again["id"] == splits["test"]["id"]  # same seed: same rows in the same order
+    other = set(D.load_instructions(spec, split="test", seed=7)["id"])
+    assert other != ids["test"] and not (other & set(D.load_instructions(spec, split="train", seed=7)["id"]))
+    # a single source file given alone is split by the same rule
+    boolq = D.load_instructions(f"boolq:{shared_data / 'boolq_dev.jsonl'}", split="test")
+    assert set(boolq["id"]) == {i for i in ids["test"] if i.startswith("boolq-")}
+
+
+def test_qa_mixture_caps_and_limit(shared_data):
+    spec = _qa_mix(shared_data, ("@40", "@30", "@20", "@10"))
+    train = D.load_instructions(spec, split="train", seed=3)
+    assert Counter(train["source"]) == {"boolq": 40, "commonsense_qa": 30, "nq_open": 20, "squad_v2": 10}
+    test = D.load_instructions(spec, split="test", seed=3)
+    assert not set(train["id"]) & set(test["id"])
+    uncapped_test = set(D.load_instructions(_qa_mix(shared_data), split="test", seed=3)["id"])
+    assert set(test["id"]) <= uncapped_test  # a cap samples inside the split, never across it
+    assert len(D.load_instructions(spec, split="train", seed=3, limit=25)) == 25
+    with pytest.raises(DataError, match="cap"):
+        D.load_instructions(f"boolq:{shared_data / 'boolq_dev.jsonl'}@ten+nq_open", split="train")
+    with pytest.raises(DataError, match="unknown data spec"):
+        D.load_instructions(f"boolq:{shared_data / 'boolq_dev.jsonl'}+nosuch", split="train")

@@ -31,7 +31,7 @@ def test_self_revise_saves_every_step_and_resumes(tmp_path, tiny_model_dir):
     assert [len(r["responses"]) for r in results] == [3] * 5
     for j in range(3):
         assert len(read_jsonl(tmp_path / f"step_{j}.jsonl")) == 5
-    saved = read_jsonl(tmp_path / "responses.jsonl")
+    saved = read_jsonl(tmp_path / "answers.jsonl")
     assert [r["id"] for r in saved] == [r["id"] for r in rows()]
     # an interrupted step 2 (torn last line) is completed without regenerating steps 0-1
     step2 = (tmp_path / "step_2.jsonl").read_text().splitlines()
@@ -55,7 +55,7 @@ def test_infer_recipe_on_plain_jsonl(tmp_path, tiny_model_dir):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = read_jsonl(tmp_path / "out" / "responses.jsonl")
+    out = read_jsonl(tmp_path / "out" / "answers.jsonl")
     assert len(out) == 3 and all(len(r["responses"]) == 2 and r["criteria"] for r in out)
     categories = {r["instruction"]: r["category"] for r in out}
     assert len(set(categories.values())) >= 2, categories  # factual / creative / practical differ

@@ -1,0 +1,97 @@
+"""Pieces every baseline shares: where the SFT start and the reward model are, loading the SFT policy, and
+the teacher revisions of a CITING run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BaselineArguments:
+    """Shared inputs of the RRHF / RAFT / DPO launchers."""
+
+    sft_adapter: str | None = field(
+        default=None,
+        metadata={"help": "The SFT LoRA adapter every method starts from (a CITING run's `sft/`, Algorithm 1 lines "
+                          "2-4). Empty: a fresh adapter on the base model."},
+    )
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Reward model folder written by baselines/reward_model.py (RRHF, RAFT)."}
+    )
+    candidates_file: str | None = field(
+        default=None,
+        metadata={"help": "RRHF: a .jsonl of {id, instruction, input?, candidates, scores?} rows to use as they are "
+                          "(no sampling; rows without scores are scored by --reward_model)."},
+    )
+    citing_run: str | None = field(
+        default=None,
+        metadata={"help": "A CITING run folder whose teacher revisions (round_<k>/revisions.jsonl) join the RRHF "
+                          "candidates; with --preferences unset, DPO takes its pairs from here too."},
+    )
+
+
+def cli_error(err: Exception) -> None:
+    """User errors end the launcher with one clear line instead of a traceback."""
+    import sys
+
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_policy(model_args, sft_adapter: str | None):
+    """Base model + the SFT adapter, trainable (or a fresh LoRA config when there is no adapter).
+    Returns (model, tokenizer, peft_config)."""
+    from citing_trl.sft import load_student_for_training
+
+    if sft_adapter and not (Path(sft_adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--sft_adapter {sft_adapter}: no adapter_config.json there (expected a LoRA adapter folder)")
+    return load_student_for_training(model_args, adapter=sft_adapter or None)
+
+
+def text_key(row: dict) -> str:
+    """A row's identity by its text, for matching rows whose ids were made by another loader."""
+    import re
+
+    norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
+    return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
+
+
+def revisions_for(revisions: dict[str, list[str]], row: dict) -> list[str]:
+    return revisions.get(row.get("id")) or revisions.get(text_key(row)) or []
+
+
+def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
+    """The accepted teacher revisions of every round of a CITING run (in round order, no repeats), keyed by row
+    id and by :func:`text_key`; look them up with :func:`revisions_for`."""
+    if not run_dir:
+        return {}
+    from citing_trl.revision import read_jsonl
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--citing_run {run_dir}: no such folder")
+    out: dict[str, list[str]] = {}
+    rounds = sorted((d for d in run_dir.glob("round_*") if d.name[6:].isdigit()), key=lambda d: int(d.name[6:]))
+    for rdir in rounds:
+        for rec in read_jsonl(rdir / "revisions.jsonl"):
+            text = (rec.get("revision") or "").strip()
+            for key in (rec["id"], text_key(rec)):
+                if text and text not in out.setdefault(key, []):
+                    out[key].append(text)
+    return out
+
+
+def sample_answers(model, tokenizer, prompts: list[list[dict]], num_samples: int, gen_config, desc: str) -> list[list]:
+    """``num_samples`` sampled answers per prompt through the project's one generation routine.
+    Returns one list of :class:`~citing_trl.generation.Generation` per prompt."""
+    from citing_trl.generation import generate
+
+    if num_samples <= 0 or not prompts:
+        return [[] for _ in prompts]
+    flat = [p for p in prompts for _ in range(num_samples)]
+    gens = generate(model, tokenizer, flat, gen_config, desc=desc)
+    return [gens[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]

@@ -1,0 +1,243 @@
+"""RRHF: Rank Responses to align Human Feedback (Yuan et al., 2023; arXiv 2304.05302), on LoRA.
+
+For each prompt x there are K candidate answers y_1..y_K with rewards r_1..r_K: samples from the SFT policy
+(through :mod:`citing_trl.generation`), the ground truth and, when a CITING run is given, the teacher's
+revisions; rewards come from the reward model (or from ``scores`` given in the data). The policy scores each
+candidate by its length-normalised log-probability
+
+    p_i = sum_t log pi(y_i,t | x, y_i,<t) / |y_i| ** length_penalty
+
+and is trained with
+
+    L = rrhf_weight * sum_{r_i > r_j} max(0, p_j - p_i)  +  CE(y_best)
+
+where y_best is the candidate with the highest reward and CE is its mean token cross-entropy.
+
+Deliberate differences from the official code (GanjinZero/RRHF ``train.py``), both bugs reported there:
+* |y_i| is each candidate's OWN response length (tokens under the response mask), not the padded length of
+  the batch (the official ``get_score`` divides by the padded width, repo issues #37/#42);
+* the cross-entropy term is taken per prompt on that prompt's best candidate and averaged over the prompts of
+  the batch; the official code takes it from the first prompt only (it assumes one prompt per batch).
+Both coincide with the official loss for one prompt per batch and equal-length candidates.
+
+Defaults: ``rrhf_weight = 1.0`` (the weight in the authors' training scripts; the code's field default is
+100), ``length_penalty = 1.0`` (the official default: the mean token log-probability).
+
+A prompt whose candidates all have the same reward cannot be ranked, and a prompt with no candidates cannot
+be trained on: both are skipped, counted and logged by row id (``build_candidates`` returns the counts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RRHFConfig(TrainingArguments):
+    """Training arguments of RRHF (transformers ``TrainingArguments`` + the method's own fields).
+    ``per_device_train_batch_size`` counts prompts; each brings all its candidates."""
+
+    rrhf_weight: float = field(default=1.0, metadata={"help": "Weight of the ranking loss against the SFT term "
+                                                               "(authors' scripts: 1; their code's default: 100)."})
+    length_penalty: float = field(default=1.0, metadata={"help": "Exponent of the candidate length that divides "
+                                                                  "its summed log-probability (1 = mean log-prob)."})
+    max_length: int = field(default=512, metadata={"help": "Prompt + candidate tokens kept (longer ones are cut "
+                                                            "at the end)."})
+    num_samples: int = field(default=4, metadata={"help": "Answers sampled from the SFT policy per prompt."})
+    sample_temperature: float = field(default=0.85, metadata={"help": "Sampling temperature of those answers."})
+    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of those answers."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Token budget of a sampled answer."})
+    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    include_gold: bool = field(default=True, metadata={"help": "Add the ground-truth answer as a candidate."})
+    include_revisions: bool = field(default=True, metadata={"help": "Add the teacher revisions of --citing_run."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the candidate columns (needed)."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Where to log (none, wandb, ...)."})
+
+
+# --------------------------------------------------------------------------------------------------
+# Candidates
+# --------------------------------------------------------------------------------------------------
+
+
+def check_group(row_id: str, candidates: list[str], scores: list[float], stats: Counter) -> bool:
+    """True if the prompt can be trained on; otherwise count and log why not."""
+    if not candidates:
+        stats["skipped_no_candidates"] += 1
+        logger.warning("RRHF: skipping row %s: no candidates", row_id)
+        return False
+    if len(scores) != len(candidates):
+        raise ValueError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
+    if max(scores) == min(scores):
+        stats["skipped_equal_scores"] += 1
+        logger.warning("RRHF: skipping row %s: all %d candidates have the same reward", row_id, len(scores))
+        return False
+    return True
+
+
+def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions: dict[str, list[str]] | None = None,
+                     path: str | Path | None = None) -> tuple[list[dict], Counter]:
+    """One record per usable prompt: ``{id, prompt, candidates, scores}``. Rows that already carry
+    ``candidates`` (and optionally ``scores``) are used as given; otherwise candidates are sampled, the ground
+    truth and teacher revisions are added, and the reward model scores them all. With ``path`` the records are
+    saved there (and read back instead of regenerating on a rerun)."""
+    from citing_trl.baselines.common import revisions_for, sample_answers
+    from citing_trl.generation import GenerationConfig
+    from citing_trl.prompts import instruction_messages
+    from citing_trl.revision import read_jsonl, write_jsonl
+
+    stats: Counter = Counter()
+    if path and Path(path).is_file():
+        records = read_jsonl(path)
+        stats["prompts"] = len(records)
+        return records, Counter(json.loads(Path(path).with_suffix(".stats.json").read_text()))
+    rows = [dict(r) for r in rows]
+    prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
+    need_samples = [i for i, r in enumerate(rows) if not r.get("candidates")]
+    gen = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size,
+                           do_sample=True, temperature=config.sample_temperature, top_p=config.sample_top_p,
+                           seed=config.seed)
+    sampled = sample_answers(model, tokenizer, [prompts[i] for i in need_samples], config.num_samples, gen,
+                             desc="RRHF candidates") if need_samples else []
+    for i, gens in zip(need_samples, sampled):
+        row = rows[i]
+        cands = [g.text for g in gens if g.text.strip()]
+        if config.include_gold and (row.get("output") or "").strip():
+            cands.append(row["output"].strip())
+        if config.include_revisions and revisions:
+            cands.extend(revisions_for(revisions, row))
+        row["candidates"] = cands
+    to_score = [(i, j) for i, r in enumerate(rows) if not r.get("scores") for j in range(len(r["candidates"]))]
+    if to_score:
+        if scorer is None:
+            raise ValueError("RRHF: candidates without scores need a reward model (--reward_model)")
+        values = scorer.score([prompts[i] for i, _ in to_score], [rows[i]["candidates"][j] for i, j in to_score])
+        for (i, _), v in zip(to_score, values):
+            rows[i].setdefault("scores", []).append(v)
+    records = []
+    for r, prompt in zip(rows, prompts):
+        cands, scores = list(r.get("candidates") or []), [float(s) for s in r.get("scores") or []]
+        if check_group(r["id"], cands, scores, stats):
+            records.append({"id": r["id"], "prompt": prompt, "candidates": cands, "scores": scores})
+    stats["prompts"] = len(records)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).with_suffix(".stats.json").write_text(json.dumps(dict(stats)))
+        write_jsonl(path, records)
+    return records, stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Collation and loss
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_candidate(tokenizer, prompt: list[dict], answer: str, max_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, response mask) of prompt + answer rendered by the chat template; the mask covers the answer and
+    the tokens that close the assistant turn, as SFTTrainer's completion mask does."""
+    prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True,
+                                         return_dict=True)["input_ids"]
+    from trl.data_utils import common_prefix_length
+
+    start = common_prefix_length(list(prompt_ids), list(full))
+    full = list(full)[:max_length]
+    mask = [0] * min(start, len(full)) + [1] * max(0, len(full) - start)
+    return full, mask
+
+
+@dataclass
+class RRHFCollator:
+    tokenizer: object
+    max_length: int = 512
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, masks, group, rewards = [], [], [], []
+        for g, f in enumerate(features):
+            for answer, score in zip(f["candidates"], f["scores"]):
+                i, m = encode_candidate(self.tokenizer, f["prompt"], answer, self.max_length)
+                ids.append(i)
+                masks.append(m)
+                group.append(g)
+                rewards.append(float(score))
+        width = max(len(i) for i in ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        response = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, (i, m) in enumerate(zip(ids, masks)):
+            input_ids[row, : len(i)] = torch.tensor(i)
+            attention[row, : len(i)] = 1
+            response[row, : len(m)] = torch.tensor(m)
+        return {"input_ids": input_ids, "attention_mask": attention, "response_mask": response,
+                "group": torch.tensor(group), "rewards": torch.tensor(rewards, dtype=torch.float)}
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor):
+    """Log-probabilities of each next token and the mask of the ones that belong to a response: (N, T-1)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    labels = input_ids[:, 1:]
+    per_token = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    mask = response_mask[:, 1:].to(per_token.dtype)
+    return per_token * mask, mask
+
+
+def rrhf_loss(per_token: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, rewards: torch.Tensor,
+              rrhf_weight: float, length_penalty: float) -> tuple[torch.Tensor, dict]:
+    """RRHF loss over a flat batch of candidates grouped by prompt (see module docstring).
+    Returns (loss, info) with the per-prompt best candidate (flat index), rank and SFT terms."""
+    lengths = mask.sum(-1).clamp(min=1)
+    seq_scores = per_token.sum(-1) / lengths.pow(length_penalty)
+    ranks, sfts, best = [], [], []
+    for g in torch.unique(group, sorted=True):
+        idx = (group == g).nonzero(as_tuple=True)[0]
+        p, r = seq_scores[idx], rewards[idx]
+        better = r.unsqueeze(1) > r.unsqueeze(0)  # better[i, j]: candidate i has the higher reward
+        ranks.append(torch.relu(p.unsqueeze(0) - p.unsqueeze(1))[better].sum())
+        b = idx[torch.argmax(r)]  # first of the best on ties
+        best.append(int(b))
+        sfts.append(-per_token[b].sum() / lengths[b])
+    rank, sft = torch.stack(ranks).mean(), torch.stack(sfts).mean()
+    loss = rrhf_weight * rank + sft
+    return loss, {"rank_loss": rank.detach(), "sft_loss": sft.detach(), "best": best,
+                  "seq_scores": seq_scores.detach()}
+
+
+class RRHFTrainer(Trainer):
+    """``transformers.Trainer`` with the RRHF loss. The train data set holds ``{prompt, candidates, scores}``
+    rows (see :func:`build_candidates`)."""
+
+    _name = "RRHF"
+
+    def __init__(self, model, args: RRHFConfig, train_dataset, processing_class, **kwargs):
+        kwargs.setdefault("data_collator", RRHFCollator(processing_class, args.max_length))
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         **kwargs)
+        self._rrhf_logs: dict[str, list[float]] = {"rank_loss": [], "sft_loss": []}
+        self.last_info: dict = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        per_token, mask = token_logps(out.logits, inputs["input_ids"], inputs["response_mask"])
+        loss, info = rrhf_loss(per_token, mask, inputs["group"], inputs["rewards"], self.args.rrhf_weight,
+                               self.args.length_penalty)
+        self.last_info = info
+        if model.training:
+            self._rrhf_logs["rank_loss"].append(float(info["rank_loss"]))
+            self._rrhf_logs["sft_loss"].append(float(info["sft_loss"]))
+        return (loss, out) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        for key, values in self._rrhf_logs.items():
+            if values:
+                logs[key] = sum(values) / len(values)
+                values.clear()
+        super().log(logs, *args, **kwargs)

@@ -1,0 +1,337 @@
+"""Answers files in, reports out: data checks, gold tables, Tables 1-2 (pairwise) and Figure 2.
+
+An answers file (contract C6) is JSONL with ``id, source, instruction, input, answers, response`` per row and,
+for self-revision, ``responses`` = [r(0), ..., r(M)]. Any JSONL with ``id, instruction, response`` also works
+(``source`` then defaults to ``user``). Problems between systems (duplicate ids, ids one system lacks, empty
+responses, rows without gold) are collected by name and count in :class:`DataIssues`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from citing_trl.data import FAMILIES
+from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
+from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
+
+FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
+
+
+class AnswersError(ValueError):
+    """An answers file that cannot be used; the message names the file, the line and the field."""
+
+
+def family_of(source: str) -> str:
+    """The §4.1 family of a source (``citing_trl.data.FAMILIES``); alpaca, demo and any other source are
+    their own family."""
+    return FAMILY_OF.get(source, source)
+
+
+def n_words(text: str) -> int:
+    return len((text or "").split())
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading answers and checking them against each other
+# ------------------------------------------------------------------------------------------------
+
+
+def load_answers(path: str | Path) -> list[dict]:
+    """Rows of an answers JSONL, normalised: ``id`` (str), ``source``, ``instruction``, ``input``, ``answers``,
+    ``response`` (``responses[-1]`` when only ``responses`` is given) and ``responses`` (or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnswersError(f"{path}: answers file not found")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AnswersError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(raw, dict):
+            raise AnswersError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        rid = raw.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
+            raise AnswersError(f"{where}: field 'id' is missing or not a string")
+        if not isinstance(raw.get("instruction"), str):
+            raise AnswersError(f"{where} (id {rid}): field 'instruction' is missing or not a string")
+        responses = raw.get("responses")
+        if responses is not None and (not isinstance(responses, list) or not responses
+                                      or not all(isinstance(r, str) for r in responses)):
+            raise AnswersError(f"{where} (id {rid}): field 'responses' must be a non-empty list of strings")
+        response = raw.get("response", responses[-1] if responses else None)
+        if not isinstance(response, str):
+            raise AnswersError(f"{where} (id {rid}): field 'response' is missing or not a string")
+        answers = raw.get("answers") or []
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise AnswersError(f"{where} (id {rid}): field 'answers' must be a list of strings")
+        rows.append({"id": str(rid), "source": str(raw.get("source") or "user"), "instruction": raw["instruction"],
+                     "input": raw.get("input") or "", "answers": answers, "response": response,
+                     "responses": responses})
+    if not rows:
+        raise AnswersError(f"{path}: no rows")
+    return rows
+
+
+def _examples(ids) -> dict:
+    ids = list(ids)
+    return {"count": len(ids), "examples": ids[:5]}
+
+
+class DataIssues:
+    """Every problem found while lining systems up, by kind and system, with counts and example ids."""
+
+    def __init__(self):
+        self.items: dict[str, dict[str, dict]] = defaultdict(dict)
+
+    def add(self, kind: str, system: str, ids) -> None:
+        ids = list(ids)
+        if ids:
+            self.items[kind][system] = _examples(ids)
+
+    def to_dict(self) -> dict:
+        return {k: dict(v) for k, v in self.items.items()}
+
+    def lines(self) -> list[str]:
+        out = []
+        for kind, systems in self.items.items():
+            for system, info in systems.items():
+                out.append(f"{kind.replace('_', ' ')}: {system}: {info['count']} (e.g. {', '.join(info['examples'])})")
+        return out
+
+
+def index_rows(name: str, rows: list[dict], issues: DataIssues) -> dict[str, dict]:
+    """id -> row (the first of duplicated ids is kept; the duplicates are reported), plus empty responses and
+    rows without gold reported per system."""
+    seen: dict[str, dict] = {}
+    dupes = []
+    for r in rows:
+        if r["id"] in seen:
+            dupes.append(r["id"])
+        else:
+            seen[r["id"]] = r
+    issues.add("duplicate_ids", name, dupes)
+    issues.add("empty_responses", name, [i for i, r in seen.items() if not r["response"].strip()])
+    issues.add("rows_without_gold", name, [i for i, r in seen.items() if not has_gold(r)])
+    return seen
+
+
+def has_gold(row: dict) -> bool:
+    return is_correct(row["source"], row["response"], row["answers"], row["input"]) is not None
+
+
+def align(a_name: str, a: dict[str, dict], b_name: str, b: dict[str, dict], issues: DataIssues) -> list[str]:
+    """Ids both systems answered, in ``a``'s order; ids only one has are reported under the pair's name."""
+    issues.add("missing_ids", f"{b_name} (vs {a_name})", [i for i in a if i not in b])
+    issues.add("missing_ids", f"{a_name} (vs {b_name})", [i for i in b if i not in a])
+    return [i for i in a if i in b]
+
+
+def expand_steps(name: str, rows: list[dict]) -> dict[str, list[dict]]:
+    """Self-revision rows -> one system per step, ``NAME@j`` (j = 0..M), for rows that have step j."""
+    depth = max((len(r["responses"]) for r in rows if r.get("responses")), default=0)
+    return {f"{name}@{j}": [{**r, "response": r["responses"][j]} for r in rows
+                             if r.get("responses") and len(r["responses"]) > j] for j in range(depth)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Gold tables
+# ------------------------------------------------------------------------------------------------
+
+
+def gold_report(systems: dict[str, list[dict]], n_boot: int = 2000, seed: int = 0) -> dict:
+    """``{system: {source: {"n", metric..., "ci": {metric: [lo, hi]}}}}`` plus ``_unscored`` counts."""
+    out = {}
+    for name, rows in systems.items():
+        out[name] = gold_metrics(rows, ci=True, n_boot=n_boot, seed=seed)
+        if unscored := unscored_counts(rows):
+            out[name]["_unscored"] = unscored
+    return out
+
+
+def gold_markdown(gold: dict) -> str:
+    lines = ["# Gold-answer metrics", "",
+             "Values are percentages with a 95% percentile bootstrap interval over rows; n = rows scored. "
+             "Definitions: `citing_trl/evaluation/gold.py` (SQuAD v2 / EfficientQA / TriviaQA official EM-F1; "
+             "`answer_in_response` is the lenient containment column; `accuracy` is read from free text by the "
+             "extraction rule in `extract_choice` / `extract_yes_no`; `answered` is the share of responses with "
+             "an extractable answer).", ""]
+    lines += ["| system | source | n | metric | value | 95% CI |", "|---|---|---:|---|---:|---|"]
+    unscored = []
+    for system, sources in gold.items():
+        for source, m in sources.items():
+            if source == "_unscored":
+                unscored.append(f"{system}: " + ", ".join(f"{s} {c}" for s, c in m.items()))
+                continue
+            for metric in METRICS[source]:
+                lo, hi = m["ci"][metric]
+                lines.append(f"| {system} | {source} | {m['n']} | {metric} | {100 * m[metric]:.1f} | "
+                             f"{100 * lo:.1f}-{100 * hi:.1f} |")
+    if unscored:
+        lines += ["", "Rows without a gold metric (source has none, or no gold answers): " + "; ".join(unscored)]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairwise tables
+# ------------------------------------------------------------------------------------------------
+
+TABLE_COLUMNS = ["comparison", "family", "aspect", "n", "unparsed", "win_pct", "tie_pct", "lose_pct",
+                 "win_ci_low_pct", "win_ci_high_pct", "pref_pct", "lc_win_pct", "mean_len_ref", "mean_len_other"]
+
+
+def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str], n_boot: int = 2000,
+                  seed: int = 0) -> list[dict]:
+    """Table rows for one comparison (reference vs other). ``judged``: one dict per pair with ``family``,
+    ``verdicts`` {aspect: "a" (reference wins) | "b" | "tie" | "unparsed"}, ``len_ref``, ``len_other``.
+
+    Per family (and ``all`` when there are several) and aspect: ``n`` readable verdicts, ``unparsed`` (left
+    out), win/tie/lose % of the reference, a paired bootstrap 95% CI of the win % (pairs resampled),
+    ``pref_pct`` = win % + tie % / 2, ``lc_win_pct`` = its length-controlled version
+    (:func:`length_controlled_win_rate`), and the mean answer lengths in words over all pairs of the group."""
+    families = sorted({j["family"] for j in judged})
+    groups = [(f, [j for j in judged if j["family"] == f]) for f in families]
+    if len(families) > 1:
+        groups.append(("all", list(judged)))
+    rows = []
+    for family, group in groups:
+        for aspect in aspects:
+            ok = [j for j in group if j["verdicts"][aspect] != "unparsed"]
+            counts = Counter(j["verdicts"][aspect] for j in ok)
+            n = len(ok)
+            pct = (lambda k: 100 * counts[k] / n) if n else (lambda k: float("nan"))
+            wins = [1.0 if j["verdicts"][aspect] == "a" else 0.0 for j in ok]
+            lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
+            prefs = [{"a": 1.0, "tie": 0.5, "b": 0.0}[j["verdicts"][aspect]] for j in ok]
+            lc = length_controlled_win_rate(prefs, [j["len_ref"] - j["len_other"] for j in ok])
+            rows.append({
+                "comparison": comparison, "family": family, "aspect": aspect, "n": n,
+                "unparsed": len(group) - n, "win_pct": pct("a"), "tie_pct": pct("tie"), "lose_pct": pct("b"),
+                "win_ci_low_pct": 100 * lo, "win_ci_high_pct": 100 * hi,
+                "pref_pct": pct("a") + pct("tie") / 2 if n else float("nan"), "lc_win_pct": 100 * lc,
+                "mean_len_ref": sum(j["len_ref"] for j in group) / len(group),
+                "mean_len_other": sum(j["len_other"] for j in group) / len(group),
+            })
+    return rows
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.1f}"
+    return str(value)
+
+
+def table_markdown(title: str, rows: list[dict], notes: Sequence[str] = ()) -> str:
+    head = ["comparison", "family", "aspect", "n", "win %", "tie %", "lose %", "win 95% CI", "LC win %",
+            "unparsed", "len ref", "len other"]
+    lines = [f"# {title}", "", *notes, "" if notes else "", "| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
+    for r in rows:
+        ci = f"{_fmt(r['win_ci_low_pct'])}-{_fmt(r['win_ci_high_pct'])}"
+        cells = [r["comparison"], r["family"], r["aspect"], r["n"], r["win_pct"], r["tie_pct"], r["lose_pct"], ci,
+                 r["lc_win_pct"], r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def steps_markdown(extra: dict) -> str:
+    """Table 2's gold part: the primary metric per step and source, and fix/break counts between steps."""
+    lines = ["", "## Gold answers per step", "", "| system | source | n | metric | value % |", "|---|---|---:|---|---:|"]
+    for system, sources in extra.get("gold", {}).items():
+        for source, m in sources.items():
+            if source != "_unscored":
+                metric = "accuracy" if "accuracy" in m else "answer_in_response"
+                lines.append(f"| {system} | {source} | {m['n']} | {metric} | {100 * m[metric]:.1f} |")
+    lines += ["", "## Fixed / broken between consecutive steps (primary correctness, `is_correct`)", "",
+              "| comparison | source | wrong->right | right->wrong | right->right | wrong->wrong | no gold |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for comparison, per in extra.get("fix_break", {}).items():
+        for source, c in per.items():
+            lines.append(f"| {comparison} | {source} | {c['wrong_to_right']} | {c['right_to_wrong']} | "
+                         f"{c['right_to_right']} | {c['wrong_to_wrong']} | {c['no_gold']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out_dir: Path, stem: str, title: str, rows: list[dict], extra: dict | None = None,
+                notes: Sequence[str] = ()) -> None:
+    text = table_markdown(title, rows, notes) if rows else f"# {title}\n"
+    if extra and ("fix_break" in extra or "gold" in extra):
+        text += steps_markdown(extra)
+    (out_dir / f"{stem}.md").write_text(text)
+    (out_dir / f"{stem}.csv").write_text(table_csv(rows))
+    (out_dir / f"{stem}.json").write_text(json.dumps({"rows": rows, **(extra or {})}, indent=2) + "\n")
+
+
+def step_fix_break(systems: dict[str, list[dict]], order: Sequence[str]) -> dict[str, dict]:
+    """Correctness changes between consecutive systems (rounds or self-revision steps), on ids both have,
+    per source and in total: ``{"NEW vs OLD": {source | "all": fix_break counts}}``."""
+    out = {}
+    for old, new in zip(order, order[1:]):
+        before = {r["id"]: r for r in systems[old]}
+        per: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for r in systems[new]:
+            if r["id"] not in before:
+                continue
+            b = before[r["id"]]
+            for key in (r["source"], "all"):
+                per[key][0].append(is_correct(b["source"], b["response"], b["answers"], b["input"]))
+                per[key][1].append(is_correct(r["source"], r["response"], r["answers"], r["input"]))
+        out[f"{new} vs {old}"] = {k: fix_break(*v) for k, v in sorted(per.items())}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Figure 2
+# ------------------------------------------------------------------------------------------------
+
+
+def plot_fig2(rows: list[dict], path: str | Path, aspects: Sequence[str]):
+    """Grouped win / tie / lose bars like the paper's Figure 2: one panel per comparison (row) and aspect
+    (column), one group of three bars per source family. Returns the matplotlib figure (closed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comparisons = list(dict.fromkeys(r["comparison"] for r in rows))
+    families = list(dict.fromkeys(r["family"] for r in rows if r["family"] != "all")) or ["all"]
+    fig, axes = plt.subplots(len(comparisons), len(aspects), squeeze=False,
+                             figsize=(3.2 * len(aspects) + 0.6 * len(families), 2.6 * len(comparisons) + 0.6))
+    colours = {"win": "#2b8cbe", "tie": "#bdbdbd", "lose": "#e34a33"}
+    width = 0.26
+    for ci, comparison in enumerate(comparisons):
+        for ai, aspect in enumerate(aspects):
+            ax = axes[ci][ai]
+            by_family = {r["family"]: r for r in rows if r["comparison"] == comparison and r["aspect"] == aspect}
+            for k, outcome in enumerate(("win", "tie", "lose")):
+                values = [by_family.get(f, {}).get(f"{outcome}_pct", float("nan")) for f in families]
+                values = [0.0 if v != v else v for v in values]
+                ax.bar([x + (k - 1) * width for x in range(len(families))], values, width, label=outcome,
+                       color=colours[outcome])
+            ax.set_xticks(range(len(families)), [f.replace("_", "\n") for f in families], fontsize=7)
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{comparison}\n{aspect}" if ai == 0 else aspect, fontsize=8)
+            if ai == 0:
+                ax.set_ylabel("% of pairs")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("win / tie / lose of the first-named system, % of judged pairs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return fig

@@ -1,0 +1,111 @@
+"""RRHF: the loss equals a hand computation on 2 prompts x 3 candidates (own-length normalisation, SFT term on
+each prompt's best candidate), skips are counted by row, and candidates are built from samples + gold."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from citing_trl.baselines.rrhf import RRHFCollator, RRHFConfig, RRHFTrainer, build_candidates, check_group
+
+FEATURES = [
+    {"prompt": [{"role": "user", "content": "Name a colour."}],
+     "candidates": ["blue", "The sky is blue on a clear day.", "green leaves"], "scores": [0.1, 0.9, 0.5]},
+    {"prompt": [{"role": "user", "content": "Explain why the river flows."}],
+     "candidates": ["Because of gravity and slope.", "no", "It just does, water moves down the hill."],
+     "scores": [2.0, -1.0, 0.3]},
+]
+
+
+def hand_terms(model, tokenizer, prompt, answer):
+    """Sum of response-token log-probs and the response length, one candidate alone (no padding)."""
+    p_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    f_ids = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True,
+                                          return_dict=True)["input_ids"]
+    assert f_ids[: len(p_ids)] == p_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([f_ids])).logits[0].double()
+    total = 0.0
+    for t in range(len(p_ids), len(f_ids)):
+        row = logits[t - 1]
+        total += float(row[f_ids[t]] - torch.logsumexp(row, -1))
+    return total, len(f_ids) - len(p_ids)
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.5])
+def test_rrhf_loss_matches_hand_computation(tiny_model_dir, tmp_path, length_penalty):
+    from citing_trl.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir), dtype="float32")
+    weight = 3.0
+    args = RRHFConfig(output_dir=str(tmp_path), rrhf_weight=weight, length_penalty=length_penalty, use_cpu=True,
+                      per_device_train_batch_size=2)
+    trainer = RRHFTrainer(model, args, train_dataset=FEATURES, processing_class=tokenizer)
+    batch = RRHFCollator(tokenizer, 512)(FEATURES)
+    assert batch["input_ids"].shape[0] == 6 and batch["group"].tolist() == [0, 0, 0, 1, 1, 1]
+    loss = trainer.compute_loss(model, batch)
+
+    expected_rank, expected_sft = [], []
+    for f in FEATURES:
+        terms = [hand_terms(model, tokenizer, f["prompt"], c) for c in f["candidates"]]
+        assert len({n for _, n in terms}) > 1  # different lengths: padding would change a padded-length division
+        p = [s / n**length_penalty for s, n in terms]
+        r = f["scores"]
+        rank = sum(max(0.0, p[j] - p[i]) for i in range(3) for j in range(3) if r[i] > r[j])
+        best = max(range(3), key=lambda i: r[i])
+        expected_rank.append(rank)
+        expected_sft.append(-terms[best][0] / terms[best][1])
+    expected = weight * sum(expected_rank) / 2 + sum(expected_sft) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert float(trainer.last_info["sft_loss"]) == pytest.approx(sum(expected_sft) / 2, rel=1e-4)
+    assert float(trainer.last_info["rank_loss"]) == pytest.approx(sum(expected_rank) / 2, rel=1e-4, abs=1e-6)
+    assert trainer.last_info["best"] == [1, 3]  # candidate 1 of prompt 0, candidate 0 of prompt 1 (flat index 3)
+    assert sum(expected_rank) > 0  # the random model mis-ranks something, so the hinge term is exercised
+
+
+def test_rrhf_skips_are_counted_by_row(caplog):
+    stats = Counter()
+    assert not check_group("row-7", [], [], stats)
+    assert not check_group("row-8", ["a", "b"], [1.0, 1.0], stats)
+    assert check_group("row-9", ["a", "b"], [1.0, 2.0], stats)
+    assert stats == Counter(skipped_no_candidates=1, skipped_equal_scores=1)
+    assert "row-7" in caplog.text and "row-8" in caplog.text
+
+
+class MarkerScorer:
+    """Rule-based stand-in for a reward model: reward = answer length in words."""
+
+    def score(self, prompts, completions):
+        return [float(len(c.split())) for c in completions]
+
+
+def test_build_candidates_samples_gold_and_revisions_then_trains(tiny_model_dir, tmp_path):
+    from citing_trl.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir), dtype="float32")
+    rows = [
+        {"id": "a", "instruction": "Name a colour.", "input": "", "output": "Blue is a colour of the sky"},
+        {"id": "b", "instruction": "Say something.", "input": "", "output": "",
+         "candidates": ["same", "same"], "scores": [1.0, 1.0]},
+    ]
+    args = RRHFConfig(output_dir=str(tmp_path / "out"), num_samples=3, max_new_tokens=8, use_cpu=True,
+                      per_device_train_batch_size=1, max_steps=2, learning_rate=1e-3, logging_steps=1,
+                      save_strategy="no", disable_tqdm=True)
+    records, stats = build_candidates(rows, model, tokenizer, MarkerScorer(), args,
+                                      revisions={"a": ["A revised answer"]}, path=tmp_path / "cands.jsonl")
+    assert stats["skipped_equal_scores"] == 1 and [r["id"] for r in records] == ["a"]
+    cands = records[0]["candidates"]
+    assert len(cands) <= 5 and cands[-2:] == ["Blue is a colour of the sky", "A revised answer"]
+    assert records[0]["scores"] == [float(len(c.split())) for c in cands]
+    again, _ = build_candidates(rows, None, None, None, args, path=tmp_path / "cands.jsonl")  # resumed from disk
+    assert again == records
+    model.train()
+    trainer = RRHFTrainer(model, args, train_dataset=records * 2, processing_class=tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
+    assert "rank_loss" in trainer.state.log_history[0]
