@@ -187,7 +187,7 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
     from citing_trl.models import load_model
 
     trainer.save_model()
-    saved, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "run" / "adapter"))
+    saved, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "run" / "base_adapter"))
     with torch.no_grad():
         reloaded = trainer._gather_answer(saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                                           batch["starts"], batch["answer_ids"].shape[1])
@@ -247,8 +247,12 @@ def test_resume_after_interruption_continues_the_step_count(tiny_model_dir, tmp_
 
 
 def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_path):
+    _lora_reward_model_and_value_init(tiny_model_dir, tmp_path)
+
+
+def _lora_reward_model_and_value_init(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(3)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
@@ -257,6 +261,7 @@ def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_pa
         if "lora_B" in name or "score" in name:
             torch.nn.init.normal_(p, std=0.1)
     rm.save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "rm")
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", reward_model_path=tmp_path / "rm")
     assert trainer.value_initialised_from_rm
     head = next(p for n, p in rm.named_parameters() if "score" in n and "modules_to_save" in n)
@@ -264,6 +269,7 @@ def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_pa
     rm_b = next(p for n, p in rm.named_parameters() if n.endswith("layers.0.self_attn.q_proj.lora_B.default.weight"))
     value_b = dict(trainer.model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_B.value.weight"]
     torch.testing.assert_close(value_b, rm_b.detach())
+    return tmp_path / "rm"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,6 +309,23 @@ def test_launcher_bad_flag_values_fail_with_one_line(flags, needle, capsys, tmp_
     assert message.startswith("error:") and needle in message and "\n" not in message
 
 
+def test_ppo_launcher_scores_with_the_reward_model(tiny_model_dir, sft_adapter, tmp_path):
+    """--reward_model_path goes through RewardScorer (contract C3) and initialises the value model."""
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    rm = _lora_reward_model_and_value_init(tiny_model_dir, tmp_path)
+    out = tmp_path / "ppo_rm"
+    ppo_rlhf.main(["--config", str(CONFIGS / "ppo_demo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                   "--sft_adapter", str(sft_adapter), "--reward_model_path", str(rm), "--output_dir", str(out),
+                   "--max_steps", "1", "--max_new_tokens", "6"])
+    row = json.loads((out / "ppo_log.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(row["score"]) and row["score"] != 0
+    assert json.loads((out / "train_summary.json").read_text())["value_initialised_from_reward_model"] is True
+
+
 def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapter, tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO / "baselines"))
     try:
@@ -320,7 +343,7 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
     assert (out / "adapter_config.json").is_file()
     from citing_trl.models import load_model
 
-    combined, _ = load_model(str(tiny_model_dir), adapter=str(out / "adapter"))  # SFT + RLOO as one adapter
+    combined, _ = load_model(str(tiny_model_dir), adapter=str(out / "base_adapter"))  # SFT + RLOO as one adapter
     assert combined.peft_config["default"].r == 4 + 16  # SFT rank + rloo_demo.yaml's lora_r
 
 

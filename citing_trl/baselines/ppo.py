@@ -22,6 +22,9 @@ field's help says otherwise:
   adapters and the value head, a few MB) are averaged over ranks with one all-reduce before every optimizer
   step, which is what DDP does. Works single-process and under DDP launchers (``accelerate_configs/
   multi_gpu.yaml``, ``cpu_2proc.yaml``, ``torchrun``); DeepSpeed and FSDP configs are refused with one line.
+* **Outputs**: ``adapter/`` is the PPO adapter (it applies to the SFT-merged backbone); ``base_adapter/`` is the
+  same policy as ONE LoRA adapter on the base model (SFT and PPO adapters concatenated, exact), loadable with
+  ``citing_trl.models.load_model(base, adapter=...)``; ``ppo_log.jsonl`` one row per step; ``reward_curve.png``.
 * **Resume**: ``<output_dir>/checkpoint-<step>/state.pt`` holds the trainable tensors, optimizer, step and
   RNG states; rerunning the same command continues from the newest one. Rollouts are drawn in a fixed,
   seeded order indexed by the step, so a resumed run sees the prompts the uninterrupted run would have.
@@ -635,8 +638,9 @@ class PPOTrainer:
         return self.log_history
 
     def save_model(self, output_dir: str | None = None) -> Path:
-        """Save ``adapter/`` (the policy as one LoRA adapter on the base model, SFT adapter folded in, with the
-        tokenizer), ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
+        """Save ``adapter/`` (the PPO adapter; it applies on top of the SFT-merged backbone), ``base_adapter/`` (the
+        same policy as ONE LoRA adapter on the base model, SFT adapter folded in exactly), both with the tokenizer,
+        ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
         target = Path(output_dir or self.output_dir)
         digests = [self.weights_digest()]
         if self.world > 1:
@@ -645,7 +649,9 @@ class PPOTrainer:
             digests = gathered
         if self.accelerator.is_main_process:
             target.mkdir(parents=True, exist_ok=True)
-            save_policy_adapter(self.model, POLICY, self.sft_adapter, target / "adapter", self.tokenizer)
+            self.model.save_pretrained(target / "adapter", selected_adapters=[POLICY])
+            self.tokenizer.save_pretrained(target / "adapter")
+            save_policy_adapter(self.model, POLICY, self.sft_adapter, target / "base_adapter", self.tokenizer)
             self.model.save_pretrained(target / "value", selected_adapters=[VALUE])
             torch.save(self.value_head.state_dict(), target / "value" / "value_head.pt")
             summary = {"steps": self.step, "weights_digest_per_rank": digests,
@@ -795,8 +801,8 @@ def build_reward_fn(args: RLHFArguments) -> RewardFn:
             raise PPOError(f"--reward_function {args.reward_function!r} cannot be imported: {err}") from err
     from citing_trl.baselines.reward_model import RewardScorer  # contract C3 (baselines branch)
 
-    scorer = RewardScorer.load(args.reward_model_path)
-    return scorer.score
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else None
+    return RewardScorer.load(args.reward_model_path, device=device).score
 
 
 def load_rlhf_policy(model_args, sft_adapter: str | None):

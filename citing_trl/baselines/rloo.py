@@ -1,8 +1,9 @@
 """RLOO baseline: TRL 1.16's maintained ``RLOOTrainer`` on the same start and reward as PPO.
 
 The SFT adapter is merged into the backbone and a fresh LoRA adapter is trained, so RLOO's reference (the
-policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. ``<output_dir>/adapter``
-holds the result as one LoRA adapter on the base model (SFT and RL adapters combined exactly). The reward reaches
+policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. ``<output_dir>`` holds
+TRL's adapter (relative to the SFT-merged backbone); ``<output_dir>/base_adapter`` the same policy as one LoRA
+adapter on the base model (SFT and RL adapters combined exactly). The reward reaches
 RLOOTrainer as a callable around the same scorer PPO uses (``RewardScorer`` or a ``module:function``), so both
 methods score exactly the text the reward model was trained on.
 """
@@ -48,11 +49,11 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
                           processing_class=tokenizer, peft_config=lora_config(model_args))
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
     trainer.save_model(config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
-    if trainer.accelerator.is_main_process:  # <output_dir>/adapter: one adapter on the base model, as for PPO
+    if trainer.accelerator.is_main_process:  # <output_dir>/base_adapter: one adapter on the base model, as for PPO
         from pathlib import Path
 
         save_policy_adapter(trainer.accelerator.unwrap_model(trainer.model), "default", rlhf_args.sft_adapter,
-                            Path(config.output_dir) / "adapter", tokenizer)
+                            Path(config.output_dir) / "base_adapter", tokenizer)
     return trainer
 
 
