@@ -202,6 +202,17 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
             assert int(batch["answer_ids"][row, n - 1]) == eos
 
 
+def test_rollouts_sample_the_full_temperature_distribution(tiny_model_dir, tmp_path):
+    """Log-probs use the full softmax(logits / T), so sampling must not be truncated: transformers would apply
+    top_k = 50 by default. 400 first tokens of the near-uniform tiny model (512 tokens) cover far more than 50."""
+    from citing_trl.generation import GenerationConfig, generate
+
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run")
+    gens = generate(trainer.model, trainer.tokenizer, ["Hello"] * 400,
+                    GenerationConfig(max_new_tokens=1, do_sample=True, temperature=1.0, batch_size=400, show_progress=False))
+    assert len({g.token_ids[0] for g in gens}) > 80
+
+
 def test_ppo_raises_rule_reward_with_finite_kl(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=30, save_steps=100, max_new_tokens=16)
     history = trainer.train()

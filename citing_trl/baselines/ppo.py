@@ -10,7 +10,7 @@ field's help says otherwise:
   hidden state. When the reward model is a LoRA adapter of the same backbone it initialises both (its LoRA
   weights and its ``score`` head), as trl 1.12 and OpenRLHF initialise the critic from the reward model.
 * **Rollouts** are sampled through :func:`citing_trl.generation.generate` (the one generation routine) at
-  ``temperature``; every log-prob (old policy, new policy, reference) is computed from ``logits / temperature``
+  ``temperature`` with no top-k/top-p truncation; every log-prob (old policy, new policy, reference) is computed from ``logits / temperature``
   so that the ratio and the KL refer to the distribution that was sampled.
 * **Rewards**: the reward function scores the whole answer (a reward model reads it up to its last token);
   ``missing_eos_penalty`` is subtracted when the answer hit ``max_new_tokens`` without EOS. Per token the
@@ -349,6 +349,9 @@ class PPOTrainer:
             else:
                 logger.warning("reward model at %s did not fit the value model; value adapter/head stay fresh",
                                reward_model_path)
+        # Pure temperature sampling, so that logits / temperature IS the sampling distribution: transformers
+        # applies top_k = 50 when sampling unless the model's generation config says otherwise (trl 1.12 sets 0 too).
+        self.model.get_base_model().generation_config.top_k = 0
         self.model.to(self.device)
         self.value_head.to(self.device)
         self.model.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
