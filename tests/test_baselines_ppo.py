@@ -401,3 +401,65 @@ def test_smollm2_ppo_smoke(smollm2_dir, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     if os.environ.get("PPO_CURVE_DIR"):
         shutil.copy(out / "ppo_log.jsonl", Path(os.environ["PPO_CURVE_DIR"]) / "smollm2_ppo_log.jsonl")
+
+
+@pytest.mark.parametrize("name", ["ppo_demo", "ppo_llama7b", "rloo_demo", "rloo_llama7b"])
+def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
+    """Every PPO/RLOO YAML parses with the dataclasses the launcher picks for its method."""
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    from trl import ModelConfig, RLOOConfig, TrlParser
+
+    from citing_trl.sft import DataArguments
+
+    path = CONFIGS / f"{name}.yaml"
+    argv = ["--config", str(path), "--sft_adapter", str(sft_adapter), "--reward_model_path", str(tmp_path),
+            "--output_dir", str(tmp_path / "o")]
+    method = ppo_rlhf.chosen_method(argv)
+    assert method == name.split("_")[0]
+    if method == "rloo" and "llama7b" in name:
+        argv += ["--use_cpu", "true", "--bf16", "false"]  # no GPU here
+    config_class = RLOOConfig if method == "rloo" else PPOConfig
+    rlhf, data, config, model = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig)) \
+        .parse_args_and_config(argv)
+    assert rlhf.method == method and model.lora_r == 16
+    text = path.read_text()
+    assert "sft_adapter:" in text and text.count("reward_model_path:") == 1  # starts from SFT, scored by the RM
+    if "llama7b" in name:
+        assert (config.max_new_tokens if method == "ppo" else config.max_completion_length) == 512
+    else:
+        assert "HuggingFaceTB/SmolLM2-135M-Instruct" in text
+
+
+def test_killed_ppo_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_adapter, tmp_path):
+    """kill -9 during training, rerun the same command: it continues from the newest checkpoint to max_steps."""
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{_rule_module(tmp_path)}", "OMP_NUM_THREADS": "1"}
+
+    def command(max_steps: int) -> list[str]:
+        return [sys.executable, str(LAUNCHER), "--config", str(CONFIGS / "ppo_demo.yaml"),
+                *_tiny_flags(tiny_model_dir, sft_adapter, out), "--max_steps", str(max_steps), "--save_steps", "2",
+                "--max_new_tokens", "8", "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2"]
+
+    proc = subprocess.Popen(command(40), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-4" / "state.pt").is_file():
+        time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-4").is_dir() and not (out / "train_summary.json").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    rerun = subprocess.run(command(killed_at + 2), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from {out / f'checkpoint-{killed_at}'} at step {killed_at}" in rerun.stderr
+    rows = [json.loads(line) for line in (out / "ppo_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, killed_at + 3))
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == killed_at + 2
