@@ -6,8 +6,16 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_CONFIG ?= recipes/configs/citing_demo.yaml
 DEMO_OUT ?= outputs/citing_demo
 PYTEST_ARGS ?=
+# QA curriculum demo (`make qa-demo`): local files beside the checkout; pass Hub ids or your own files instead,
+# e.g. QA_DATA="boolq@20+commonsense_qa@20+nq_open@20+squad_v2@20" (see citing_trl/data.py for the split rule).
+QA_CONFIG ?= recipes/configs/citing_qa_demo.yaml
+QA_OUT ?= outputs/citing_qa_demo
+QA_FILES ?= boolq:../shared/data/boolq_dev.jsonl commonsense_qa:../shared/data/commonsenseqa_dev.jsonl nq_open:../shared/data/nq_open_dev.jsonl squad_v2:../shared/data/squad_v2_dev_sample.json
+QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
+QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
+QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
-.PHONY: compare setup demo demo-eval sft-demo test bench
+.PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
 
 setup:
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -28,14 +36,32 @@ demo-eval:
 		sft=$(DEMO_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend local \
 		--judge_max_parse_retries 1 --output_dir $(DEMO_OUT)/eval
 
+# SFT then 2 CITING rounds on BoolQ + CommonsenseQA + NQ-open + SQuAD v2 with reference-guided revision, then
+# gold accuracy / EM per source with 95% CIs on the held-out test split: SFT vs CITING r(0), r(1), r(2).
+qa-demo: setup
+	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/citing.py --config $(QA_CONFIG) \
+		--dataset "$(QA_DATA)" --output_dir $(QA_OUT)
+	$(MAKE) --no-print-directory qa-demo-eval
+
+qa-demo-eval:
+	$(PYTHON) recipes/infer.py --adapter $(QA_OUT)/sft --dataset "$(QA_TEST_DATA)" --dataset_split test \
+		--num_revisions 0 $(QA_GEN) --output_dir $(QA_OUT)/eval/answers_sft
+	$(PYTHON) recipes/infer.py --adapter $(QA_OUT)/final --rubric_path $(QA_OUT)/rubric.json --dataset "$(QA_TEST_DATA)" \
+		--dataset_split test --num_revisions 2 $(QA_GEN) --output_dir $(QA_OUT)/eval/answers_citing
+	$(PYTHON) recipes/evaluate.py --answers citing=$(QA_OUT)/eval/answers_citing/answers.jsonl \
+		sft=$(QA_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend none \
+		--output_dir $(QA_OUT)/eval
+
 sft-demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/sft.py --config recipes/configs/sft_demo.yaml
 
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark, one table (bench/results/latest.md). BENCH_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+BENCH_ARGS ?=
 bench: setup
-	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
 
 # CITING vs PPO-RLHF, RRHF, RAFT, DPO from one SFT start on CommonsenseQA (needs ../shared/data or a local copy;
 # set COMPARE_CONFIG for another). Stages are resumable; COMPARE_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.

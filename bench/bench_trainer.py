@@ -7,6 +7,7 @@ measures that the training step itself costs the same.
 """
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -64,6 +65,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--model", default="embedded")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     a = ap.parse_args()
     rows = revision_rows(a.steps * a.batch_size)
     t_sft = run("sft", rows, a.steps, a.batch_size, a.model)
@@ -72,6 +74,10 @@ def main():
     print(f"SFTTrainer    : {t_sft:.3f} s/step")
     print(f"CitingTrainer : {t_cit:.3f} s/step")
     print(f"ratio CitingTrainer/SFTTrainer: {t_cit / t_sft:.3f}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"rows": len(rows), "steps": a.steps, "batch_size": a.batch_size, "sft_s_per_step": t_sft,
+                       "citing_s_per_step": t_cit, "ratio": t_cit / t_sft}, fh, indent=2)
 
 
 if __name__ == "__main__":

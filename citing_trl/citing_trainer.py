@@ -90,6 +90,22 @@ def build_citing_dataset(revisions, replay=None, replay_fraction: float = 0.0, s
     return rows
 
 
+def verification_card_lines(v: dict | None) -> list[str]:
+    """Model-card lines for the revision gate, best-of-K and the round's fix/break counts."""
+    if not v:
+        return []
+    lines = [f"- Revision gate: `{v['revision_gate']}`" + (f" (margin {v['gate_margin']})" if v["revision_gate"] == "reward" else "")
+             + f"; identical revisions kept: {v['keep_identical']}; teacher samples per row: {v['teacher_num_samples']}"
+             + (f" at temperature {v['teacher_temperature']}" if v["teacher_num_samples"] > 1 else "")]
+    for name, label in (("proposed", "teacher proposed, before the gate"), ("kept", "kept and trained on")):
+        fb = v.get("fix_break", {}).get(name)
+        if fb:
+            lines.append(f"- Fix/break on rows with gold, {label}: wrong→right {fb['wrong_to_right']}, right→wrong "
+                         f"{fb['right_to_wrong']}, right→right {fb['right_to_right']}, wrong→wrong "
+                         f"{fb['wrong_to_wrong']} (no gold: {fb['no_gold']})")
+    return lines
+
+
 class CitingTrainer(SFTTrainer):
     """SFTTrainer over a generated revision data set (CITING Eq. 4).
 
@@ -98,7 +114,8 @@ class CitingTrainer(SFTTrainer):
             (r(k+1)), as written by :mod:`citing_trl.revision`.
         replay_dataset: optional original SFT rows (instruction, input, output) for replay.
         rubric_categories, round_index, num_rounds, teacher_model, revision_settings (how the revisions were
-            made and filtered, e.g. ``revision_reference``): recorded in the model card.
+            made and filtered, e.g. ``revision_reference``), verification (gate, best-of-K, fix/break): recorded
+            in the model card.
         Every other argument is SFTTrainer's.
     """
 
@@ -116,6 +133,7 @@ class CitingTrainer(SFTTrainer):
         round_index: int | None = None,
         num_rounds: int | None = None,
         teacher_model: str | None = None,
+        verification: dict | None = None,
         revision_settings: dict | None = None,
         **kwargs,
     ):
@@ -131,6 +149,7 @@ class CitingTrainer(SFTTrainer):
             "teacher_model": teacher_model,
             "revision_rows": len(revision_dataset),
             "replayed_rows": len(train_dataset) - len(revision_dataset),
+            "verification": verification,
             "revision_settings": dict(revision_settings or {}),
         }
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
@@ -176,6 +195,7 @@ class CitingTrainer(SFTTrainer):
             lines.append("- Revision settings: " + ", ".join(f"{k}={v}" for k, v in info["revision_settings"].items()))
         if info["rubric_categories"]:
             lines.append("- Rubric categories: " + ", ".join(info["rubric_categories"]))
+        lines += verification_card_lines(info.get("verification"))
         card = Path(self.args.output_dir) / "README.md"
         with card.open("a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

@@ -579,6 +579,20 @@ def _split_cap(part: str) -> tuple[str, int | None]:
     return head, int(tail)
 
 
+def local_files_in_spec(spec: str) -> list[str]:
+    """The local .json/.jsonl files a spec names (for checking them before anything runs)."""
+    out = []
+    for part in spec.split("+"):
+        part = part.strip()
+        head, at, tail = part.rpartition("@")
+        part = head if at and tail.isdigit() else part
+        name, _, rest = part.partition(":")
+        target = rest if rest and name in SOURCES else part
+        if _is_local(target):
+            out.append(target)
+    return out
+
+
 def load_instructions(spec: str, split: str = "train", limit: int | None = None, seed: int = 42) -> datasets.Dataset:
     """One entry point for recipes. ``spec`` is one of:
 
@@ -618,6 +632,6 @@ def load_instructions(spec: str, split: str = "train", limit: int | None = None,
             raise DataError(f"data spec {spec!r}: the parts share row ids; mix different sources")
         random.Random(seed).shuffle(rows)
     if spec == "demo":
-        demo = load_demo(split)
+        demo = _to_dataset(rows, features)
         return demo if limit is None else demo.select(sorted(_sample(list(range(len(demo))), limit, seed)))
     return _to_dataset(_sample(rows, limit, seed), features)

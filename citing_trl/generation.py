@@ -3,16 +3,29 @@
 Student rollouts r(k) (Algorithm 1 line 8), self-revision at inference (lines 13-14), the local teacher
 backend, baseline sampling and evaluation answers all go through :func:`generate`.
 
-Prompts are sorted by token length and cut into batches so that little padding is wasted; padding is on
-the left so every row's new tokens start at the same column; results come back in input order.
+Two engines behind the one entry point, chosen by :attr:`GenerationConfig.backend`:
+
+- ``transformers`` (default): HF ``generate``. Prompts are sorted by token length and cut into batches so that
+  little padding is wasted; padding is on the left so every row's new tokens start at the same column.
+- ``vllm`` (optional extra ``citing-trl[vllm]``, CUDA GPU): a colocated ``vllm.LLM`` per base model and
+  process. A PEFT adapter is served as a LoRA request (the adapter folder, no merge per round); between calls
+  the engine sleeps (level 1: weights offloaded to CPU RAM, KV cache freed) so training in the same process
+  gets the GPU memory back, and wakes up at the next call without reloading from disk.
+
+Either way results come back in input order as :class:`Generation` (text, token counts, finish reason).
+The environment variable ``CITING_GENERATION_BACKEND`` sets the default backend for every caller.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,12 +54,33 @@ class GenerationConfig:
         default=None, metadata={"help": "Truncate prompts longer than this (from the left); None keeps them whole."}
     )
     show_progress: bool = field(default=True, metadata={"help": "Show a rich progress bar."})
+    backend: str = field(
+        default_factory=lambda: os.environ.get("CITING_GENERATION_BACKEND", "transformers"),
+        metadata={"help": "`transformers` (HF generate) or `vllm` (needs the `vllm` extra and a CUDA GPU; a LoRA "
+                          "adapter is served as a LoRA request). Default: $CITING_GENERATION_BACKEND or transformers."},
+    )
+    lora_path: str | None = field(
+        default=None,
+        metadata={"help": "vllm: folder of the PEFT adapter the model carries (saved to a temporary folder when "
+                          "None and the model is a PeftModel)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.5, metadata={"help": "vllm: share of GPU memory the engine may take while it is awake."}
+    )
 
     def __post_init__(self):
+        if self.backend not in ("transformers", "vllm"):
+            raise ValueError(f"GenerationConfig.backend (or $CITING_GENERATION_BACKEND) must be 'transformers' or "
+                             f"'vllm', got {self.backend!r}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
         if self.no_repeat_ngram_size < 0:
             raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size!r}")
+        if self.backend == "vllm" and self.decoding_controls():
+            # vLLM's repetition_penalty also counts the prompt's tokens and it has no no-repeat n-gram rule:
+            # not the answer-only controls of the transformers backend, so refuse rather than differ silently
+            raise ValueError("repetition_penalty / no_repeat_ngram_size are answer-only controls of the "
+                             "'transformers' generation backend; the 'vllm' backend does not support them")
 
     def decoding_controls(self) -> dict:
         """The anti-repetition settings that differ from 'off' (what a cache key must include)."""
@@ -125,14 +159,14 @@ def generate(
     config: GenerationConfig | None = None,
     desc: str = "generating",
     on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+    engine: VLLMEngine | None = None,
 ) -> list[Generation]:
     """Generate one completion per prompt, batched, in input order.
 
     ``on_batch(indices, generations)`` is called after every batch (indices into ``prompts``), so callers
-    can write finished work to disk as it arrives.
+    can write finished work to disk as it arrives. ``engine`` (vllm backend only) replaces the engine that
+    would be started for the model's base weights.
     """
-    import torch
-
     config = config or GenerationConfig()
     if not prompts:
         return []
@@ -141,6 +175,15 @@ def generate(
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     if config.max_prompt_tokens:
         encoded = [ids[-config.max_prompt_tokens :] for ids in encoded]
+    if config.backend == "vllm":
+        return _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine)
+    return _generate_hf(model, tokenizer, encoded, config, desc, on_batch)
+
+
+def _generate_hf(model, tokenizer, encoded, config, desc, on_batch) -> list[Generation]:
+    import torch
+
+    prompts = encoded
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = _eos_ids(model, tokenizer)
@@ -219,3 +262,151 @@ def _eos_ids(model, tokenizer) -> list[int]:
         elif isinstance(eos, (list, tuple)):
             ids.update(int(e) for e in eos)
     return sorted(ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# vLLM backend
+# --------------------------------------------------------------------------------------------------
+
+VLLM_CHUNK = 256  # prompts per engine call: vLLM schedules them itself; on_batch and the progress bar see chunks
+
+
+class VLLMEngine:
+    """A colocated ``vllm.LLM`` for one base model, with LoRA enabled and sleep mode between calls.
+
+    Why sleep mode rather than a separate server: CITING alternates generation and LoRA training in one process
+    every round, and the base weights never change (only the adapter does, which is sent per request). Sleep
+    level 1 moves the weights to CPU RAM and drops the KV cache, so training gets the GPU back, and
+    :meth:`generate` wakes the engine in seconds without reading the model from disk again. (TRL's
+    ``VLLMGeneration`` sleeps at level 2 because it pushes merged weights after every step; we do not.) A
+    separate ``vllm serve`` process stays the right choice for the teacher (an OpenAI-compatible server).
+    """
+
+    def __init__(self, model_path: str, *, gpu_memory_utilization: float = 0.5, max_lora_rank: int = 64,
+                 enable_sleep_mode: bool = True, seed: int = 0, **llm_kwargs):
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ImportError(
+                "generation backend 'vllm' needs the optional extra on a CUDA machine: pip install 'citing-trl[vllm]' "
+                f"({err})"
+            ) from None
+        self.model_path = model_path
+        self.enable_sleep_mode = enable_sleep_mode
+        self.llm = LLM(model=model_path, enable_lora=True, max_lora_rank=max_lora_rank,
+                       gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=enable_sleep_mode, seed=seed,
+                       **llm_kwargs)
+        self.sleeping = False
+        self._lora_ids: dict[str, int] = {}
+
+    def lora_request(self, path: str | None):
+        if path is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)  # vLLM wants distinct ints >= 1
+        return LoRARequest(f"adapter-{lora_id}", lora_id, path)
+
+    def generate(self, prompt_token_ids: list[list[int]], *, max_tokens: int, temperature: float, top_p: float,
+                 seeds: list[int | None], stop_token_ids: list[int], lora_path: str | None = None,
+                 extra: dict | None = None) -> list[tuple[list[int], str | None]]:
+        """(completion token ids, finish reason) per prompt, in input order."""
+        from vllm import SamplingParams
+
+        self.wake_up()
+        params = [SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                 stop_token_ids=stop_token_ids, **(extra or {})) for seed in seeds]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_token_ids], sampling_params=params,
+                                    lora_request=self.lora_request(lora_path), use_tqdm=False)
+        outputs = list(outputs)
+        if len(outputs) != len(prompt_token_ids):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompt_token_ids)} prompts")
+        if all(str(getattr(o, "request_id", "")).isdigit() for o in outputs):
+            outputs.sort(key=lambda o: int(o.request_id))  # vLLM numbers requests in submission order
+        return [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outputs]
+
+    def sleep(self) -> None:
+        """Hand the GPU memory back (weights to CPU RAM, KV cache dropped) until the next :meth:`generate`."""
+        if self.enable_sleep_mode and not self.sleeping:
+            self.llm.sleep(level=1)
+            self.sleeping = True
+
+    def wake_up(self) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
+
+
+_ENGINES: dict[str, VLLMEngine] = {}
+
+
+def vllm_engine(model_path: str, **kwargs) -> VLLMEngine:
+    """The process's engine for ``model_path`` (started on first use)."""
+    if model_path not in _ENGINES:
+        logger.info("starting a vLLM engine for %s", model_path)
+        _ENGINES[model_path] = VLLMEngine(model_path, **kwargs)
+    return _ENGINES[model_path]
+
+
+def _vllm_target(model, config: GenerationConfig) -> tuple[str, str | None, object]:
+    """(base model path, adapter folder or None, temporary folder to clean up or None) for a model."""
+    peft_config = getattr(model, "peft_config", None)
+    if not peft_config:
+        return str(getattr(model, "name_or_path", "") or model.config.name_or_path), None, None
+    adapter_name = getattr(model, "active_adapter", None) or next(iter(peft_config))
+    if isinstance(adapter_name, (list, tuple)):
+        adapter_name = adapter_name[0]
+    base = peft_config[adapter_name].base_model_name_or_path
+    if config.lora_path is not None:
+        return base, config.lora_path, None
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="citing-lora-")
+    model.save_pretrained(tmp.name, selected_adapters=[adapter_name])
+    path = os.path.join(tmp.name, adapter_name) if adapter_name != "default" else tmp.name
+    return base, path, tmp
+
+
+def _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine) -> list[Generation]:
+    base, lora_path, tmp = _vllm_target(model, config)
+    if engine is None:
+        from citing_trl.models import resolve_model_path
+
+        engine = vllm_engine(resolve_model_path(base), gpu_memory_utilization=config.vllm_gpu_memory_utilization)
+    eos_ids = _eos_ids(model, tokenizer)
+    results: list[Generation | None] = [None] * len(encoded)
+    try:
+        with _progress(config.show_progress) as progress:
+            task = progress.add_task(desc, total=len(encoded))
+            for start in range(0, len(encoded), VLLM_CHUNK):
+                idx = list(range(start, min(start + VLLM_CHUNK, len(encoded))))
+                # a seed per prompt (not per batch): a prompt's sample does not depend on its neighbours
+                seeds = [config.seed + i if config.do_sample else None for i in idx]
+                outs = engine.generate(
+                    [encoded[i] for i in idx], max_tokens=config.max_new_tokens,
+                    temperature=config.temperature if config.do_sample else 0.0,
+                    top_p=config.top_p if config.do_sample else 1.0, seeds=seeds, stop_token_ids=eos_ids,
+                    lora_path=lora_path,
+                )
+                batch = []
+                for i, (tokens, reason) in zip(idx, outs):
+                    tokens = sampled = list(tokens)
+                    finish = "length" if reason == "length" else "stop" if reason == "stop" else str(reason)
+                    for pos, tok in enumerate(tokens):  # the text and count leave the stop token out
+                        if tok in eos_ids:
+                            sampled, tokens = tokens[: pos + 1], tokens[:pos]
+                            finish = "stop"
+                            break
+                    gen = Generation(text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                                     prompt_tokens=len(encoded[i]), completion_tokens=len(tokens),
+                                     finish_reason=finish, token_ids=sampled)
+                    results[i] = gen
+                    batch.append(gen)
+                if on_batch is not None:
+                    on_batch(idx, batch)
+                progress.advance(task, len(idx))
+    finally:
+        engine.sleep()  # training in this process gets the GPU memory back
+        if tmp is not None:
+            tmp.cleanup()
+    return results  # type: ignore[return-value]

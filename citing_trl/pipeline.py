@@ -77,6 +77,10 @@ class CitingArguments:
         default="OPENAI_API_KEY", metadata={"help": "Name of the environment variable holding the key (the key is never stored)."}
     )
     teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
+    teacher_mode: str = field(
+        default="live",
+        metadata={"help": "'live' or 'batch' (openai backend: OpenAI Batch API at half price, resumable; see TeacherConfig.mode)."},
+    )
     teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
     teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
     teacher_repetition_penalty: float = field(
@@ -98,6 +102,22 @@ class CitingArguments:
         metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
                   "answer; counted as kept_identical). False drops it as 'identical', as before."},
     )
+    revision_gate: str = field(
+        default="none",
+        metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
+                  "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
+                  "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
+                  "See citing_trl/verification.py."},
+    )
+    gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
+    gate_reward_model: str | None = field(
+        default=None, metadata={"help": "revision_gate=reward: the reward model (folder or LoRA adapter) to score with."}
+    )
+    teacher_num_samples: int = field(
+        default=1,
+        metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
+                  "passing one (gold score, then judge/reward score, then the shorter)."},
+    )
     keep_complete_truncated: bool = field(
         default=True,
         metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
@@ -110,12 +130,46 @@ class CitingArguments:
     )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
+    def __post_init__(self):
+        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
+        from citing_trl.cli import check, check_choice, check_path
+
+        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories",
+                     "rollout_max_new_tokens", "rollout_batch_size", "teacher_max_concurrency", "teacher_max_tokens"):
+            value = getattr(self, flag)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
+                  "must be a whole number >= 1", value)
+        for flag in ("rollout_no_repeat_ngram_size", "teacher_no_repeat_ngram_size"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0 (0 = off)", getattr(self, flag))
+        for flag in ("rollout_repetition_penalty", "teacher_repetition_penalty", "teacher_timeout"):
+            check(getattr(self, flag) > 0, flag, "must be > 0", getattr(self, flag))
+        for flag in ("teacher_temperature", "teacher_price_prompt_per_1m", "teacher_price_completion_per_1m"):
+            check(getattr(self, flag) >= 0, flag, "must be >= 0", getattr(self, flag))
+        if self.sft_num_train_epochs is not None:
+            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
+        check_choice("teacher_mode", self.teacher_mode, ("live", "batch"))
+        check(self.teacher_mode == "live" or self.teacher_backend == "openai", "teacher_mode",
+              "'batch' needs --teacher_backend openai (the OpenAI Batch API)", self.teacher_mode)
+        check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
+              self.teacher_model)
+        if self.teacher_base_url is not None:
+            check(self.teacher_base_url.startswith(("http://", "https://")), "teacher_base_url",
+                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.teacher_base_url)
+        if self.rubric not in ("default", "design"):
+            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
+        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
+        from citing_trl.verification import check_settings
+
+        check_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
+
     def teacher_config(self):
         from citing_trl.teacher import TeacherConfig
 
         return TeacherConfig(
             backend=self.teacher_backend, model=self.teacher_model, base_url=self.teacher_base_url,
-            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency,
+            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency, mode=self.teacher_mode,
             max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
             price_prompt_per_1m=self.teacher_price_prompt_per_1m,
             price_completion_per_1m=self.teacher_price_completion_per_1m,
@@ -194,6 +248,49 @@ class CitingPipeline:
         """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
         if self.state.is_main_process and not done_marker.exists():
             fn()
+        self.state.wait_for_everyone()
+
+    # -- before anything expensive: does the teacher answer? ------------------------------------------
+    def teacher_needed(self) -> bool:
+        """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
+        if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
+            return True
+        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+
+    def preflight(self) -> None:
+        """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
+        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
+        ``local``: the model reference resolves and its config loads (the weights are loaded when needed)."""
+        if not (self.state.is_main_process and self.teacher_needed()):
+            self.state.wait_for_everyone()
+            return
+        from citing_trl.models import ModelLoadError, resolve_model_path
+        from citing_trl.teacher import Teacher, TeacherError
+
+        config = self.args.teacher_config()
+        if config.backend == "local":
+            try:
+                from transformers import AutoConfig
+
+                AutoConfig.from_pretrained(resolve_model_path(config.model))
+            except Exception as err:
+                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        else:
+            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
+                                        timeout=min(config.timeout, 30.0))
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
+            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
+                try:
+                    teacher.complete(probe, desc="teacher check", max_tokens=4)
+                except TeacherError as err:
+                    raise TeacherError(
+                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                        "start the server or fix the flags", reason=err.reason,
+                    ) from err
+        logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
         self.state.wait_for_everyone()
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
@@ -315,12 +412,20 @@ class CitingPipeline:
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
             before = self.teacher.ledger.summary()
-            accepted, rejected, counts = teacher_revisions(
+            from citing_trl.verification import make_gate, per_kept_row, print_round_report
+
+            gate = make_gate(self.args.revision_gate, teacher=self.teacher, reward_model=self.args.gate_reward_model,
+                             margin=self.args.gate_margin)
+            accepted, rejected, counts, report = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
+                gate=gate, gate_mode=self.args.revision_gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
+            usage.update(per_kept_row(usage, len(accepted)))
+            (rdir / "verification.json").write_text(json.dumps(self._verification(report), indent=2))
+            print_round_report(k, report, usage)
             accepted = [{**r, "round": k} for r in accepted]
             write_jsonl(rdir / "rejected.jsonl", rejected)
             (rdir / "revision_counts.json").write_text(json.dumps(counts, indent=2))
@@ -350,12 +455,20 @@ class CitingPipeline:
                 "train_loss": train_loss,
                 "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
                 "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
+                "verification": json.loads((rdir / "verification.json").read_text()),
                 "timings_s": timings,
             }
             summary_path.write_text(json.dumps(summary, indent=2))
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
         state.wait_for_everyone()
         return rdir / "adapter"
+
+    def _verification(self, report: dict) -> dict:
+        """What decided the round's training rows, for summary.json and the model card."""
+        return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
+                "keep_identical": self.args.keep_identical, "teacher_num_samples": self.args.teacher_num_samples,
+                "teacher_temperature": self.args.teacher_temperature, "ungated_rows": report["ungated"],
+                "fix_break": report["fix_break"]}
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
         """How this run's revisions were made and filtered: the round summary and the model card record it."""
@@ -385,6 +498,7 @@ class CitingPipeline:
             model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            verification=json.loads((rdir / "verification.json").read_text()),
             revision_settings=self.revision_settings(),
         )
         trainer.train()
@@ -396,6 +510,10 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
+        from citing_trl.distributed import check_shared_output_dir
+
+        check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
+        self.preflight()
         adapter = self.sft()
         rubric = self.rubric()
         rows = self.matched_instructions(rubric)

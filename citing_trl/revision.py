@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -216,46 +215,47 @@ def reject_reason(
     return None
 
 
-def teacher_revisions(
-    teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
-    reference: bool = False,
-):
-    """Ask the teacher to revise every r(k). Returns (accepted records, rejected records, reason counts).
-
-    Counts partition the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the
-    draft unchanged and ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap
-    but ending on a complete sentence) and one key per rejection reason.
-
-    ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
-    answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the student's training prompt pr(x, c, r(k)) never contains it."""
-    requests = [
+def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
+    """The teacher's revision prompt for every row: pr(x, c, r(k)), or with ``reference`` and a gold answer the
+    reference-guided prompt."""
+    return [
         reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
                                     gold_answers(r))
         if reference and gold_answers(r) else
         revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
     ]
-    outputs = teacher.complete_detailed(requests, desc=desc)
-    accepted, rejected, counts = [], [], Counter()
-    for row, out in zip(rows, outputs):
-        revision = clean_revision(out.text)
-        reason = reject_reason(row, responses[row["id"]], revision, out.finish_reason, reject_truncated, keep_identical,
-                               keep_complete_truncated)
-        record = {
-            "id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
-            "category": row.get("category"), "criteria": row["criteria"], "response": responses[row["id"]],
-            "revision": revision,
-        }
-        if reason:
-            counts[reason] += 1
-            rejected.append({**record, "reason": reason})
-        else:
-            if is_identical(responses[row["id"]], revision):
-                counts[KEPT_IDENTICAL] += 1
-            else:
-                counts[KEPT_TRUNCATED if out.finish_reason == "length" and reject_truncated else "accepted"] += 1
-            accepted.append(record)
-    for reason in REJECT_REASONS:
-        if counts[reason]:
-            logger.warning("%s: rejected %d revisions as %s", desc, counts[reason], reason)
-    return accepted, rejected, dict(counts)
+
+
+def teacher_revisions(
+    teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
+    reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
+    reference: bool = False, gate=None, gate_mode: str = "none", num_samples: int = 1,
+    temperature: float | None = None,
+):
+    """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
+    through the format filter and the gate (:func:`citing_trl.verification.select_revisions`).
+
+    Returns (accepted records, rejected records, reason counts, verification report). Counts partition the rows:
+    ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
+    ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap but ending on a complete
+    sentence) and one key per rejection reason.
+
+    ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
+    answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
+    student's training prompt pr(x, c, r(k)) never contains it."""
+    from citing_trl.verification import select_revisions
+
+    requests = revision_requests(rows, responses, reference)
+    sampling = {} if temperature is None else {"temperature": temperature}
+    if num_samples > 1:
+        samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)
+    else:
+        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, **sampling)]
+    accepted, rejected, counts, report = select_revisions(
+        rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
+        keep_identical=keep_identical, keep_complete_truncated=keep_complete_truncated,
+    )
+    for reason, n in counts.items():
+        if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
+            logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
+    return accepted, rejected, counts, report

@@ -33,6 +33,17 @@ class DataArguments:
         default=False, metadata={"help": "Also save a merged (base + LoRA) copy under <output_dir>/merged."}
     )
 
+    def __post_init__(self):
+        from citing_trl.cli import check, check_choice
+        from citing_trl.data import SPLITS, local_files_in_spec
+
+        check(bool(self.dataset and self.dataset.strip()), "dataset", "must not be empty", self.dataset)
+        check_choice("dataset_split", self.dataset_split, SPLITS)
+        if self.max_samples is not None:
+            check(self.max_samples >= 1, "max_samples", "must be >= 1 (leave it unset for every row)", self.max_samples)
+        for path in local_files_in_spec(self.dataset):
+            check(Path(path).is_file(), "dataset", f"names a file that does not exist ({path})", self.dataset)
+
 
 def load_rows(data_args: DataArguments):
     from citing_trl.data import load_instructions

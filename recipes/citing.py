@@ -10,6 +10,7 @@ import logging
 from trl import ModelConfig, TrlParser
 
 from citing_trl.citing_trainer import CitingConfig
+from citing_trl.cli import run_main
 from citing_trl.hub import push_run
 from citing_trl.pipeline import CitingArguments, CitingPipeline
 from citing_trl.sft import DataArguments
@@ -31,4 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row, silent teacher) prints one line, exit 2

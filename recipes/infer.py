@@ -19,6 +19,7 @@ import torch
 
 from trl import TrlParser
 
+from citing_trl.cli import run_main
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_model
 from citing_trl.self_revision import ANSWERS_FILE, InferenceArguments, check_output_dir, match_rows, self_revise
@@ -31,7 +32,8 @@ def main():
     settings = {"model_name_or_path": args.model_name_or_path, "adapter": args.adapter, "dataset": data_args.dataset,
                 "dataset_split": data_args.dataset_split, "max_samples": data_args.max_samples,
                 "dataset_seed": data_args.dataset_seed, "max_new_tokens": args.max_new_tokens,
-                "rubric_path": args.rubric_path, "num_revisions": args.num_revisions}
+                "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
+                "repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
     try:
         if args.num_revisions < 0:
             raise ValueError(f"--num_revisions must be >= 0, got {args.num_revisions}")
@@ -50,4 +52,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2

@@ -24,8 +24,10 @@ def test_plain_answers_need_no_rubric_and_feed_the_evaluation(tmp_path, tiny_mod
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_jsonl(out / "answers.jsonl")
-    source = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
-    assert len(rows) == len(source)
+    from citing_trl.data import load_instructions
+
+    # a source file is split 8:1:1 by row id (contract C5); --dataset_split defaults to train
+    assert [r["id"] for r in rows] == load_instructions(f"trivia_qa:{FIXTURE}", split="train")["id"]
     for r in rows:
         assert set(r) == {"id", "source", "instruction", "input", "answers", "response", "responses"}
         assert r["source"] == "trivia_qa" and r["answers"] and r["responses"] == [r["response"]]

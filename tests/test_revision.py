@@ -61,7 +61,7 @@ def test_reference_reaches_the_teacher_and_never_the_student(tmp_path, tiny_mode
 
     responses = {"q1": "no", "open": "Rain falls."}
     teacher = RecordingTeacher("Soft rain on the roof.")
-    accepted, rejected, counts = teacher_revisions(teacher, rows(), responses, reference=True)
+    accepted, rejected, counts, _ = teacher_revisions(teacher, rows(), responses, reference=True)
     assert GOLD in teacher.prompts[0] and "gold seven" in teacher.prompts[0]
     assert "Reference answer" in teacher.prompts[0] and "Reference answer" not in teacher.prompts[1]  # no gold: plain
     plain = RecordingTeacher("The answer is yes.")

@@ -68,7 +68,7 @@ def run_oracle_round(tmp_path: Path, model_dir: Path, **citing_overrides):
 
 @pytest.fixture(scope="module")
 def oracle_round(tmp_path_factory, tiny_model_dir):
-    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir)
+    return run_oracle_round(tmp_path_factory.mktemp("oracle"), tiny_model_dir, revision_gate="gold")
 
 
 def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
@@ -82,6 +82,26 @@ def test_right_draft_kept_by_teacher_becomes_training_row(oracle_round):
     summary = json.loads((rdir / "summary.json").read_text())
     assert summary["trained_rows"] == len(drafts)
     assert (rdir / "adapter" / "adapter_config.json").exists()
+    # the fix/break table counts the kept right answers as right->right, the fixed ones as wrong->right
+    fb = summary["verification"]["fix_break"]
+    expected = {"wrong_to_right": len(drafts) - len(right), "right_to_wrong": 0, "right_to_right": len(right),
+                "wrong_to_wrong": 0, "no_gold": 0}
+    assert fb["kept"] == fb["proposed"] == expected
+    assert summary["verification"]["revision_gate"] == "gold"
+    usage = summary["teacher_usage"]
+    assert usage["kept_rows"] == len(drafts) and usage["requests_per_kept_row"] == 1.0
+    tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+    assert tokens > 0 and usage["tokens_per_kept_row"] == pytest.approx(tokens / len(drafts), abs=0.05)
+    card = (rdir / "adapter" / "README.md").read_text()
+    assert "Revision gate: `gold`" in card and f"right→right {len(right)}" in card
+    # the gold answer never reaches the student's training prompt
+    from citing_trl.citing_trainer import revision_to_prompt_completion
+
+    for rec in read_jsonl(rdir / "revisions.jsonl"):
+        if rec["response"] != gold[rec["id"]]:
+            example = revision_to_prompt_completion(rec)
+            assert gold[rec["id"]] not in json.dumps(example["prompt"])
+            assert example["completion"][0]["content"] == gold[rec["id"]]
 
 
 def test_keep_identical_off_drops_right_drafts(tmp_path, tiny_model_dir):
@@ -90,3 +110,235 @@ def test_keep_identical_off_drops_right_drafts(tmp_path, tiny_model_dir):
     counts = json.loads((rdir / "revision_counts.json").read_text())
     assert counts == {"identical": len(right), "accepted": len(drafts) - len(right)}
     assert {r["id"] for r in read_jsonl(rdir / "rejected.jsonl")} == right
+
+
+# --------------------------------------------------------------------------------------------------
+# Gates on constructed cases
+# --------------------------------------------------------------------------------------------------
+
+from citing_trl.teacher import Completion  # noqa: E402
+from citing_trl.verification import JudgeGate, RewardGate, gold_gate, select_revisions  # noqa: E402
+
+CRITERIA = "- Answer the question."
+
+
+def row(rid: str, source: str = "nq_open", answers=("Paris",), instruction: str = "What is the capital of France?"):
+    return {"id": rid, "instruction": instruction, "input": "", "criteria": CRITERIA, "category": "qa",
+            "source": source, "answers": list(answers)}
+
+
+def done(*texts: str) -> list[Completion]:
+    return [Completion(t, "stop", 10, 5) for t in texts]
+
+
+def test_gold_gate_keeps_exactly_right_and_not_worse():
+    rows = [row("wrong"), row("right"), row("worse"), row("nogold", source="alpaca", answers=("a poem",)),
+            row("kept-right"), row("kept-wrong")]
+    responses = {"wrong": "London", "right": "London", "worse": "Paris", "nogold": "roses are red",
+                 "kept-right": "Paris", "kept-wrong": "Rome"}
+    samples = [done("Rome"), done("It is Paris."), done("Paris, which is a large city in the north of France"),
+               done("violets are blue"), done("Paris"), done("Rome")]
+    accepted, rejected, counts, report = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    assert {a["id"] for a in accepted} == {"right", "nogold", "kept-right"}
+    assert {r["id"]: r["reason"] for r in rejected} == {"wrong": "gate_wrong", "worse": "gate_worse",
+                                                        "kept-wrong": "gate_wrong"}
+    assert counts == {"accepted": 2, "kept_identical": 1, "gate_wrong": 2, "gate_worse": 1}
+    assert report["ungated"] == 1  # the row without gold passed unchecked, counted
+    assert all("answers" not in a and "Paris" not in a["instruction"] for a in accepted)
+    assert next(r for r in rejected if r["id"] == "wrong")["verdict"]["gold_revision"][0] == 0.0
+
+
+def test_gold_gate_multiple_choice_uses_accuracy():
+    mc = row("mc", source="commonsense_qa", answers=("B. pizza", "pizza"), instruction="Which food is round?")
+    mc["input"] = "A. bread\nB. pizza\nC. rice"
+    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "A. bread"}, [done("B. pizza")], gold_gate,
+                                                     gate_mode="gold")
+    assert counts == {"accepted": 1}
+    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "B. pizza"}, [done("C. rice")], gold_gate,
+                                                     gate_mode="gold")
+    assert counts == {"gate_wrong": 1}
+
+
+class FakeJudge:
+    """Stands in for the pairwise judge: a verdict per revision text, as after the both-orders rule (a flip
+    between the orders is already a tie)."""
+
+    def __init__(self, verdicts: dict[str, dict]):
+        self.verdicts, self.items = verdicts, []
+
+    def compare(self, items):
+        self.items += items
+        return [self.verdicts[it["a"]] for it in items]
+
+
+def test_judge_gate_keeps_only_consistent_wins():
+    rows = [row("win"), row("flip"), row("loss"), row("split"), row("same")]
+    responses = {r["id"]: "draft " + r["id"] for r in rows}
+    responses["same"] = "Paris"
+    aspects = ("articulate", "in-depth", "comprehensive")
+    judge = FakeJudge({
+        "better": dict.fromkeys(aspects, "a"),
+        "flipped": dict.fromkeys(aspects, "tie"),
+        "worse": dict.fromkeys(aspects, "b"),
+        "mixed": {"articulate": "a", "in-depth": "b", "comprehensive": "tie"},
+    })
+    samples = [done("better"), done("flipped"), done("worse"), done("mixed"), done("Paris")]
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, JudgeGate(judge), gate_mode="judge")
+    assert {a["id"] for a in accepted} == {"win", "same"}
+    assert counts == {"accepted": 1, "kept_identical": 1, "gate_not_better": 3}
+    assert [it["a"] for it in judge.items] == ["better", "flipped", "worse", "mixed"]  # identical: not asked
+    assert all(it["b"] == responses[r["id"]] for it, r in zip(judge.items, rows))
+
+
+class FakeScorer:
+    def __init__(self, scores: dict[str, float]):
+        self.scores, self.prompts = scores, []
+
+    def score(self, prompts, completions):
+        self.prompts += prompts
+        return [self.scores[c] for c in completions]
+
+
+def test_reward_gate_margin():
+    rows = [row("big"), row("small"), row("down")]
+    responses = {"big": "d1", "small": "d2", "down": "d3"}
+    scorer = FakeScorer({"d1": 0.0, "d2": 0.0, "d3": 1.0, "r1": 1.0, "r2": 0.3, "r3": 0.0})
+    samples = [done("r1"), done("r2"), done("r3")]
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.5),
+                                                     gate_mode="reward")
+    assert [a["id"] for a in accepted] == ["big"]
+    assert counts == {"accepted": 1, "gate_not_better": 2}
+    assert next(r for r in rejected if r["id"] == "small")["verdict"]["reward_revision"] == 0.3
+    _, _, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.2), gate_mode="reward")
+    assert counts == {"accepted": 2, "gate_not_better": 1}
+    assert scorer.prompts[0] == [{"role": "user", "content": rows[0]["instruction"]}]
+
+
+def test_best_of_k_keeps_best_passing_sample():
+    rows = [row("a"), row("b"), row("c")]
+    responses = {"a": "London", "b": "London", "c": "London"}
+    samples = [
+        done("Rome", "The capital city of France is Paris, on the Seine", "Paris", "Paris."),  # best F1, then shorter
+        done("Berlin", "", "Madrid"),  # nothing passes: reason of the first gated sample
+        done("", "Paris is it", "It is Paris"),  # same gold score: the shorter... equal length: the earlier
+    ]
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    kept = {a["id"]: (a["revision"], a["sample"]) for a in accepted}
+    assert kept == {"a": ("Paris", 2), "c": ("Paris is it", 1)}
+    assert rejected[0]["reason"] == "gate_wrong"
+    assert [s["reason"] for s in rejected[0]["samples"]] == ["gate_wrong", "empty", "gate_wrong"]
+    # judge scores rank samples when there is no gold gate
+    judge = FakeJudge({"x": {"j": "a"}, "yy": {"j": "a", "k": "a"}, "z": {"j": "b"}})
+    accepted, _, _, _ = select_revisions([row("d")], {"d": "draft"}, [done("x", "yy", "z")], JudgeGate(judge),
+                                         gate_mode="judge")
+    assert accepted[0]["revision"] == "yy"
+
+
+def test_fix_break_arithmetic_on_hand_built_rows():
+    rows = [row(f"r{i}") for i in range(5)] + [row("open", source="alpaca", answers=("x",))]
+    responses = {"r0": "London", "r1": "Paris", "r2": "Paris", "r3": "Rome", "r4": "Paris", "open": "x"}
+    samples = [done("Paris"), done("Berlin"), done("It is Paris"), done("Oslo"), done("Paris"), done("y")]
+    _, _, counts, report = select_revisions(rows, responses, samples, None, gate_mode="none")
+    proposed = {"wrong_to_right": 1, "right_to_wrong": 1, "right_to_right": 2, "wrong_to_wrong": 1, "no_gold": 1}
+    assert report["fix_break"]["proposed"] == proposed == report["fix_break"]["kept"]
+    assert counts == {"accepted": 5, "kept_identical": 1}
+    _, _, counts, report = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    assert report["fix_break"]["proposed"] == proposed  # before the gate: unchanged
+    assert report["fix_break"]["kept"] == {"wrong_to_right": 1, "right_to_wrong": 0, "right_to_right": 1,
+                                           "wrong_to_wrong": 0, "no_gold": 1}
+    assert counts == {"accepted": 2, "kept_identical": 1, "gate_wrong": 2, "gate_worse": 1}
+
+
+def test_bad_gate_settings_fail_at_parse_time():
+    from citing_trl.cli import ConfigError
+
+    with pytest.raises(ConfigError, match="--revision_gate must be one of none, gold, judge, reward, got 'oracle'"):
+        CitingArguments(revision_gate="oracle")
+    with pytest.raises(ConfigError, match="--gate_reward_model is needed"):
+        CitingArguments(revision_gate="reward")
+    with pytest.raises(ConfigError, match="--teacher_temperature must be > 0 with --teacher_num_samples 4"):
+        CitingArguments(teacher_num_samples=4)
+    with pytest.raises(ConfigError, match="--teacher_num_samples must be a whole number"):
+        CitingArguments(teacher_num_samples=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The real judge (C2) and the real multi-sample teacher (C4) against a scripted server
+# --------------------------------------------------------------------------------------------------
+
+import re  # noqa: E402
+import threading  # noqa: E402
+
+from fault_server import FaultServer  # noqa: E402
+
+from citing_trl.revision import teacher_revisions  # noqa: E402
+from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
+from citing_trl.verification import make_gate  # noqa: E402
+
+_ANSWERS = re.compile(r"### Answer A\n(.*?)\n\n### Answer B\n(.*?)\n\n", re.S)
+
+
+def judge_reply(messages):
+    """A judge with a fixed taste per task: 'win' tasks prefer the answer marked GOOD in either position,
+    'loss' tasks prefer the unmarked one, 'flip' tasks always say A (pure position bias)."""
+    text = messages[-1]["content"]
+    a, b = _ANSWERS.search(text).groups()
+    if "flip" in text:
+        return "A"
+    wanted = "GOOD" if "win" in text else "plain"
+    return "A" if wanted in a else "B"
+
+
+def openai_teacher(server, cache: Path, **kw) -> Teacher:
+    return Teacher(TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, max_retries=0, **kw),
+                   cache_path=cache)
+
+
+def test_judge_gate_with_pairwise_judge_both_orders(tmp_path):
+    rows = [row("w", instruction="Task win"), row("f", instruction="Task flip"), row("l", instruction="Task loss")]
+    responses = {r["id"]: "plain draft " + r["id"] for r in rows}
+    samples = [done("GOOD revision " + r["id"]) for r in rows]
+    with FaultServer(reply=judge_reply) as server:
+        teacher = openai_teacher(server, tmp_path / "cache.jsonl")
+        gate = make_gate("judge", teacher=teacher)
+        accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="judge")
+        assert [a["id"] for a in accepted] == ["w"]
+        assert {r["id"]: r["reason"] for r in rejected} == {"f": "gate_not_better", "l": "gate_not_better"}
+        assert set(next(r for r in rejected if r["id"] == "f")["verdict"]["judge"].values()) == {"tie"}
+        sent = server.total_hits
+        assert sent == 6  # three pairs, both orders, one joint request each
+        again = openai_teacher(server, tmp_path / "cache.jsonl")  # same cache: a rerun is free
+        select_revisions(rows, responses, samples, make_gate("judge", teacher=again), gate_mode="judge")
+        assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
+
+
+class CyclingReply:
+    """Sample j of a revision request gets answer j % len(answers) (the server varies like a sampler)."""
+
+    def __init__(self, answers):
+        self.answers, self.seen, self.lock = answers, {}, threading.Lock()
+
+    def __call__(self, messages):
+        key = messages[-1]["content"]
+        with self.lock:
+            n = self.seen[key] = self.seen.get(key, -1) + 1
+        return self.answers[n % len(self.answers)]
+
+
+def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
+    rows = [row("a"), row("b", instruction="What is the capital of Italy?", answers=("Rome",))]
+    responses = {"a": "London", "b": "Milan"}
+    with FaultServer(reply=CyclingReply(["Berlin", "Paris, the capital city of France", "Paris, Rome"])) as server:
+        teacher = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
+        accepted, rejected, counts, _ = teacher_revisions(teacher, rows, responses, gate=make_gate("gold"),
+                                                          gate_mode="gold", num_samples=3)
+        kept = {a["id"]: a["revision"] for a in accepted}
+        # row a: samples 1 and 2 are right; 2 has the higher F1 ("paris rome" vs the longer sentence)
+        assert kept == {"a": "Paris, Rome", "b": "Paris, Rome"}
+        assert counts == {"accepted": 2}
+        sent = server.total_hits
+        assert teacher.ledger.summary()["requests_sent"] > 0 and sent >= 2
+        again = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
+        assert teacher_revisions(again, rows, responses, gate=make_gate("gold"), gate_mode="gold",
+                                 num_samples=3)[0] == accepted
+        assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0

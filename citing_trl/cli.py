@@ -1,0 +1,56 @@
+"""Command-line glue shared by the recipes: user errors end the run with one line, bugs keep their traceback.
+
+A *user error* is something the person running the recipe can fix: a flag value out of range, a missing file,
+a malformed data row, a model that cannot be found, a teacher that does not answer. Those print
+``error: <one line naming the flag, file, row or request>`` on stderr and exit with status 2. Every other
+exception is a bug in the code and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A recipe setting is unusable; the message names the flag (``--num_rounds must be >= 1, got -1``)."""
+
+
+def check(condition: bool, flag: str, problem: str, value) -> None:
+    """Raise ConfigError('--flag problem, got value') unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"--{flag} {problem}, got {value!r}")
+
+
+def check_choice(flag: str, value, choices) -> None:
+    check(value in choices, flag, f"must be one of {', '.join(map(str, choices))}", value)
+
+
+def check_path(flag: str, value: str | None, kind: str = "file", must_contain: str | None = None) -> None:
+    """An existing local path (``kind`` 'file' or 'folder'); ``must_contain`` names a file the folder needs."""
+    if value is None:
+        return
+    path = Path(value)
+    ok = path.is_file() if kind == "file" else path.is_dir()
+    check(ok, flag, f"must be an existing {kind}", value)
+    if must_contain:
+        check((path / must_contain).is_file(), flag, f"must be a folder holding {must_contain}", value)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from citing_trl.data import DataError
+    from citing_trl.models import ModelLoadError
+    from citing_trl.teacher import TeacherError
+
+    return ConfigError, DataError, ModelLoadError, TeacherError, FileNotFoundError
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a recipe's ``main``; a user error prints one line and exits 2 (see the module docstring)."""
+    try:
+        main()
+    except user_errors() as err:
+        message = " ".join(str(err).split())  # one line, whatever the exception's own formatting
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

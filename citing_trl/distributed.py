@@ -1,0 +1,82 @@
+"""Checks for runs that span several processes or machines.
+
+CITING's ranks exchange work through files in ``output_dir``: every rank writes its share of the student's
+answers (``round_k/rollouts.rank{r}.jsonl``), the main process alone talks to the teacher and writes the
+revisions, and every rank then reads them to train. On several machines ``output_dir`` must therefore be one
+shared folder (NFS, Lustre, a mounted bucket with POSIX semantics, ...) that every node sees at the same
+path. :func:`check_shared_output_dir` proves it before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+
+class SharedDirError(RuntimeError):
+    pass
+
+
+def check_shared_output_dir(output_dir: str | Path) -> None:
+    """Raise :class:`SharedDirError` on every rank unless every rank sees the file the main process writes into
+    ``output_dir``. A no-op for a single process."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    state = PartialState()
+    if state.num_processes <= 1:
+        return
+    out = Path(output_dir)
+    token = [None]
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        name = f".citing-shared-check-{uuid.uuid4().hex}"
+        (out / name).write_text(name)
+        token = [name]
+    token = broadcast_object_list(token, from_process=0)
+    name = token[0]
+    path = out / name
+    try:
+        seen = path.read_text() == name
+    except OSError:
+        seen = False
+    report = gather_object([(state.process_index, socket.gethostname(), seen)])
+    state.wait_for_everyone()
+    if state.is_main_process:
+        path.unlink(missing_ok=True)
+    blind = [(rank, host) for rank, host, ok in report if not ok]
+    if blind:
+        ranks = ", ".join(f"rank {rank} on {host}" for rank, host in blind)
+        raise SharedDirError(
+            f"output_dir {str(out)!r} is not shared between the processes: {ranks} cannot see the file that rank 0 "
+            f"(on {socket.gethostname() if state.is_main_process else report[0][1]}) wrote there. CITING's ranks "
+            "exchange rollouts and revisions through this folder: put it on a filesystem every node mounts at the "
+            "same path (NFS, Lustre, ...)."
+        )
+
+
+def _selftest() -> None:  # used by tests/test_distributed.py under a 2-process launcher
+    import json
+    import sys
+
+    from accelerate import PartialState
+
+    import torch
+
+    base = Path(sys.argv[1])
+    per_rank = len(sys.argv) > 2 and sys.argv[2] == "per-rank"
+    state = PartialState(cpu=not torch.cuda.is_available())  # gloo ranks on a CPU box (as TrainingArguments does)
+    # "per-rank" stands in for nodes whose output_dir is each on a local disk: same code, different folders
+    target = base / f"local-disk-{state.process_index}" if per_rank else base / "shared"
+    try:
+        check_shared_output_dir(target)
+        result = {"rank": state.process_index, "ok": True, "dir": str(target.resolve())}
+    except SharedDirError as err:
+        result = {"rank": state.process_index, "ok": False, "error": str(err)}
+    (base / f"result.{state.process_index}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _selftest()

@@ -1,0 +1,39 @@
+"""bench/run_all.py: every benchmark runs as a child, its figures land in one table with the child's peak RSS.
+Checks the harness only (small sizes); no timing is asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_run_all_builds_one_table_with_memory_next_to_each_benchmark(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", "judge", "teacher",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["quick"] is True and report["machine"]["cpus"] >= 1
+    by_name = {r["name"]: r for r in report["results"]}
+    assert set(by_name) == {"judge", "teacher"}
+    for res in by_name.values():
+        assert res["returncode"] == 0 and res["rows"] and res["peak_rss_gib"] > 0.01  # a Python process, measured
+    judge = by_name["judge"]["data"]
+    assert judge["per_aspect"] / judge["joint"] == judge["ratio"]
+    teacher_rows = by_name["teacher"]["data"]
+    assert [r["concurrency"] for r in teacher_rows] == [1, 4]
+    md = (tmp_path / "latest.md").read_text()
+    assert "| benchmark | measurement | figure | ratio | peak RSS | peak GPU | bench wall |" in md
+    assert md.count("calls/pair") == 2 and "teacher client vs ideal concurrency" in md
+    assert "judge" in proc.stdout and "peak RSS" in proc.stdout
+
+
+def test_a_failing_benchmark_is_reported_not_hidden(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", "rollouts",
+                           "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    (res,) = json.loads((tmp_path / "latest.json").read_text())["results"]
+    assert res["returncode"] != 0 and res["error"] and res["rows"] == []
+    assert "failed" in (tmp_path / "latest.md").read_text()
