@@ -15,7 +15,7 @@ QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
 QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
-.PHONY: setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
+.PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
 
 setup:
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -62,3 +62,10 @@ test: setup
 BENCH_ARGS ?=
 bench: setup
 	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
+
+# CITING vs PPO-RLHF, RRHF, RAFT, DPO from one SFT start on CommonsenseQA (needs ../shared/data or a local copy;
+# set COMPARE_CONFIG for another). Stages are resumable; COMPARE_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+COMPARE_CONFIG ?= baselines/configs/compare_demo.yaml
+COMPARE_ARGS ?=
+compare: setup
+	$(PYTHON) baselines/compare.py --config $(COMPARE_CONFIG) $(COMPARE_ARGS)

@@ -83,7 +83,8 @@ def make_trainer(tiny_model_dir, out, reward_fn=count_e, sft=None, reward_model_
     model = merge_sft_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(sft) if sft else None)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     return PPOTrainer(PPOConfig(**settings), model, tok, tiny_prompts(), reward_fn, lora(),
-                      reward_model_path=str(reward_model_path) if reward_model_path else None)
+                      reward_model_path=str(reward_model_path) if reward_model_path else None,
+                      sft_adapter=str(sft) if sft else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -182,6 +183,15 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
     torch.testing.assert_close(ref[m], expected[m], atol=1e-4, rtol=1e-4)
     assert (policy[m] - ref[m]).abs().max() > 1e-3, "PPO did not move the policy away from the reference"
     assert (base_logits[m] - ref[m]).abs().max() > 1e-3, "the SFT adapter was not merged into the reference"
+    # the saved policy is ONE adapter on the base model (SFT adapter folded in) that reproduces the trained policy
+    from citing_trl.models import load_model
+
+    trainer.save_model()
+    saved, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "run" / "base_adapter"))
+    with torch.no_grad():
+        reloaded = trainer._gather_answer(saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                          batch["starts"], batch["answer_ids"].shape[1])
+    torch.testing.assert_close(reloaded[m], policy[m], atol=1e-4, rtol=1e-4)
     # one copy of the backbone: the only trainable tensors are LoRA adapters and the value head
     assert all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
     # rollout answers that stopped end with EOS, and that EOS is a trained token
@@ -190,6 +200,17 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
     for row, n in enumerate(lengths.tolist()):
         if n < trainer.config.max_new_tokens:
             assert int(batch["answer_ids"][row, n - 1]) == eos
+
+
+def test_rollouts_sample_the_full_temperature_distribution(tiny_model_dir, tmp_path):
+    """Log-probs use the full softmax(logits / T), so sampling must not be truncated: transformers would apply
+    top_k = 50 by default. 400 first tokens of the near-uniform tiny model (512 tokens) cover far more than 50."""
+    from citing_trl.generation import GenerationConfig, generate
+
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run")
+    gens = generate(trainer.model, trainer.tokenizer, ["Hello"] * 400,
+                    GenerationConfig(max_new_tokens=1, do_sample=True, temperature=1.0, batch_size=400, show_progress=False))
+    assert len({g.token_ids[0] for g in gens}) > 80
 
 
 def test_ppo_raises_rule_reward_with_finite_kl(tiny_model_dir, tmp_path):
@@ -237,8 +258,12 @@ def test_resume_after_interruption_continues_the_step_count(tiny_model_dir, tmp_
 
 
 def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_path):
+    _lora_reward_model_and_value_init(tiny_model_dir, tmp_path)
+
+
+def _lora_reward_model_and_value_init(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(3)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
@@ -247,6 +272,7 @@ def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_pa
         if "lora_B" in name or "score" in name:
             torch.nn.init.normal_(p, std=0.1)
     rm.save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "rm")
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", reward_model_path=tmp_path / "rm")
     assert trainer.value_initialised_from_rm
     head = next(p for n, p in rm.named_parameters() if "score" in n and "modules_to_save" in n)
@@ -254,6 +280,7 @@ def test_value_model_initialised_from_a_lora_reward_model(tiny_model_dir, tmp_pa
     rm_b = next(p for n, p in rm.named_parameters() if n.endswith("layers.0.self_attn.q_proj.lora_B.default.weight"))
     value_b = dict(trainer.model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_B.value.weight"]
     torch.testing.assert_close(value_b, rm_b.detach())
+    return tmp_path / "rm"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,6 +320,23 @@ def test_launcher_bad_flag_values_fail_with_one_line(flags, needle, capsys, tmp_
     assert message.startswith("error:") and needle in message and "\n" not in message
 
 
+def test_ppo_launcher_scores_with_the_reward_model(tiny_model_dir, sft_adapter, tmp_path):
+    """--reward_model_path goes through RewardScorer (contract C3) and initialises the value model."""
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    rm = _lora_reward_model_and_value_init(tiny_model_dir, tmp_path)
+    out = tmp_path / "ppo_rm"
+    ppo_rlhf.main(["--config", str(CONFIGS / "ppo_demo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                   "--sft_adapter", str(sft_adapter), "--reward_model_path", str(rm), "--output_dir", str(out),
+                   "--max_steps", "1", "--max_new_tokens", "6"])
+    row = json.loads((out / "ppo_log.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(row["score"]) and row["score"] != 0
+    assert json.loads((out / "train_summary.json").read_text())["value_initialised_from_reward_model"] is True
+
+
 def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapter, tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO / "baselines"))
     try:
@@ -308,6 +352,10 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
     logged = state["log_history"][0]
     assert "rewards/count_e/mean" in logged and math.isfinite(logged["rewards/count_e/mean"])
     assert (out / "adapter_config.json").is_file()
+    from citing_trl.models import load_model
+
+    combined, _ = load_model(str(tiny_model_dir), adapter=str(out / "base_adapter"))  # SFT + RLOO as one adapter
+    assert combined.peft_config["default"].r == 4 + 16  # SFT rank + rloo_demo.yaml's lora_r
 
 
 def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter, tmp_path):
@@ -353,3 +401,65 @@ def test_smollm2_ppo_smoke(smollm2_dir, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     if os.environ.get("PPO_CURVE_DIR"):
         shutil.copy(out / "ppo_log.jsonl", Path(os.environ["PPO_CURVE_DIR"]) / "smollm2_ppo_log.jsonl")
+
+
+@pytest.mark.parametrize("name", ["ppo_demo", "ppo_llama7b", "rloo_demo", "rloo_llama7b"])
+def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
+    """Every PPO/RLOO YAML parses with the dataclasses the launcher picks for its method."""
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    from trl import ModelConfig, RLOOConfig, TrlParser
+
+    from citing_trl.sft import DataArguments
+
+    path = CONFIGS / f"{name}.yaml"
+    argv = ["--config", str(path), "--sft_adapter", str(sft_adapter), "--reward_model_path", str(tmp_path),
+            "--output_dir", str(tmp_path / "o")]
+    method = ppo_rlhf.chosen_method(argv)
+    assert method == name.split("_")[0]
+    if method == "rloo" and "llama7b" in name:
+        argv += ["--use_cpu", "true", "--bf16", "false"]  # no GPU here
+    config_class = RLOOConfig if method == "rloo" else PPOConfig
+    rlhf, data, config, model = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig)) \
+        .parse_args_and_config(argv)
+    assert rlhf.method == method and model.lora_r == 16
+    text = path.read_text()
+    assert "sft_adapter:" in text and text.count("reward_model_path:") == 1  # starts from SFT, scored by the RM
+    if "llama7b" in name:
+        assert (config.max_new_tokens if method == "ppo" else config.max_completion_length) == 512
+    else:
+        assert "HuggingFaceTB/SmolLM2-135M-Instruct" in text
+
+
+def test_killed_ppo_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_adapter, tmp_path):
+    """kill -9 during training, rerun the same command: it continues from the newest checkpoint to max_steps."""
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{_rule_module(tmp_path)}", "OMP_NUM_THREADS": "1"}
+
+    def command(max_steps: int) -> list[str]:
+        return [sys.executable, str(LAUNCHER), "--config", str(CONFIGS / "ppo_demo.yaml"),
+                *_tiny_flags(tiny_model_dir, sft_adapter, out), "--max_steps", str(max_steps), "--save_steps", "2",
+                "--max_new_tokens", "8", "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2"]
+
+    proc = subprocess.Popen(command(40), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-4" / "state.pt").is_file():
+        time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-4").is_dir() and not (out / "train_summary.json").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    rerun = subprocess.run(command(killed_at + 2), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from {out / f'checkpoint-{killed_at}'} at step {killed_at}" in rerun.stderr
+    rows = [json.loads(line) for line in (out / "ppo_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, killed_at + 3))
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == killed_at + 2

@@ -132,3 +132,36 @@ def test_multiple_choice_pairs():
     ]
     pairs = multiple_choice_pairs(rows)
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("B. dog", "A. cat"), ("yes", "no")]
+
+
+@pytest.mark.slow
+def test_smollm2_reward_format_and_padding(smollm2_dir, tmp_path):
+    """On the real SmolLM2 tokenizer (pad == EOS == <|im_end|>): the reward tokenizer pads with another token, the
+    trainer's ids are the scorer's ids (no extra EOS after the chat template), and batching/padding does not change
+    a score."""
+    from trl import RewardTrainer
+
+    from citing_trl.baselines.preferences import to_dataset
+    from citing_trl.baselines.reward_model import (
+        RewardScorer, load_backbone, reward_lora_config, reward_tokenizer,
+    )
+
+    tok = reward_tokenizer(str(smollm2_dir))
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
+    model = load_backbone(str(smollm2_dir), tok, "float32")
+    pairs = [make_pair("a", "What is 2+2?", "", "4", "5"),
+             make_pair("b", "Name a long river in Africa, please.", "", "The Nile is a very long river.", "Paris")]
+    trainer = RewardTrainer(model=model, args=rm_args(tmp_path, max_steps=1, pad_token=tok.pad_token),
+                            train_dataset=to_dataset(pairs), processing_class=tok, peft_config=reward_lora_config(
+                                model_args(smollm2_dir)))
+    scorer = RewardScorer(trainer.model, tok, batch_size=4)
+    for row, pair in zip(trainer.train_dataset, pairs):
+        ids = scorer.encode(pair["prompt"], pair["chosen"][0]["content"])
+        assert row["chosen_ids"] == ids
+        assert tok.convert_ids_to_tokens(ids[-2:]) == ["<|im_end|>", "Ċ"]  # template's own ending, no extra EOS
+        assert tok.pad_token_id not in ids
+    prompts = [p["prompt"] for p in pairs] * 2
+    texts = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
+    batched = scorer.score(prompts, texts)
+    one_by_one = [RewardScorer(trainer.model, tok, batch_size=1).score([p], [t])[0] for p, t in zip(prompts, texts)]
+    assert batched == pytest.approx(one_by_one, abs=1e-4)

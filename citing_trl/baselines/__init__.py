@@ -15,6 +15,8 @@ _EXPORTS = {
     "RAFTConfig": "citing_trl.baselines.raft",
     "RAFTTrainer": "citing_trl.baselines.raft",
     "run_dpo": "citing_trl.baselines.dpo",
+    "PPOConfig": "citing_trl.baselines.ppo",
+    "PPOTrainer": "citing_trl.baselines.ppo",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,11 +22,24 @@ class BaselineArguments:
     reward_model: str | None = field(
         default=None, metadata={"help": "Reward model folder written by baselines/reward_model.py (RRHF, RAFT)."}
     )
+    candidates_file: str | None = field(
+        default=None,
+        metadata={"help": "RRHF: a .jsonl of {id, instruction, input?, candidates, scores?} rows to use as they are "
+                          "(no sampling; rows without scores are scored by --reward_model)."},
+    )
     citing_run: str | None = field(
         default=None,
         metadata={"help": "A CITING run folder whose teacher revisions (round_<k>/revisions.jsonl) join the RRHF "
                           "candidates; with --preferences unset, DPO takes its pairs from here too."},
     )
+
+
+def cli_error(err: Exception) -> None:
+    """User errors end the launcher with one clear line instead of a traceback."""
+    import sys
+
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 def load_policy(model_args, sft_adapter: str | None):
@@ -39,8 +52,21 @@ def load_policy(model_args, sft_adapter: str | None):
     return load_student_for_training(model_args, adapter=sft_adapter or None)
 
 
+def text_key(row: dict) -> str:
+    """A row's identity by its text, for matching rows whose ids were made by another loader."""
+    import re
+
+    norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
+    return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
+
+
+def revisions_for(revisions: dict[str, list[str]], row: dict) -> list[str]:
+    return revisions.get(row.get("id")) or revisions.get(text_key(row)) or []
+
+
 def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
-    """id -> the accepted teacher revisions of every round of a CITING run (in round order, no repeats)."""
+    """The accepted teacher revisions of every round of a CITING run (in round order, no repeats), keyed by row
+    id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:
         return {}
     from citing_trl.revision import read_jsonl
@@ -53,8 +79,9 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     for rdir in rounds:
         for rec in read_jsonl(rdir / "revisions.jsonl"):
             text = (rec.get("revision") or "").strip()
-            if text and text not in out.setdefault(rec["id"], []):
-                out[rec["id"]].append(text)
+            for key in (rec["id"], text_key(rec)):
+                if text and text not in out.setdefault(key, []):
+                    out[key].append(text)
     return out
 
 

@@ -10,7 +10,7 @@ field's help says otherwise:
   hidden state. When the reward model is a LoRA adapter of the same backbone it initialises both (its LoRA
   weights and its ``score`` head), as trl 1.12 and OpenRLHF initialise the critic from the reward model.
 * **Rollouts** are sampled through :func:`citing_trl.generation.generate` (the one generation routine) at
-  ``temperature``; every log-prob (old policy, new policy, reference) is computed from ``logits / temperature``
+  ``temperature`` with no top-k/top-p truncation; every log-prob (old policy, new policy, reference) is computed from ``logits / temperature``
   so that the ratio and the KL refer to the distribution that was sampled.
 * **Rewards**: the reward function scores the whole answer (a reward model reads it up to its last token);
   ``missing_eos_penalty`` is subtracted when the answer hit ``max_new_tokens`` without EOS. Per token the
@@ -22,6 +22,9 @@ field's help says otherwise:
   adapters and the value head, a few MB) are averaged over ranks with one all-reduce before every optimizer
   step, which is what DDP does. Works single-process and under DDP launchers (``accelerate_configs/
   multi_gpu.yaml``, ``cpu_2proc.yaml``, ``torchrun``); DeepSpeed and FSDP configs are refused with one line.
+* **Outputs**: ``adapter/`` is the PPO adapter (it applies to the SFT-merged backbone); ``base_adapter/`` is the
+  same policy as ONE LoRA adapter on the base model (SFT and PPO adapters concatenated, exact), loadable with
+  ``citing_trl.models.load_model(base, adapter=...)``; ``ppo_log.jsonl`` one row per step; ``reward_curve.png``.
 * **Resume**: ``<output_dir>/checkpoint-<step>/state.pt`` holds the trainable tensors, optimizer, step and
   RNG states; rerunning the same command continues from the newest one. Rollouts are drawn in a fixed,
   seeded order indexed by the step, so a resumed run sees the prompts the uninterrupted run would have.
@@ -306,13 +309,14 @@ class PPOTrainer:
     _name = "PPO"
 
     def __init__(self, config: PPOConfig, model, tokenizer, prompts: Sequence, reward_fn: RewardFn, peft_config,
-                 reward_model_path: str | None = None, accelerator=None):
+                 reward_model_path: str | None = None, accelerator=None, sft_adapter: str | None = None):
         from accelerate import Accelerator
         from peft import get_peft_model, set_peft_model_state_dict
 
         if not prompts:
             raise PPOError("no training prompts (the data set is empty)")
         self.config = config
+        self.sft_adapter = sft_adapter
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         dist = str(self.accelerator.distributed_type)
         if "DEEPSPEED" in dist or "FSDP" in dist:
@@ -345,6 +349,9 @@ class PPOTrainer:
             else:
                 logger.warning("reward model at %s did not fit the value model; value adapter/head stay fresh",
                                reward_model_path)
+        # Pure temperature sampling, so that logits / temperature IS the sampling distribution: transformers
+        # applies top_k = 50 when sampling unless the model's generation config says otherwise (trl 1.12 sets 0 too).
+        self.model.get_base_model().generation_config.top_k = 0
         self.model.to(self.device)
         self.value_head.to(self.device)
         self.model.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
@@ -634,8 +641,9 @@ class PPOTrainer:
         return self.log_history
 
     def save_model(self, output_dir: str | None = None) -> Path:
-        """Save the policy adapter (it applies on top of the SFT-merged backbone), the value adapter and head,
-        the tokenizer, a digest of every rank's weights and the reward curve."""
+        """Save ``adapter/`` (the PPO adapter; it applies on top of the SFT-merged backbone), ``base_adapter/`` (the
+        same policy as ONE LoRA adapter on the base model, SFT adapter folded in exactly), both with the tokenizer,
+        ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
         target = Path(output_dir or self.output_dir)
         digests = [self.weights_digest()]
         if self.world > 1:
@@ -645,9 +653,10 @@ class PPOTrainer:
         if self.accelerator.is_main_process:
             target.mkdir(parents=True, exist_ok=True)
             self.model.save_pretrained(target / "adapter", selected_adapters=[POLICY])
+            self.tokenizer.save_pretrained(target / "adapter")
+            save_policy_adapter(self.model, POLICY, self.sft_adapter, target / "base_adapter", self.tokenizer)
             self.model.save_pretrained(target / "value", selected_adapters=[VALUE])
             torch.save(self.value_head.state_dict(), target / "value" / "value_head.pt")
-            self.tokenizer.save_pretrained(target / "adapter")
             summary = {"steps": self.step, "weights_digest_per_rank": digests,
                        "value_initialised_from_reward_model": self.value_initialised_from_rm}
             (target / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -655,6 +664,72 @@ class PPOTrainer:
                 plot_log(self.log_path, target / "reward_curve.png")
         self.accelerator.wait_for_everyone()
         return target
+
+
+def _lora_scale(cfg: dict) -> float:
+    return cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
+
+
+def _plain_lora(cfg: dict) -> bool:
+    return not (cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("use_dora") or cfg.get("modules_to_save")
+                or cfg.get("lora_bias") or cfg.get("bias", "none") != "none")
+
+
+def combine_lora_adapters(first: tuple[dict, dict], second: tuple[dict, dict], out_dir: str | Path,
+                          base_model_name_or_path: str | None = None) -> Path:
+    """Write ONE LoRA adapter equal to applying ``first`` then ``second`` (each ``(config dict, state dict)`` with
+    peft's saved key names): for every module, A = [A1; A2] and B = [s1 B1, s2 B2] with rank r1 + r2 and scale 1,
+    so B A = s1 B1 A1 + s2 B2 A2 exactly. Used to fold the SFT adapter and the RL adapter into one adapter on the
+    base model, which every loader of this project (``load_model(base, adapter=...)``) understands."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    (cfg1, sd1), (cfg2, sd2) = first, second
+    if not (_plain_lora(cfg1) and _plain_lora(cfg2)):
+        raise PPOError("only plain LoRA adapters (no DoRA, rank/alpha patterns, biases or modules_to_save) can be combined")
+    s1, s2, r1, r2 = _lora_scale(cfg1), _lora_scale(cfg2), cfg1["r"], cfg2["r"]
+    rank = r1 + r2
+    modules = sorted({k.rsplit(".lora_", 1)[0] for k in list(sd1) + list(sd2) if ".lora_" in k})
+    state = {}
+    for mod in modules:
+        a1, b1 = sd1.get(f"{mod}.lora_A.weight"), sd1.get(f"{mod}.lora_B.weight")
+        a2, b2 = sd2.get(f"{mod}.lora_A.weight"), sd2.get(f"{mod}.lora_B.weight")
+        ref_a, ref_b = (a1, b1) if a1 is not None else (a2, b2)
+        a1 = a1 if a1 is not None else ref_a.new_zeros(r1, ref_a.shape[1])
+        b1 = b1 if b1 is not None else ref_b.new_zeros(ref_b.shape[0], r1)
+        a2 = a2 if a2 is not None else ref_a.new_zeros(r2, ref_a.shape[1])
+        b2 = b2 if b2 is not None else ref_b.new_zeros(ref_b.shape[0], r2)
+        state[f"{mod}.lora_A.weight"] = torch.cat([a1.float(), a2.float()], 0).contiguous()
+        state[f"{mod}.lora_B.weight"] = torch.cat([s1 * b1.float(), s2 * b2.float()], 1).contiguous()
+    targets = sorted({m.rsplit(".", 1)[-1] for m in modules})
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM",
+                        base_model_name_or_path=base_model_name_or_path or cfg1.get("base_model_name_or_path"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out_dir)
+    save_file(state, str(out_dir / "adapter_model.safetensors"))
+    return out_dir
+
+
+def save_policy_adapter(model, adapter_name: str, sft_adapter: str | None, out_dir: str | Path, tokenizer=None) -> Path:
+    """Save the trained policy as one LoRA adapter on the base model: the RL adapter alone when training started
+    from the base model, else the SFT adapter and the RL adapter combined (:func:`combine_lora_adapters`)."""
+    from peft import get_peft_model_state_dict
+
+    out_dir = Path(out_dir)
+    if not sft_adapter:
+        model.save_pretrained(out_dir, selected_adapters=[adapter_name])
+    else:
+        from safetensors.torch import load_file
+
+        sft_cfg = json.loads((Path(sft_adapter) / "adapter_config.json").read_text())
+        sft_sd = load_file(str(Path(sft_adapter) / "adapter_model.safetensors"))
+        rl_cfg = model.peft_config[adapter_name].to_dict()
+        rl_sd = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
+        combine_lora_adapters((sft_cfg, sft_sd), (rl_cfg, rl_sd), out_dir, sft_cfg.get("base_model_name_or_path"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
 
 
 def plot_log(log_path: str | Path, png_path: str | Path, keys: Sequence[str] = ("score", "kl", "entropy")) -> Path:
@@ -729,8 +804,8 @@ def build_reward_fn(args: RLHFArguments) -> RewardFn:
             raise PPOError(f"--reward_function {args.reward_function!r} cannot be imported: {err}") from err
     from citing_trl.baselines.reward_model import RewardScorer  # contract C3 (baselines branch)
 
-    scorer = RewardScorer.load(args.reward_model_path)
-    return scorer.score
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else None
+    return RewardScorer.load(args.reward_model_path, device=device).score
 
 
 def load_rlhf_policy(model_args, sft_adapter: str | None):
@@ -759,7 +834,7 @@ def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args) 
     reward_fn = build_reward_fn(rlhf_args)
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     trainer = PPOTrainer(config, model, tokenizer, training_prompts(data_args), reward_fn, lora_config(model_args),
-                         reward_model_path=rlhf_args.reward_model_path)
+                         reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter)
     trainer.train()
     trainer.save_model()
     return trainer

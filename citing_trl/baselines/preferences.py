@@ -10,8 +10,8 @@ Three sources, one output schema (TRL's conversational preference format):
   of every round (``round_<k>/rollouts*.jsonl``).
 * A ``.json``/``.jsonl`` file or a Hub data set with ``prompt``/``chosen``/``rejected`` columns (strings or chat
   messages).
-* :func:`multiple_choice_pairs`: gold answer ≻ a wrong choice, for QA rows with a closed answer set
-  (CommonsenseQA-style lettered choices, BoolQ yes/no).
+* ``choices:<data spec>`` (:func:`multiple_choice_pairs`): gold answer ≻ a wrong choice, for QA rows with a
+  closed answer set (CommonsenseQA-style lettered choices, BoolQ yes/no).
 
 The prompt is always the plain instruction turn (:func:`citing_trl.prompts.instruction_messages`), the very
 prompt the policy answers, so a reward model scores answers in the context it will see them in RL.
@@ -48,7 +48,8 @@ class PreferenceArguments:
     preferences: str = field(
         default="",
         metadata={"help": "A CITING run folder (pairs from its round_<k>/ files), a .json/.jsonl file of "
-                          "{prompt, chosen, rejected} rows, or a Hub data set id with those columns."},
+                          "{prompt, chosen, rejected} rows, a Hub data set id with those columns, or "
+                          "'choices:<data spec>' (gold answer ≻ a wrong choice of closed-answer QA rows)."},
     )
     pair_source: str = field(
         default="revision",
@@ -268,7 +269,13 @@ def load_preferences(args: PreferenceArguments) -> tuple[list[dict], Counter]:
     if not spec:
         raise PreferenceError("--preferences is empty: give a CITING run folder, a preference file or a Hub id")
     path = Path(spec).expanduser()
-    if path.is_dir():
+    if spec.startswith("choices:"):  # gold answer ≻ a wrong choice, from QA rows with a closed answer set
+        from citing_trl.data import load_instructions
+
+        rows = load_instructions(spec[len("choices:"):], split="train")
+        pairs = multiple_choice_pairs(rows, seed=args.preference_seed)
+        stats["rows_without_choices"] = len(rows) - len(pairs)
+    elif path.is_dir():
         gold = None
         if args.gold_dataset:
             from citing_trl.data import load_instructions

@@ -1,14 +1,22 @@
 """RLOO baseline: TRL 1.16's maintained ``RLOOTrainer`` on the same start and reward as PPO.
 
 The SFT adapter is merged into the backbone and a fresh LoRA adapter is trained, so RLOO's reference (the
-policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. The reward reaches
+policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. ``<output_dir>`` holds
+TRL's adapter (relative to the SFT-merged backbone); ``<output_dir>/base_adapter`` the same policy as one LoRA
+adapter on the base model (SFT and RL adapters combined exactly). The reward reaches
 RLOOTrainer as a callable around the same scorer PPO uses (``RewardScorer`` or a ``module:function``), so both
 methods score exactly the text the reward model was trained on.
 """
 
 from __future__ import annotations
 
-from citing_trl.baselines.ppo import RLHFArguments, build_reward_fn, load_rlhf_policy, training_prompts
+from citing_trl.baselines.ppo import (
+    RLHFArguments,
+    build_reward_fn,
+    load_rlhf_policy,
+    save_policy_adapter,
+    training_prompts,
+)
 
 
 def _completion_text(completion) -> str:
@@ -40,7 +48,12 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
     trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config(model_args))
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
-    trainer.save_model(config.output_dir)
+    trainer.save_model(config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
+    if trainer.accelerator.is_main_process:  # <output_dir>/base_adapter: one adapter on the base model, as for PPO
+        from pathlib import Path
+
+        save_policy_adapter(trainer.accelerator.unwrap_model(trainer.model), "default", rlhf_args.sft_adapter,
+                            Path(config.output_dir) / "base_adapter", tokenizer)
     return trainer
 
 

@@ -89,7 +89,7 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
     ``candidates`` (and optionally ``scores``) are used as given; otherwise candidates are sampled, the ground
     truth and teacher revisions are added, and the reward model scores them all. With ``path`` the records are
     saved there (and read back instead of regenerating on a rerun)."""
-    from citing_trl.baselines.common import sample_answers
+    from citing_trl.baselines.common import revisions_for, sample_answers
     from citing_trl.generation import GenerationConfig
     from citing_trl.prompts import instruction_messages
     from citing_trl.revision import read_jsonl, write_jsonl
@@ -113,7 +113,7 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
         if config.include_gold and (row.get("output") or "").strip():
             cands.append(row["output"].strip())
         if config.include_revisions and revisions:
-            cands.extend(revisions.get(row["id"], []))
+            cands.extend(revisions_for(revisions, row))
         row["candidates"] = cands
     to_score = [(i, j) for i, r in enumerate(rows) if not r.get("scores") for j in range(len(r["candidates"]))]
     if to_score:

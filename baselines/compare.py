@@ -1,0 +1,240 @@
+"""One comparison run (paper §4.3, Table 1): CITING, PPO-RLHF, RRHF, RAFT and DPO from ONE SFT start, on QA data
+with gold answers, answered on a held-out split by the same generator and scored by recipes/evaluate.py.
+
+    python baselines/compare.py --config baselines/configs/compare_demo.yaml            # everything (make compare)
+    python baselines/compare.py --config baselines/configs/compare_demo.yaml --stages rrhf,raft
+    python baselines/compare.py --config baselines/configs/compare_demo.yaml --list_stages  # stages and their state
+
+Stages, each a subprocess that writes under <output_dir>/<stage> and is skipped on a rerun once finished (a
+``.done`` marker with its wall time is written after it exits 0; an interrupted stage resumes through its own
+script's resume logic):
+
+    citing        recipes/citing.py: SFT (Algorithm 1 lines 2-4) -> the shared start citing/sft, then N rounds
+    reward_model  baselines/reward_model.py (pairs: ``rm_preferences``; held-out pair accuracy in eval_metrics.json)
+    ppo rrhf raft dpo   baselines/*.py, every one from citing/sft (DPO on citing's revision ≻ answer pairs)
+    answers_<m>   recipes/infer.py --num_revisions 0 on the test split, for sft, citing and each baseline
+    evaluate      recipes/evaluate.py: gold metrics + Table 1 with CITING as reference
+
+With ``--lock FILE`` stages run only while this process holds ``flock FILE`` (the shared-machine rule); after a
+stage the lock is given back once it has been held ``lock_hold_s`` seconds, so short stages share one hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("citing", "ppo", "rrhf", "raft", "dpo")
+
+
+@dataclass
+class CompareArguments:
+    output_dir: str = field(default="outputs/compare_demo", metadata={"help": "Root folder of every stage."})
+    model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Backbone."})
+    dataset: str = field(
+        default="commonsense_qa:../shared/data/commonsenseqa_dev.jsonl",
+        metadata={"help": "QA data with gold answers (a load_instructions spec; its seeded train/test splits never "
+                          "overlap). Training uses split 'train', answers use 'test'."},
+    )
+    train_samples: int = field(default=48, metadata={"help": "Training prompts for SFT and every method."})
+    test_samples: int = field(default=60, metadata={"help": "Held-out rows every system answers."})
+    rm_preferences: str = field(
+        default="choices:commonsense_qa:../shared/data/commonsenseqa_dev.jsonl",
+        metadata={"help": "Reward-model pairs (--preferences of baselines/reward_model.py); 'citing' = the CITING "
+                          "run's revision ≻ answer pairs."},
+    )
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "Systems to train."})
+    citing_config: str = field(default="recipes/configs/citing_demo.yaml", metadata={"help": "CITING YAML."})
+    reward_model_config: str = field(default="baselines/configs/reward_model_demo.yaml", metadata={"help": "RM YAML."})
+    ppo_config: str = field(default="baselines/configs/ppo_demo.yaml", metadata={"help": "PPO-RLHF YAML."})
+    rrhf_config: str = field(default="baselines/configs/rrhf_demo.yaml", metadata={"help": "RRHF YAML."})
+    raft_config: str = field(default="baselines/configs/raft_demo.yaml", metadata={"help": "RAFT YAML."})
+    dpo_config: str = field(default="baselines/configs/dpo_demo.yaml", metadata={"help": "DPO YAML."})
+    infer_config: str = field(default="recipes/configs/infer_demo.yaml", metadata={"help": "Answering YAML."})
+    extra_args: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Per-stage flags as 'STAGE=--flag value ...' (STAGE: citing, reward_model, ppo, rrhf, raft, "
+                          "dpo, answers, evaluate); they override the stage's YAML."},
+    )
+    launcher: str = field(
+        default="python", metadata={"help": "How training scripts start: 'python', or e.g. 'accelerate launch "
+                                            "--config_file accelerate_configs/multi_gpu.yaml'."}
+    )
+    judge_backend: str = field(default="none", metadata={"help": "recipes/evaluate.py judge: none, local or openai."})
+    judge_model: str | None = field(default=None, metadata={"help": "Judge model (served name or local path)."})
+    judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL of the judge."})
+    lock: str | None = field(
+        default=None,
+        metadata={"help": "A lock file (shared machine): stages run only while this process holds it (flock)."},
+    )
+    lock_hold_s: float = field(
+        default=300.0,
+        metadata={"help": "With --lock: after a stage ends, give the lock back if it was held this long, so others "
+                          "get a turn; consecutive short stages share one hold."},
+    )
+    stages: str | None = field(default=None, metadata={"help": "Comma-separated stages to run (default: all)."})
+    list_stages: bool = field(default=False, metadata={"help": "Print the stages and whether each is done, then exit."})
+    stage_timeout: int | None = field(default=None, metadata={"help": "Seconds before a stage is stopped (resumable)."})
+
+
+def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
+    out = Path(a.output_dir)
+    py, launch = [sys.executable], shlex.split(a.launcher)
+    if launch and launch[0] == "python":
+        launch = [sys.executable, *launch[1:]]
+    extra = {}
+    for item in a.extra_args:
+        stage, _, flags = item.partition("=")
+        extra.setdefault(stage.strip(), []).extend(shlex.split(flags))
+    model = ["--model_name_or_path", a.model_name_or_path]
+    train_data = ["--dataset", a.dataset, "--dataset_split", "train", "--max_samples", str(a.train_samples)]
+    sft = str(out / "citing" / "sft")
+    rm = str(out / "reward_model")
+    rm_prefs = str(out / "citing") if a.rm_preferences == "citing" else a.rm_preferences
+    cmds: dict[str, list[str]] = {
+        "reward_model": [*launch, "baselines/reward_model.py", "--config", a.reward_model_config, *model,
+                         "--preferences", rm_prefs, "--output_dir", rm, *extra.get("reward_model", [])],
+        "citing": [*launch, "recipes/citing.py", "--config", a.citing_config, *model, *train_data,
+                   "--num_instructions", str(a.train_samples), "--output_dir", str(out / "citing"), *extra.get("citing", [])],
+        "ppo": [*launch, "baselines/ppo_rlhf.py", "--config", a.ppo_config, *model, *train_data, "--sft_adapter", sft,
+                "--reward_model_path", rm, "--output_dir", str(out / "ppo"), *extra.get("ppo", [])],
+        "rrhf": [*launch, "baselines/rrhf.py", "--config", a.rrhf_config, *model, *train_data, "--sft_adapter", sft,
+                 "--reward_model", rm, "--citing_run", str(out / "citing"), "--output_dir", str(out / "rrhf"),
+                 *extra.get("rrhf", [])],
+        "raft": [*launch, "baselines/raft.py", "--config", a.raft_config, *model, *train_data, "--sft_adapter", sft,
+                 "--reward_model", rm, "--output_dir", str(out / "raft"), *extra.get("raft", [])],
+        "dpo": [*launch, "baselines/dpo.py", "--config", a.dpo_config, *model, "--sft_adapter", sft,
+                "--preferences", str(out / "citing"), "--output_dir", str(out / "dpo"), *extra.get("dpo", [])],
+    }
+    if a.rm_preferences == "citing":  # the reward model then learns from the CITING run: train it after CITING
+        cmds = {"citing": cmds.pop("citing"), **cmds}
+    cmds = {k: v for k, v in cmds.items() if k in ("citing", "reward_model") or k in a.methods}
+    if not any(m in a.methods for m in ("ppo", "rrhf", "raft")):
+        cmds.pop("reward_model")
+    test = ["--dataset", a.dataset, "--dataset_split", "test", "--max_samples", str(a.test_samples)]
+    systems = {"sft": (a.model_name_or_path, sft), "citing": (a.model_name_or_path, str(out / "citing" / "final"))}
+    for m in ("rrhf", "raft", "dpo"):
+        if m in a.methods:
+            systems[m] = (a.model_name_or_path, str(out / m))
+    if "ppo" in a.methods:  # the PPO adapter sits on the SFT-merged backbone (see citing_trl.baselines.ppo)
+        systems["ppo"] = (str(out / "ppo" / "sft_merged"), str(out / "ppo" / "adapter"))
+        cmds["ppo_merge"] = [*py, str(Path(__file__).resolve()), "--merge_sft", a.model_name_or_path, sft,
+                             str(out / "ppo" / "sft_merged")]
+    for name, (base, adapter) in systems.items():
+        cmds[f"answers_{name}"] = [*py, "recipes/infer.py", "--config", a.infer_config, "--model_name_or_path", base,
+                                   "--adapter", adapter, *test, "--num_revisions", "0",
+                                   "--output_dir", str(out / "answers" / name), *extra.get("answers", [])]
+    answers = [f"{n}={out / 'answers' / n / 'answers.jsonl'}" for n in systems]
+    judge = ["--judge_backend", a.judge_backend]
+    if a.judge_model:
+        judge += ["--judge_model", a.judge_model]
+    if a.judge_base_url:
+        judge += ["--judge_base_url", a.judge_base_url]
+    cmds["evaluate"] = [*py, "recipes/evaluate.py", "--answers", *answers, "--reference", "citing", *judge,
+                        "--output_dir", str(out / "eval"), *extra.get("evaluate", [])]
+    return cmds
+
+
+def merge_sft(base: str, adapter: str, target: str) -> None:
+    """Save base + SFT adapter merged (the backbone PPO's adapter applies to), once."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from citing_trl.models import load_student_tokenizer, resolve_model_path
+
+    if (Path(target) / "config.json").is_file():
+        return
+    path = resolve_model_path(base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), adapter).merge_and_unload()
+    tmp = Path(target + ".tmp")
+    model.save_pretrained(tmp)
+    load_student_tokenizer(path, adapter).save_pretrained(tmp)
+    tmp.rename(target)
+
+
+class Lock:
+    """flock(2) on a shared lock file, held across consecutive stages for at most ``hold_s`` of stage time."""
+
+    def __init__(self, path: str | None, hold_s: float):
+        self.path, self.hold_s, self.fd, self.since = path, hold_s, None, 0.0
+
+    def acquire(self):
+        if self.path and self.fd is None:
+            import fcntl
+            import os
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            print(f"[compare] waiting for {self.path}", flush=True)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.since = time.time()
+
+    def maybe_release(self, force: bool = False):
+        if self.fd is not None and (force or time.time() - self.since >= self.hold_s):
+            import fcntl
+            import os
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def run_stage(name: str, cmd: list[str], a: CompareArguments, lock: Lock | None = None) -> float:
+    marker = Path(a.output_dir) / ".stages" / f"{name}.done"
+    if marker.is_file():
+        print(f"[compare] {name}: done before ({marker.read_text().strip()}), skipped")
+        return 0.0
+    if lock:
+        lock.acquire()
+    print(f"[compare] {name}: {shlex.join(cmd)}", flush=True)
+    t0 = time.time()
+    try:
+        code = subprocess.run(cmd, cwd=REPO, timeout=a.stage_timeout).returncode
+    except subprocess.TimeoutExpired:
+        sys.exit(f"compare: stage {name} ran past --stage_timeout {a.stage_timeout}s; rerun to resume it")
+    wall = time.time() - t0
+    if lock:
+        lock.maybe_release(force=code != 0)
+    if code != 0:
+        sys.exit(f"compare: stage {name} failed (exit {code}); fix it and rerun (finished stages are skipped)")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"wall_s": round(wall, 1)}))
+    return wall
+
+
+def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--merge_sft":
+        merge_sft(*sys.argv[2:])
+        return
+    (a,) = TrlParser((CompareArguments,)).parse_args_and_config()
+    unknown = set(a.methods) - set(METHODS)
+    if unknown:
+        sys.exit(f"compare: --methods {sorted(unknown)} unknown; expected some of {', '.join(METHODS)}")
+    cmds = stage_commands(a)
+    wanted = list(cmds) if not a.stages else [s.strip() for s in a.stages.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in cmds]
+    if bad:
+        sys.exit(f"compare: --stages {bad} unknown; stages are {', '.join(cmds)}")
+    if a.list_stages:
+        for s in cmds:
+            marker = Path(a.output_dir) / ".stages" / f"{s}.done"
+            print(f"{s:20s} {'done ' + marker.read_text().strip() if marker.is_file() else 'to do'}")
+        return
+    lock = Lock(a.lock, a.lock_hold_s)
+    for s in wanted:
+        run_stage(s, cmds[s], a, lock)
+    lock.maybe_release(force=True)
+    table = Path(a.output_dir) / "eval"
+    if (Path(a.output_dir) / ".stages" / "evaluate.done").is_file():
+        print(f"[compare] reports in {table}")
+
+
+if __name__ == "__main__":
+    main()

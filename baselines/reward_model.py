@@ -1,0 +1,27 @@
+"""Train the reward model (TRL RewardTrainer + LoRA on the student's backbone) and report held-out pair accuracy.
+
+    accelerate launch baselines/reward_model.py --config baselines/configs/reward_model_demo.yaml
+"""
+
+import logging
+
+from trl import ModelConfig, TrlParser
+
+from citing_trl.baselines.common import cli_error
+from citing_trl.baselines.preferences import PreferenceArguments, PreferenceError
+from citing_trl.baselines.reward_model import RewardModelConfig, train_reward_model
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        pref_args, training_args, model_args = TrlParser(
+            (PreferenceArguments, RewardModelConfig, ModelConfig)).parse_args_and_config()
+        _, metrics = train_reward_model(pref_args, training_args, model_args)
+    except (PreferenceError, FileNotFoundError) as err:
+        cli_error(err)
+    print(f"reward model saved to {training_args.output_dir}: {metrics}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""RRHF from the SFT adapter: candidates = SFT samples + ground truth + teacher revisions, ranked by the reward model.
+
+    accelerate launch baselines/rrhf.py --config baselines/configs/rrhf_demo.yaml
+"""
+
+import logging
+from pathlib import Path
+
+from accelerate import PartialState
+from trl import ModelConfig, TrlParser
+
+from citing_trl.baselines.common import BaselineArguments, cli_error, load_policy, teacher_revisions
+from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
+from citing_trl.data import DataError
+from citing_trl.sft import DataArguments, load_rows
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    data_args, base_args, args, model_args = TrlParser(
+        (DataArguments, BaselineArguments, RRHFConfig, ModelConfig)).parse_args_and_config()
+    try:
+        if base_args.candidates_file:
+            from citing_trl.revision import read_jsonl
+
+            rows = [{"id": str(r.get("id") or n), **r} for n, r in enumerate(read_jsonl(base_args.candidates_file))]
+        else:
+            rows = load_rows(data_args).to_list()
+        model, tokenizer, peft_config = load_policy(model_args, base_args.sft_adapter)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        scorer = None
+        if base_args.reward_model:
+            from citing_trl.baselines.reward_model import RewardScorer
+
+            scorer = RewardScorer.load(base_args.reward_model)
+        with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
+            records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
+                base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl")
+    except (DataError, FileNotFoundError, ValueError) as err:
+        cli_error(err)
+    del scorer
+    logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
+    model.train()
+    trainer = RRHFTrainer(model, args, train_dataset=records, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""RAFT: Reward rAnked FineTuning (Dong et al., 2023; arXiv 2304.06767), on LoRA.
+
+T stages; in each one the current policy samples K answers per prompt (through :mod:`citing_trl.generation`,
+default K = 8 at temperature 0.85 as in LMFlow's RAFT examples), the reward model scores them, the best answer
+of each prompt is kept (or the top ``keep_fraction`` of each prompt's answers), and the current adapter is
+fine-tuned on the kept set with TRL's ``SFTTrainer``. Unlike LMFlow, the loss is on the answer tokens only
+(completion-only loss, as every SFT step of this suite). A prompt whose answers all get the same reward
+carries no ranking signal: its first answer is kept all the same (RAFT keeps the best, and all are best), and
+such prompts are counted (``stats.json``: ``equal_reward_prompts``).
+
+Each stage writes ``stage_<t>/samples.jsonl`` (answers + rewards), ``kept.jsonl``, ``stats.json`` (mean reward
+of all answers and of the kept set) and its adapter, then a ``done`` marker last; a rerun skips finished
+stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from trl import SFTConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RAFTConfig(SFTConfig):
+    """TRL ``SFTConfig`` (for each stage's fine-tuning) + RAFT's own fields."""
+
+    num_stages: int = field(default=3, metadata={"help": "T: sample-rank-finetune stages (LMFlow examples: 20)."})
+    num_samples: int = field(default=8, metadata={"help": "K: answers sampled per prompt each stage (LMFlow: 8)."})
+    sample_temperature: float = field(default=0.85, metadata={"help": "Sampling temperature (LMFlow: 0.85)."})
+    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of the samples."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Token budget of a sampled answer."})
+    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    keep_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Keep this share of each prompt's answers (top by reward, at least one); unset = the best "
+                          "answer only."},
+    )
+    prompts_per_stage: int | None = field(
+        default=None, metadata={"help": "Prompts sampled for each stage (seeded, different per stage); unset = all."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Where to log (none, wandb, ...)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
+            raise ValueError(f"--keep_fraction {self.keep_fraction}: expected a value in (0, 1]")
+        if self.num_samples < 1 or self.num_stages < 1:
+            raise ValueError("--num_samples and --num_stages must be at least 1")
+
+
+def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: float | None = None) -> list[list[int]]:
+    """Indices of the kept answers of each prompt: the argmax (first on ties), or the top ``keep_fraction``
+    (at least one), best first."""
+    kept = []
+    for answers, scores in zip(samples, rewards):
+        if not answers:
+            kept.append([])
+            continue
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        n = 1 if keep_fraction is None else max(1, math.ceil(keep_fraction * len(answers)))
+        kept.append(order[:n])
+    return kept
+
+
+class RAFTTrainer:
+    """Runs the T stages of RAFT from an SFT adapter. ``scorer`` is a
+    :class:`~citing_trl.baselines.reward_model.RewardScorer` (or anything with ``.score(prompts, completions)``)."""
+
+    def __init__(self, args: RAFTConfig, model_args, rows, scorer, sft_adapter: str | None = None):
+        self.args, self.model_args, self.rows, self.scorer = args, model_args, list(rows), scorer
+        self.sft_adapter = sft_adapter
+        self.out = Path(args.output_dir)
+        if not self.rows:
+            raise ValueError("RAFT: no prompts to train on")
+
+    def stage_rows(self, t: int) -> list[dict]:
+        import random
+
+        if self.args.prompts_per_stage is None or self.args.prompts_per_stage >= len(self.rows):
+            return self.rows
+        return random.Random(self.args.seed + t).sample(self.rows, self.args.prompts_per_stage)
+
+    def train(self) -> Path:
+        adapter = self.sft_adapter
+        for t in range(self.args.num_stages):
+            sdir = self.out / f"stage_{t}"
+            if (sdir / "done").is_file():
+                logger.info("RAFT stage %d already done; skipping", t)
+                adapter = str(sdir / "adapter")
+                continue
+            adapter = str(self.stage(t, adapter, sdir))
+        if adapter and Path(adapter) != self.out:
+            for f in Path(adapter).iterdir():
+                if f.is_file():
+                    shutil.copy2(f, self.out / f.name)
+        return self.out
+
+    def stage(self, t: int, adapter: str | None, sdir: Path) -> Path:
+        from citing_trl.baselines.common import load_policy, sample_answers
+        from citing_trl.generation import GenerationConfig
+        from citing_trl.prompts import instruction_messages
+        from citing_trl.revision import read_jsonl, write_jsonl
+
+        sdir.mkdir(parents=True, exist_ok=True)
+        rows = self.stage_rows(t)
+        model, tokenizer, peft_config = load_policy(self.model_args, adapter)
+        prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
+        samples_path = sdir / "samples.jsonl"
+        records = read_jsonl(samples_path)
+        if len(records) != len(rows):  # not finished (or never started): sample and score this stage
+            gen = GenerationConfig(max_new_tokens=self.args.max_new_tokens, batch_size=self.args.generation_batch_size,
+                                   do_sample=True, temperature=self.args.sample_temperature,
+                                   top_p=self.args.sample_top_p, seed=self.args.seed + 1000 * t)
+            groups = sample_answers(model, tokenizer, prompts, self.args.num_samples, gen, desc=f"RAFT stage {t}")
+            flat = [(i, g.text) for i, gs in enumerate(groups) for g in gs]
+            scores = self.scorer.score([prompts[i] for i, _ in flat], [text for _, text in flat])
+            records = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input") or "",
+                        "answers": [g.text for g in gs], "finish_reasons": [g.finish_reason for g in gs], "rewards": []}
+                       for r, gs in zip(rows, groups)]
+            for (i, _), s in zip(flat, scores):
+                records[i]["rewards"].append(float(s))
+            write_jsonl(samples_path, records)
+        kept_idx = select([r["answers"] for r in records], [r["rewards"] for r in records], self.args.keep_fraction)
+        kept = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "output": r["answers"][j],
+                 "reward": r["rewards"][j]} for r, idx in zip(records, kept_idx) for j in idx if r["answers"][j].strip()]
+        write_jsonl(sdir / "kept.jsonl", kept)
+        all_rewards = [s for r in records for s in r["rewards"]]
+        stats = {
+            "stage": t, "prompts": len(records), "samples": len(all_rewards), "kept": len(kept),
+            "mean_reward_all": sum(all_rewards) / max(1, len(all_rewards)),
+            "mean_reward_kept": sum(k["reward"] for k in kept) / max(1, len(kept)),
+            "equal_reward_prompts": sum(1 for r in records if r["rewards"] and len(set(r["rewards"])) == 1),
+            "start_adapter": adapter,
+        }
+        logger.info("RAFT stage %d: %s", t, stats)
+        if kept:
+            self.finetune(model, tokenizer, peft_config, kept, sdir / "adapter", t)
+        else:
+            raise ValueError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on")
+        (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
+        with (self.out / "stages.jsonl").open("a") as f:
+            f.write(json.dumps(stats) + "\n")
+        (sdir / "done").write_text("ok\n")  # last: the stage counts as finished only now
+        return sdir / "adapter"
+
+    def finetune(self, model, tokenizer, peft_config, kept: list[dict], target: Path, t: int) -> None:
+        import datasets
+        from trl import SFTTrainer
+
+        from citing_trl.pipeline import free_memory
+        from citing_trl.sft import to_prompt_completion
+
+        data = to_prompt_completion(datasets.Dataset.from_list([{k: r[k] for k in ("instruction", "input", "output")}
+                                                                for r in kept]))
+        model.train()
+        args = replace(self.args, output_dir=str(target), seed=self.args.seed + t)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             peft_config=peft_config)
+        trainer.train()
+        trainer.save_model(str(target))
+        del trainer, model
+        free_memory()

@@ -1,0 +1,61 @@
+"""The comparison run wires every method to ONE SFT start and the same test split, and finished stages are skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compare_module():
+    spec = importlib.util.spec_from_file_location("compare", REPO / "baselines" / "compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["compare"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_every_method_starts_from_the_citing_sft_adapter(tmp_path):
+    cmp = compare_module()
+    a = cmp.CompareArguments(output_dir=str(tmp_path), extra_args=["rrhf=--num_samples 3", "answers=--max_new_tokens 9"])
+    cmds = cmp.stage_commands(a)
+    sft = str(tmp_path / "citing" / "sft")
+    for m in ("ppo", "rrhf", "raft", "dpo"):
+        assert flag(cmds[m], "--sft_adapter") == sft
+    assert flag(cmds["citing"], "--output_dir") == str(tmp_path / "citing")
+    assert cmds["rrhf"][-2:] == ["--num_samples", "3"]  # extra flags come last, so they win over the YAML
+    answers = [k for k in cmds if k.startswith("answers_")]
+    assert sorted(answers) == sorted(f"answers_{s}" for s in ("sft", "citing", "ppo", "rrhf", "raft", "dpo"))
+    for k in answers:
+        assert flag(cmds[k], "--dataset_split") == "test" and flag(cmds[k], "--num_revisions") == "0"
+        assert cmds[k][-2:] == ["--max_new_tokens", "9"]
+    for m in ("citing", "rrhf", "raft", "ppo"):
+        assert flag(cmds[m], "--dataset_split") == "train"
+    assert flag(cmds["answers_sft"], "--adapter") == sft
+    assert flag(cmds["answers_ppo"], "--model_name_or_path") == str(tmp_path / "ppo" / "sft_merged")
+    ev = cmds["evaluate"]
+    assert flag(ev, "--reference") == "citing" and sum(x.endswith("answers.jsonl") for x in ev) == 6
+    assert list(cmds).index("ppo_merge") < list(cmds).index("answers_ppo") < list(cmds).index("evaluate")
+    only = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), methods=["citing", "dpo"]))
+    assert "reward_model" not in only and "ppo" not in only and "answers_dpo" in only
+
+
+def test_finished_stage_is_skipped_and_failure_stops(tmp_path, capsys):
+    cmp = compare_module()
+    a = cmp.CompareArguments(output_dir=str(tmp_path))
+    counter = tmp_path / "count"
+    cmd = [sys.executable, "-c", f"p='{counter}'; import os; open(p,'a').write('x')"]
+    cmp.run_stage("dummy", cmd, a)
+    cmp.run_stage("dummy", cmd, a)
+    assert counter.read_text() == "x" and "skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="stage broken failed"):
+        cmp.run_stage("broken", [sys.executable, "-c", "raise SystemExit(3)"], a)
+    assert not (tmp_path / ".stages" / "broken.done").exists()
