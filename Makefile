@@ -30,8 +30,8 @@ demo: setup
 # CITING vs SFT on the demo's held-out test rows: both adapters answer with the same generator, then gold
 # metrics (where rows have gold) and the local judge; prints Table 1.
 demo-eval:
-	$(PYTHON) recipes/infer.py --config recipes/configs/infer_demo.yaml --adapter $(DEMO_OUT)/sft --output_dir $(DEMO_OUT)/eval/answers_sft
-	$(PYTHON) recipes/infer.py --config recipes/configs/infer_demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing
+	$(PYTHON) recipes/infer.py --config recipes/configs/infer/demo.yaml --adapter $(DEMO_OUT)/sft --output_dir $(DEMO_OUT)/eval/answers_sft
+	$(PYTHON) recipes/infer.py --config recipes/configs/infer/demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing
 	$(PYTHON) recipes/evaluate.py --answers citing=$(DEMO_OUT)/eval/answers_citing/answers.jsonl \
 		sft=$(DEMO_OUT)/eval/answers_sft/answers.jsonl --reference citing --judge_backend local \
 		--judge_max_parse_retries 1 --output_dir $(DEMO_OUT)/eval

@@ -41,3 +41,14 @@ def test_plain_answers_need_no_rubric_and_feed_the_evaluation(tmp_path, tiny_mod
     assert ev.returncode == 0, ev.stderr[-2000:]
     gold = json.loads((tmp_path / "eval" / "gold.json").read_text())
     assert gold["base"]["trivia_qa"]["n"] == len(rows)
+
+
+def test_demo_inference_config_parses():
+    from trl import TrlParser
+
+    from citing_trl.self_revision import InferenceArguments
+    from citing_trl.sft import DataArguments
+
+    data_args, args = TrlParser((DataArguments, InferenceArguments)).parse_args_and_config(
+        args=["--config", str(REPO / "recipes" / "configs" / "infer" / "demo.yaml"), "--adapter", "x"])
+    assert (data_args.dataset, data_args.dataset_split, args.num_revisions) == ("demo", "test", 0)
