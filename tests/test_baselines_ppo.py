@@ -214,15 +214,19 @@ def test_rollouts_sample_the_full_temperature_distribution(tiny_model_dir, tmp_p
 
 
 def test_ppo_raises_rule_reward_with_finite_kl(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=30, save_steps=100, max_new_tokens=16)
+    # The tiny random model is near-uniform over 512 tokens, so 30 steps give a modest but clear rise (seeded run:
+    # first-10-step mean ~2.0 'e' per answer, last-10 ~2.5); sampling with transformers' default top_k=50 instead of
+    # the full distribution rose faster but trained on log-probs of a different distribution.
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=30, save_steps=100, max_new_tokens=16,
+                           learning_rate=1e-2)
     history = trainer.train()
     trainer.save_model()
     assert [r["step"] for r in history] == list(range(1, 31))
     for row in history:
         assert LOG_KEYS <= set(row) and all(math.isfinite(row[k]) for k in LOG_KEYS)
-    first = sum(r["score"] for r in history[:8]) / 8
-    last = sum(r["score"] for r in history[-8:]) / 8
-    assert last > first + 1.0, f"mean reward did not rise: {first:.2f} -> {last:.2f}"
+    first = sum(r["score"] for r in history[:10]) / 10
+    last = sum(r["score"] for r in history[-10:]) / 10
+    assert last > first + 0.3, f"mean reward did not rise: {first:.2f} -> {last:.2f}"
     assert 0 < history[-1]["kl"] < 50
     logged = [json.loads(line) for line in (tmp_path / "run" / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["score"] for r in logged] == [r["score"] for r in history]
