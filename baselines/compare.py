@@ -58,7 +58,7 @@ class CompareArguments:
     rrhf_config: str = field(default="baselines/configs/rrhf_demo.yaml", metadata={"help": "RRHF YAML."})
     raft_config: str = field(default="baselines/configs/raft_demo.yaml", metadata={"help": "RAFT YAML."})
     dpo_config: str = field(default="baselines/configs/dpo_demo.yaml", metadata={"help": "DPO YAML."})
-    infer_config: str = field(default="recipes/configs/infer_demo.yaml", metadata={"help": "Answering YAML."})
+    infer_config: str = field(default="recipes/configs/infer/demo.yaml", metadata={"help": "Answering YAML."})
     extra_args: list[str] = field(
         default_factory=list,
         metadata={"help": "Per-stage flags as 'STAGE=--flag value ...' (STAGE: citing, reward_model, ppo, rrhf, raft, "
