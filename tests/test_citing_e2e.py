@@ -22,7 +22,7 @@ from trl import ModelConfig
 
 from citing_trl.citing_trainer import CitingConfig
 from citing_trl.pipeline import CitingArguments, CitingPipeline
-from citing_trl.revision import read_jsonl
+from citing_trl.revision import is_identical, read_jsonl
 from citing_trl.sft import DataArguments
 from tests.conftest import REPO
 from tests.fault_server import FaultServer
@@ -77,7 +77,12 @@ def test_smollm2_with_served_teacher(tmp_path, smollm2_dir, serve_smollm2):
     assert sum(summary["revision_counts"].values()) == 4
     accepted = read_jsonl(run / "round_0" / "revisions.jsonl")
     assert accepted, f"no usable revision from the served teacher: {summary['revision_counts']}"
-    assert all(a["revision"] and a["revision"] != a["response"] for a in accepted)
+    assert all(a["revision"] for a in accepted)
+    # keep_identical (default on): a revision equal to the draft is a training row, counted apart
+    counts = summary["revision_counts"]
+    identical = [a for a in accepted if is_identical(a["response"], a["revision"])]
+    assert len(identical) == counts.get("kept_identical", 0)
+    assert len(accepted) - len(identical) == counts.get("accepted", 0) + counts.get("kept_truncated", 0)
     # the curriculum round moved the student towards the teacher's revisions
     before = completion_loss(smollm2_dir, run / "sft", accepted)
     after = completion_loss(smollm2_dir, final, accepted)
@@ -170,7 +175,8 @@ def test_kill9_inside_and_between_rounds(tmp_path, tiny_model_dir):
 
         # The server holds requests past a chosen count, so each kill lands with requests in flight that were
         # never answered: a kill cannot race a just-sent answer, and counts of answers stay exact.
-        # 1) inside round 0: 3 of 10 teacher answers received and cached, the next ones in flight
+        # Before SFT the recipe checks the teacher with one small request (cached): the cache's first line.
+        # 1) inside round 0: the check + 2 of 10 teacher answers received and cached, the next ones in flight
         server.hold_from_now_after(3)
         run_until_then_kill(lambda: cache_lines(out) >= 3 and server.held > 0)
         server.stop_holding()
@@ -180,9 +186,9 @@ def test_kill9_inside_and_between_rounds(tmp_path, tiny_model_dir):
         assert not (out / "round_1" / "summary.json").exists()
         # 3) inside round 1, during the teacher's revisions
         server.hold_from_now_after(4)
-        run_until_then_kill(lambda: cache_lines(out) >= 14 and server.held > 0)
+        run_until_then_kill(lambda: cache_lines(out) >= 15 and server.held > 0)
         server.stop_holding()
-        assert cache_lines(out) == 14
+        assert cache_lines(out) == 1 + 10 + 4
         # 4) finish
         p = launch(cfg, log)
         assert p.wait(timeout=900) == 0, log.read_text()[-3000:]
@@ -190,7 +196,8 @@ def test_kill9_inside_and_between_rounds(tmp_path, tiny_model_dir):
         assert artifacts(out) == reference
         assert (out / "final" / "adapter_config.json").exists()
         answered = dict(server.successes)
-        assert len(answered) == 20 and set(answered.values()) == {1}, "a teacher request was paid for twice"
+        # 20 revisions + the teacher check, each answered exactly once over four launches
+        assert len(answered) == 21 and set(answered.values()) == {1}, "a teacher request was paid for twice"
         # the key never reaches disk
         for f in out.rglob("*"):
             if f.is_file() and f.suffix in {".json", ".jsonl", ".md", ".txt"}:
