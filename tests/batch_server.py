@@ -28,8 +28,8 @@ def answer(messages: list[dict]) -> str:
     return f"Answer to: {messages[-1].get('content', '') if messages else ''}"
 
 
-def completion_body(messages: list[dict], model: str) -> dict:
-    content = answer(messages)
+def completion_body(messages: list[dict], model: str, reply=None) -> dict:
+    content = (reply or answer)(messages)
     prompt = len(json.dumps(messages, ensure_ascii=False).split())
     return {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -68,7 +68,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class BatchServer:
     def __init__(self, polls_to_finish: int = 2, manual: bool = False, fail_lines: tuple[str, ...] = (),
-                 expire_after: int | None = None, reject_batches: bool = False, faulty_batches: int | None = None):
+                 expire_after: int | None = None, reject_batches: bool = False, faulty_batches: int | None = None,
+                 reply=None):
+        self.reply = reply  # messages -> answer text (default: "Answer to: <last message>")
         self.polls_to_finish = polls_to_finish
         self.manual = manual
         self.fail_lines = tuple(fail_lines)
@@ -131,7 +133,7 @@ class BatchServer:
                 continue
             out.append({"id": f"req-{n}", "custom_id": line["custom_id"], "error": None,
                         "response": {"status_code": 200, "request_id": f"r{n}",
-                                     "body": completion_body(body["messages"], body.get("model", "m"))}})
+                                     "body": completion_body(body["messages"], body.get("model", "m"), self.reply)}})
         out.reverse()  # output order is not input order (as documented by OpenAI)
         if out:
             batch.output_file_id = self._store("".join(json.dumps(r) + "\n" for r in out).encode())
@@ -230,7 +232,7 @@ class BatchServer:
                     elif path == "/v1/chat/completions":
                         req = json.loads(raw)
                         server.live_calls.append(req["messages"][-1]["content"])
-                        self._send(200, completion_body(req["messages"], req.get("model", "m")))
+                        self._send(200, completion_body(req["messages"], req.get("model", "m"), server.reply))
                     else:
                         self._send(404, {"error": {"message": f"not found: {path}"}})
 

@@ -13,6 +13,7 @@ from citing_trl.evaluation.runner import EvaluationArguments, run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batch_server import BatchServer  # noqa: E402
 from fault_server import FaultServer  # noqa: E402
 from test_evaluation_judge import prefers_good  # noqa: E402
 
@@ -151,6 +152,32 @@ def test_evaluation_with_judge_tables_figure_and_free_rerun(tmp_path):
         again = run_evaluation(args)
         assert server.total_hits == 18  # rerun: every verdict read back from the judge cache
         assert again["judge_usage"]["requests_sent"] == 0
+
+
+def test_evaluation_judge_through_the_batch_api_matches_live_and_reruns_free(tmp_path):
+    paths = _answer_files(tmp_path)
+    common = dict(answers=[f"citing={paths['citing']}", f"sft={paths['sft']}"], reference="citing",
+                  judge_backend="openai", judge_model="judge", judge_api_key_env="CITING_TEST_NO_SUCH_KEY",
+                  bootstrap_samples=200)
+    with FaultServer(reply=prefers_good) as live_server:
+        live = run_evaluation(EvaluationArguments(**common, output_dir=str(tmp_path / "live"),
+                                                  judge_base_url=live_server.base_url))
+    with BatchServer(reply=prefers_good, polls_to_finish=2) as server:
+        args = EvaluationArguments(**common, output_dir=str(tmp_path / "batch"), judge_base_url=server.base_url,
+                                   judge_batch=True, judge_batch_poll_interval=0.01)
+        summary = run_evaluation(args)
+        # every one of the 18 judge requests (table 1: 4 pairs, table 2: 5 pairs, both orders) in one batch
+        assert len(server.batches) == 1 and server.live_calls == []
+        (batch_id,) = server.batches
+        assert len(server.lines_of(batch_id)) == 18
+        assert summary["table1"] == live["table1"] and summary["table2"] == live["table2"]
+        usage = json.loads((tmp_path / "batch" / "judge_usage.json").read_text())
+        assert usage["judge"]["batch"] is True and usage["batches_submitted"] == 1 and usage["unparsed"] == 0
+        again = run_evaluation(args)
+        assert len(server.batches) == 1 and server.uploads == 1  # rerun: read back from the judge cache
+        assert again["judge_usage"]["requests_sent"] == 0
+    with pytest.raises(ValueError, match="--judge_batch needs --judge_backend openai"):
+        EvaluationArguments(**{**common, "judge_backend": "local"}, judge_batch=True).validate()
 
 
 def test_evaluation_with_local_judge_on_tiny_model(tmp_path, tiny_model_dir):

@@ -67,6 +67,13 @@ class EvaluationArguments:
     judge_max_tokens: int | None = field(default=None, metadata={"help": "Token budget of a verdict (default: small)."})
     judge_max_concurrency: int = field(default=8, metadata={"help": "Most judge requests in flight (`openai`)."})
     judge_timeout: float = field(default=120.0, metadata={"help": "Seconds before a judge request is retried."})
+    judge_batch: bool = field(
+        default=False,
+        metadata={"help": "`openai` only: send judge requests through the OpenAI Batch API (half the price, answers "
+                          "within its 24h window; the batch id is saved next to the judge cache, so a killed run "
+                          "polls the same batch). Re-asks of unreadable verdicts go in a further batch."},
+    )
+    judge_batch_poll_interval: float = field(default=30.0, metadata={"help": "Seconds between polls of a judge batch."})
     judge_local_batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (`local`)."})
     judge_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per 1M tokens (cost estimate)."})
     judge_price_completion_per_1m: float = field(
@@ -107,6 +114,10 @@ class EvaluationArguments:
             raise ValueError(f"--judge_mode must be one of {', '.join(MODES)}, got {self.judge_mode!r}")
         if unknown := [a for a in self.aspects() if a not in JUDGE_ASPECTS]:
             raise ValueError(f"--judge_aspects: unknown {unknown}; expected some of {list(JUDGE_ASPECTS)}")
+        if self.judge_batch and self.judge_backend != "openai":
+            raise ValueError(f"--judge_batch needs --judge_backend openai (the Batch API), got {self.judge_backend!r}")
+        if self.judge_batch_poll_interval <= 0:
+            raise ValueError(f"--judge_batch_poll_interval must be > 0 seconds, got {self.judge_batch_poll_interval}")
         if self.judge_max_parse_retries < 0:
             raise ValueError(f"--judge_max_parse_retries must be >= 0, got {self.judge_max_parse_retries}")
         if self.bootstrap_samples < 1:
@@ -128,6 +139,7 @@ class EvaluationArguments:
             api_key_env=self.judge_api_key_env, max_concurrency=self.judge_max_concurrency, timeout=self.judge_timeout,
             temperature=0.0, local_batch_size=self.judge_local_batch_size,
             price_prompt_per_1m=self.judge_price_prompt_per_1m, price_completion_per_1m=self.judge_price_completion_per_1m,
+            mode="batch" if self.judge_batch else "live", batch_poll_interval=self.judge_batch_poll_interval,
         )
 
 
@@ -202,6 +214,7 @@ def run_evaluation(args: EvaluationArguments, teacher=None) -> dict:
     per_comparison = {label: JudgeStats.of(judged).summary() for label, judged in by_label.items()}
     stats = judge.stats.summary()
     usage = {"judge": {"backend": args.judge_backend, "model": args.judge_model, "mode": args.judge_mode,
+                       "batch": args.judge_batch,
                        "aspects": aspects, "max_parse_retries": args.judge_max_parse_retries},
              **teacher.ledger.summary(), "consistency_rate": stats["consistency_rate"],
              "first_position_win_share": stats["first_position_win_share"], "unparsed": stats["unparsed"],
