@@ -118,13 +118,17 @@ class _Row:
         return _Row(self.get(key, dict), self.origin, self.where, f"{self.prefix}{key}.")
 
 
-def _parse_jsonl(text: str, origin: str) -> Iterator[tuple[str, object]]:
+def iter_jsonl(text: str, origin: str, error: type[Exception] | None = None) -> Iterator[tuple[str, object]]:
+    """The strict JSON-lines reader shared by every input file a user gives (data, preference pairs, answers):
+    yields ``("line N", value)`` per non-blank line; a line that is not JSON raises ``error`` (default
+    :class:`DataError`) with one message naming the file and line. (Files this project appends to itself, such
+    as caches, use tolerant readers that skip a torn last line instead.)"""
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 yield f"line {n}", json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{origin}: line {n}: not valid JSON ({err.msg}, column {err.colno})") from None
+                raise (error or DataError)(f"{origin}: line {n}: not valid JSON ({err.msg}, column {err.colno})") from None
 
 
 def _flatten_squad(articles: list, origin: str) -> Iterator[tuple[str, object]]:
@@ -153,14 +157,14 @@ def _read_file(path: Path) -> Iterator[tuple[str, object]]:
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{origin}: cannot read file ({err})") from None
     if path.suffix == ".jsonl":
-        yield from _parse_jsonl(text, origin)
+        yield from iter_jsonl(text, origin)
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg != "Extra data":
             raise DataError(f"{origin}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-        yield from _parse_jsonl(text, origin)  # JSON lines saved as .json (e.g. Dataset.to_json)
+        yield from iter_jsonl(text, origin)  # JSON lines saved as .json (e.g. Dataset.to_json)
         return
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
@@ -526,7 +530,7 @@ def load_demo(split: str | None = None) -> datasets.Dataset:
     origin = f"citing_trl/{DEMO_FILE}"
     text = resources.files("citing_trl").joinpath(DEMO_FILE).read_text(encoding="utf-8")
     rows = []
-    for where, data in _parse_jsonl(text, origin):
+    for where, data in iter_jsonl(text, origin):
         r = _Row(data, origin, where)
         if r.text("kind") not in KINDS:
             raise r.fail("kind", f"is {r.data['kind']!r}, expected one of {', '.join(KINDS)}")

@@ -90,6 +90,10 @@ def test_preference_rows_errors_and_equal_skips(tmp_path):
     ])
     with pytest.raises(PreferenceError, match=r"row 2 \(id r2\): missing rejected"):
         load_preferences(PreferenceArguments(preferences=str(bad)))
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"prompt": "Say hi.", "chosen": "hi", "rejected": "no"}\n{"prompt": "Say\n')
+    with pytest.raises(PreferenceError, match=r"torn\.jsonl: line 2: not valid JSON"):
+        load_preferences(PreferenceArguments(preferences=str(torn)))
     ok = write_jsonl(tmp_path / "ok.jsonl", [
         {"prompt": "Say hi.", "chosen": "hi", "rejected": "no"},
         {"prompt": "Say hi.", "chosen": "Same  answer", "rejected": "same answer"},

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.data import iter_jsonl
 from citing_trl.prompts import instruction_messages
 
 logger = logging.getLogger(__name__)
@@ -210,14 +211,7 @@ def normalize_rows(rows, where: str) -> list[dict]:
 def read_rows(path: Path) -> list[dict]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise PreferenceError(f"{path} row {n}: not valid JSON ({err.msg})") from None
-        return rows
+        return [row for _, row in iter_jsonl(text, str(path), PreferenceError)]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

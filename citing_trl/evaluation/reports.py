@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from citing_trl.data import FAMILIES
+from citing_trl.data import FAMILIES, iter_jsonl
 from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
 
@@ -48,14 +48,8 @@ def load_answers(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise AnswersError(f"{path}: answers file not found")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AnswersError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+    for line, raw in iter_jsonl(path.read_text(encoding="utf-8"), str(path), AnswersError):
+        where = f"{path}: {line}"
         if not isinstance(raw, dict):
             raise AnswersError(f"{where}: expected a JSON object, got {type(raw).__name__}")
         rid = raw.get("id")
