@@ -248,6 +248,8 @@ def test_resume_after_interruption_continues_the_step_count(tiny_model_dir, tmp_
     with pytest.raises(KeyboardInterrupt):
         make_trainer(tiny_model_dir, tmp_path / "run", reward_fn=crashing).train()
     assert (tmp_path / "run" / "checkpoint-4" / "state.pt").is_file()
+    with (tmp_path / "run" / "ppo_log.jsonl").open("a") as fh:
+        fh.write('{"step": 5, "sco')  # a kill in the middle of writing a log line
     resumed = make_trainer(tiny_model_dir, tmp_path / "run")
     resumed.train()
     logged = [json.loads(line) for line in (tmp_path / "run" / "ppo_log.jsonl").read_text().splitlines()]

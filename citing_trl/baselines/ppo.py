@@ -46,6 +46,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from citing_trl.revision import read_jsonl
+
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[list, list[str]], Sequence[float]]
@@ -607,7 +609,7 @@ class PPOTrainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         if self.log_path.is_file():  # drop rows logged after the checkpoint: they will be redone
-            rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+            rows = read_jsonl(self.log_path)  # tolerant: a kill can tear the last line
             self.log_history = [r for r in rows if r.get("step", 0) <= self.step]
             if self.accelerator.is_main_process:
                 self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.log_history))
@@ -739,7 +741,7 @@ def plot_log(log_path: str | Path, png_path: str | Path, keys: Sequence[str] = (
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = read_jsonl(log_path)
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
     for ax, key in zip(axes, keys):
         ax.plot([r["step"] for r in rows], [r.get(key, float("nan")) for r in rows], marker=".")
