@@ -24,6 +24,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
+def tiny_citing_parts(tmp_path: Path, model_dir: Path, data, **citing):
+    """(data, training, model, citing) arguments of a CitingPipeline on a tiny model: LoRA r4 on q/v, one
+    epoch per stage at batch 4 on CPU, output in ``tmp_path/run``; ``citing`` are CitingArguments fields."""
+    from trl import ModelConfig
+
+    from citing_trl.citing_trainer import CitingConfig
+    from citing_trl.pipeline import CitingArguments
+
+    training = CitingConfig(
+        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, report_to="none", max_length=1024,
+        per_device_train_batch_size=4, num_train_epochs=1, save_strategy="no", gradient_checkpointing=False,
+        logging_steps=1, learning_rate=1e-3,
+    )
+    model = ModelConfig(model_name_or_path=str(model_dir), use_peft=True, lora_r=4, lora_alpha=8,
+                        lora_target_modules=["q_proj", "v_proj"])
+    return data, training, model, CitingArguments(rubric="default", rollout_batch_size=4, **citing)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout; tests that need it skip in a user's clone."""

@@ -6,33 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
-from trl import ModelConfig
-
-from citing_trl.citing_trainer import CitingConfig
-from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.pipeline import CitingPipeline
 from citing_trl.revision import read_jsonl
 from citing_trl.sft import DataArguments
+from conftest import tiny_citing_parts
 
 N_INSTRUCTIONS = 8
 
 
 def parts(tmp_path: Path, model_dir: Path, **citing_overrides):
-    data = DataArguments(dataset="demo", max_samples=12)
-    training = CitingConfig(
-        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, report_to="none", max_length=1024,
-        per_device_train_batch_size=4, num_train_epochs=1, save_strategy="no", gradient_checkpointing=False,
-        logging_steps=1, learning_rate=1e-3,
-    )
-    model = ModelConfig(model_name_or_path=str(model_dir), use_peft=True, lora_r=4, lora_alpha=8,
-                        lora_target_modules=["q_proj", "v_proj"])
-    citing = CitingArguments(
-        num_rounds=2, num_instructions=N_INSTRUCTIONS, rubric="default", rollout_max_new_tokens=12,
-        rollout_batch_size=4, teacher_backend="local", teacher_model=str(model_dir), teacher_max_tokens=16,
+    return tiny_citing_parts(
+        tmp_path, model_dir, DataArguments(dataset="demo", max_samples=12), num_rounds=2,
+        num_instructions=N_INSTRUCTIONS, rollout_max_new_tokens=12, teacher_backend="local",
+        teacher_model=str(model_dir), teacher_max_tokens=16,
         # a random model decodes greedily to a repeated token; sampling gives varied, non-empty revisions
         # and never reaches EOS, so its cut-off revisions are accepted here (the default rejects them)
         teacher_temperature=1.0, reject_truncated=False, **citing_overrides,
     )
-    return data, training, model, citing
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from trl import ModelConfig
-
-from citing_trl.citing_trainer import CitingConfig
 from citing_trl.pipeline import CitingArguments, CitingPipeline
 from citing_trl.revision import append_jsonl, read_jsonl
 from citing_trl.sft import DataArguments
+from conftest import tiny_citing_parts
 from oracle_server import oracle_server
 
 QA_ROWS = [
@@ -32,20 +30,11 @@ def qa_file(tmp_path: Path) -> Path:
 
 
 def oracle_parts(tmp_path: Path, model_dir: Path, base_url: str, **citing_overrides):
-    data = DataArguments(dataset=str(qa_file(tmp_path)), max_samples=None)
-    training = CitingConfig(
-        output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, report_to="none", max_length=1024,
-        per_device_train_batch_size=4, num_train_epochs=1, save_strategy="no", gradient_checkpointing=False,
-        logging_steps=1, learning_rate=1e-3,
+    return tiny_citing_parts(
+        tmp_path, model_dir, DataArguments(dataset=str(qa_file(tmp_path)), max_samples=None), num_rounds=1,
+        num_instructions=len(QA_ROWS), rollout_max_new_tokens=8, teacher_backend="openai", teacher_model="oracle",
+        teacher_base_url=base_url, teacher_max_tokens=32, **citing_overrides,
     )
-    model = ModelConfig(model_name_or_path=str(model_dir), use_peft=True, lora_r=4, lora_alpha=8,
-                        lora_target_modules=["q_proj", "v_proj"])
-    citing = CitingArguments(
-        num_rounds=1, num_instructions=len(QA_ROWS), rubric="default", rollout_max_new_tokens=8,
-        rollout_batch_size=4, teacher_backend="openai", teacher_model="oracle", teacher_base_url=base_url,
-        teacher_max_tokens=32, **citing_overrides,
-    )
-    return data, training, model, citing
 
 
 def run_oracle_round(tmp_path: Path, model_dir: Path, **citing_overrides):
