@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from citing_trl.data import NO_ANSWER
-from citing_trl.evaluation.reports import family_of, pairwise_rows, plot_fig2
+from citing_trl.evaluation.reports import family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2
 from citing_trl.evaluation.runner import EvaluationArguments, run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
 
@@ -62,6 +62,22 @@ def test_win_ci_narrows_with_more_pairs():
     for r in (small, large):
         assert r["win_ci_low_pct"] <= 50.0 <= r["win_ci_high_pct"]
     assert (large["win_ci_high_pct"] - large["win_ci_low_pct"]) < (small["win_ci_high_pct"] - small["win_ci_low_pct"]) / 2
+
+
+def test_gold_report_pools_every_source_into_one_correct_share():
+    rows = [
+        {"source": "boolq", "input": "", "answers": ["yes"], "response": "Yes."},
+        {"source": "boolq", "input": "", "answers": ["no"], "response": "Yes, it is."},
+        {"source": "nq_open", "input": "", "answers": ["Paris"], "response": "It is Paris."},
+        {"source": "nq_open", "input": "", "answers": ["Mars"], "response": "Mars"},
+        {"source": "alpaca", "input": "", "answers": [], "response": "anything"},  # no gold: not pooled
+    ]
+    gold = gold_report({"s": rows}, n_boot=200)["s"]
+    assert gold["_all"]["n"] == 4 and gold["_all"]["correct"] == 0.75
+    lo, hi = gold["_all"]["ci"]["correct"]
+    assert 0.0 <= lo < 0.75 < hi <= 1.0
+    assert gold["boolq"]["accuracy"] == 0.5 and gold["_unscored"] == {"alpaca": 1}
+    assert "| s | all (pooled) | 4 | correct | 75.0 |" in gold_markdown({"s": gold})
 
 
 def test_fig2_is_a_png_with_one_group_per_family(tmp_path):

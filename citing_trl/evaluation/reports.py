@@ -146,10 +146,17 @@ def expand_steps(name: str, rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def gold_report(systems: dict[str, list[dict]], n_boot: int = 2000, seed: int = 0) -> dict:
-    """``{system: {source: {"n", metric..., "ci": {metric: [lo, hi]}}}}`` plus ``_unscored`` counts."""
+    """``{system: {source: {"n", metric..., "ci": {metric: [lo, hi]}}}}`` plus ``_all`` (every scored row pooled:
+    ``correct`` = share right under its source's primary metric, :func:`is_correct`, with its CI) and
+    ``_unscored`` counts. Keys starting with ``_`` are not sources."""
     out = {}
     for name, rows in systems.items():
         out[name] = gold_metrics(rows, ci=True, n_boot=n_boot, seed=seed)
+        right = [float(c) for c in (is_correct(r.get("source") or "", r.get("response") or "", r.get("answers") or [],
+                                               r.get("input") or "") for r in rows) if c is not None]
+        if right:
+            out[name]["_all"] = {"n": len(right), "correct": sum(right) / len(right),
+                                 "ci": {"correct": list(bootstrap_ci(right, n_boot=n_boot, seed=seed))}}
         if unscored := unscored_counts(rows):
             out[name]["_unscored"] = unscored
     return out
@@ -161,7 +168,8 @@ def gold_markdown(gold: dict) -> str:
              "Definitions: `citing_trl/evaluation/gold.py` (SQuAD v2 / EfficientQA / TriviaQA official EM-F1; "
              "`answer_in_response` is the lenient containment column; `accuracy` is read from free text by the "
              "extraction rule in `extract_choice` / `extract_yes_no`; `answered` is the share of responses with "
-             "an extractable answer).", ""]
+             "an extractable answer). `all (pooled)`: every scored row, `correct` = right under its source's primary "
+             "metric (`is_correct`: accuracy, or `answer_in_response` for open QA).", ""]
     lines += ["| system | source | n | metric | value | 95% CI |", "|---|---|---:|---|---:|---|"]
     unscored = []
     for system, sources in gold.items():
@@ -169,10 +177,10 @@ def gold_markdown(gold: dict) -> str:
             if source == "_unscored":
                 unscored.append(f"{system}: " + ", ".join(f"{s} {c}" for s, c in m.items()))
                 continue
-            for metric in METRICS[source]:
+            for metric in (["correct"] if source == "_all" else METRICS[source]):
                 lo, hi = m["ci"][metric]
-                lines.append(f"| {system} | {source} | {m['n']} | {metric} | {100 * m[metric]:.1f} | "
-                             f"{100 * lo:.1f}-{100 * hi:.1f} |")
+                lines.append(f"| {system} | {'all (pooled)' if source == '_all' else source} | {m['n']} | {metric} | "
+                             f"{100 * m[metric]:.1f} | {100 * lo:.1f}-{100 * hi:.1f} |")
     if unscored:
         lines += ["", "Rows without a gold metric (source has none, or no gold answers): " + "; ".join(unscored)]
     return "\n".join(lines) + "\n"
@@ -253,9 +261,10 @@ def steps_markdown(extra: dict) -> str:
     lines = ["", "## Gold answers per step", "", "| system | source | n | metric | value % |", "|---|---|---:|---|---:|"]
     for system, sources in extra.get("gold", {}).items():
         for source, m in sources.items():
-            if source != "_unscored":
-                metric = "accuracy" if "accuracy" in m else "answer_in_response"
-                lines.append(f"| {system} | {source} | {m['n']} | {metric} | {100 * m[metric]:.1f} |")
+            if not source.startswith("_") or source == "_all":
+                metric = next(k for k in ("correct", "accuracy", "answer_in_response") if k in m)
+                lines.append(f"| {system} | {'all' if source == '_all' else source} | {m['n']} | {metric} | "
+                             f"{100 * m[metric]:.1f} |")
     lines += ["", "## Fixed / broken between consecutive steps (primary correctness, `is_correct`)", "",
               "| comparison | source | wrong->right | right->wrong | right->right | wrong->wrong | no gold |",
               "|---|---|---:|---:|---:|---:|---:|"]

@@ -271,6 +271,7 @@ def print_summary(summary: dict, console=None) -> None:
     for system, sources in summary["gold"].items():
         for source, m in sources.items():
             if source != "_unscored":
+                source = "all (pooled)" if source == "_all" else source
                 values = ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items() if k not in ("n", "ci"))
                 gold.add_row(system, source, str(m["n"]), values)
     if gold.row_count:
