@@ -13,6 +13,7 @@ QA_OUT ?= outputs/citing_qa_demo
 QA_FILES ?= boolq:../shared/data/boolq_dev.jsonl commonsense_qa:../shared/data/commonsenseqa_dev.jsonl nq_open:../shared/data/nq_open_dev.jsonl squad_v2:../shared/data/squad_v2_dev_sample.json
 QA_DATA ?= $(subst $(eval) ,+,$(addsuffix @20,$(QA_FILES)))
 QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
+QA_ARGS ?=
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
 .PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
@@ -38,9 +39,10 @@ demo-eval:
 
 # SFT then 2 CITING rounds on BoolQ + CommonsenseQA + NQ-open + SQuAD v2 with reference-guided revision, then
 # gold accuracy / EM per source with 95% CIs on the held-out test split: SFT vs CITING r(0), r(1), r(2).
+# QA_ARGS adds recipe flags, e.g. QA_ARGS="--revision_gate none" QA_OUT=outputs/citing_qa_demo_nogate.
 qa-demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/citing.py --config $(QA_CONFIG) \
-		--dataset "$(QA_DATA)" --output_dir $(QA_OUT)
+		--dataset "$(QA_DATA)" --output_dir $(QA_OUT) $(QA_ARGS)
 	$(MAKE) --no-print-directory qa-demo-eval
 
 qa-demo-eval:
