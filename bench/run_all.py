@@ -170,8 +170,8 @@ def run_one(name: str, quick: bool, model: str | None, lock: str | None, tmp: Pa
 def markdown(results: list[dict], info: dict, quick: bool) -> str:
     lines = [f"Measured {info['date']} on {info.get('cpu', '?')} ({info['cpus']} CPUs, {info.get('memory_gib', '?')} GiB"
              f", GPU: {info.get('gpu') or 'none'}; torch {info.get('torch', '?')}; load average at start "
-             f"{info['load_average_start'][0]}){' [--quick]' if quick else ''}. The machine was shared with other "
-             "jobs: timings are indicative, ratios were measured side by side within each benchmark.", "",
+             f"{info['load_average_start'][0]}){' [--quick]' if quick else ''}. Timings depend on what else the machine "
+             "runs (see the load average); ratios were measured side by side within each benchmark.", "",
              "| benchmark | measurement | figure | ratio | peak RSS | peak GPU | bench wall |",
              "|---|---|---|---|---|---|---|"]
     for res in results:

@@ -52,3 +52,21 @@ def test_partial_runs_combine_into_one_table(tmp_path):
     assert [r["name"] for r in report["results"]] == ["teacher", "judge"]  # benchmark order, not argument order
     md = (tmp_path / "all" / "latest.md").read_text()
     assert md.index("teacher client") < md.index("calls/pair")
+
+
+def test_gpu_sft_bench_runs_every_mode_at_a_tiny_shape_on_cpu(tmp_path):
+    """bench/bench_gpu_sft.py is meant for a GPU (LLaMA-7B shape); at the tiny shape on CPU it must still train
+    each mode and report tokens/s and an MFU from the given peak."""
+    out = tmp_path / "gpu_sft.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_gpu_sft.py"), "--shape", "tiny", "--device", "cpu",
+                           "--dtype", "float32", "--steps", "2", "--warmup", "1", "--batch-size", "2",
+                           "--peak-tflops", "1", "--modes", "sft", "citing", "sft_packing", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["mode"] for r in report["results"]] == ["sft", "citing", "sft_packing"]
+    for r in report["results"]:
+        assert "error" not in r, r
+        assert r["steps_measured"] == 2 and r["tokens_per_s"] > 0 and r["tokens_per_step"] > 0
+        assert 0 < r["mfu"] == r["tflops"] / 1.0
+    assert "vs sft" in proc.stdout
