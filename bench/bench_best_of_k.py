@@ -17,53 +17,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _revision import add_common_args, student_drafts
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="demo")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    ap.add_argument("--adapter", default=None, help="student SFT adapter (default: the base model answers)")
-    ap.add_argument("--student-max-tokens", type=int, default=64)
-    ap.add_argument("--teacher-max-tokens", type=int, default=128)
+    add_common_args(ap, student_max_tokens=64, teacher_max_tokens=128)
     ap.add_argument("--repetition-penalty", type=float, default=1.2)
     ap.add_argument("--no-repeat-ngram-size", type=int, default=4)
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--temperature", type=float, default=0.7, help="teacher temperature for K > 1")
     ap.add_argument("--gate", default="gold", choices=["none", "gold"])
-    ap.add_argument("--reference", action="store_true", help="reference-guided teacher prompt for rows with gold")
-    ap.add_argument("--json", default=None, help="also write the table here")
     args = ap.parse_args()
 
-    from citing_trl.data import load_instructions
-    from citing_trl.generation import GenerationConfig, generate
     from citing_trl.models import load_model
-    from citing_trl.revision import revision_requests, rollout_prompt
-    from citing_trl.rubric_design import default_rubric
-    from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+    from citing_trl.revision import revision_requests
     from citing_trl.teacher import Teacher, TeacherConfig
     from citing_trl.verification import make_gate, select_revisions
 
-    rows = assign_criteria(load_instructions(args.dataset, split=args.split, limit=args.n, seed=args.seed),
-                           RubricMatcher(default_rubric(), load_embedder("sentence-transformers/all-MiniLM-L6-v2")))
-    rows = rows.to_list()
-    t0 = time.time()
-    student, tok = load_model(args.model, adapter=args.adapter)
-    gens = generate(student, tok, [rollout_prompt(r, None) for r in rows],
-                    GenerationConfig(max_new_tokens=args.student_max_tokens, batch_size=8,
-                                     repetition_penalty=args.repetition_penalty,
-                                     no_repeat_ngram_size=args.no_repeat_ngram_size, show_progress=False))
-    responses = {r["id"]: g.text for r, g in zip(rows, gens)}
-    del student
-    print(f"student r(0) for {len(rows)} rows in {time.time() - t0:.0f}s", flush=True)
+    rows, responses = student_drafts(args, batch_size=8, repetition_penalty=args.repetition_penalty,
+                                     no_repeat_ngram_size=args.no_repeat_ngram_size)
 
     teacher_model, teacher_tok = load_model(args.model)
     requests = revision_requests(rows, responses, args.reference)

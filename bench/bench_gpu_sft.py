@@ -60,20 +60,11 @@ def flops_per_token(n_params: int, layers: int, hidden: int, seq: int) -> float:
 
 
 def revision_rows(n: int, seq: int):
-    from datasets import Dataset
+    from bench_trainer import revision_rows as demo_revision_rows
 
-    from citing_trl.data import load_demo
-
-    demo = load_demo()
-    rows = []
-    for i in range(n):
-        r = demo[i % len(demo)]
-        # long enough that most rows reach a few hundred tokens, as CITING rows with criteria do
-        rows.append({"instruction": r["instruction"], "input": r["input"],
-                     "criteria": "\n".join(f"- Criterion {j}: the answer is accurate, complete and clear."
-                                           for j in range(max(1, seq // 64))),
-                     "response": r["output"][: len(r["output"]) // 2], "revision": r["output"]})
-    return Dataset.from_list(rows)
+    # long criteria, so that most rows reach a few hundred tokens, as CITING rows with rubric criteria do
+    return demo_revision_rows(n, "\n".join(f"- Criterion {j}: the answer is accurate, complete and clear."
+                                           for j in range(max(1, seq // 64))))
 
 
 def run_mode(mode: str, args, tok, rows, device: str):

@@ -17,47 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _revision import add_common_args, student_drafts
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="demo")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    ap.add_argument("--adapter", default=None, help="student SFT adapter (default: the base model answers)")
-    ap.add_argument("--student-max-tokens", type=int, default=96)
-    ap.add_argument("--teacher-max-tokens", type=int, default=160)
+    add_common_args(ap, student_max_tokens=96, teacher_max_tokens=160)
     ap.add_argument("--settings", nargs="+", default=["1.0/0", "1.2/0", "1.0/4", "1.2/4", "1.3/3"])
-    ap.add_argument("--reference", action="store_true", help="reference-guided teacher prompt for rows with gold")
-    ap.add_argument("--json", default=None, help="also write the table here")
     args = ap.parse_args()
 
-    from citing_trl.data import load_instructions
     from citing_trl.evaluation.gold import GOLD_SOURCES, is_correct
-    from citing_trl.generation import GenerationConfig, generate
     from citing_trl.models import load_model
-    from citing_trl.revision import clean_revision, reject_reason, revision_requests, rollout_prompt
-    from citing_trl.rubric_design import default_rubric
-    from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+    from citing_trl.revision import clean_revision, reject_reason, revision_requests
     from citing_trl.teacher import Teacher, TeacherConfig
 
-    rows = assign_criteria(load_instructions(args.dataset, split=args.split, limit=args.n, seed=args.seed),
-                           RubricMatcher(default_rubric(), load_embedder("sentence-transformers/all-MiniLM-L6-v2")))
-    rows = rows.to_list()
-    t0 = time.time()
-    student, tok = load_model(args.model, adapter=args.adapter)
-    gens = generate(student, tok, [rollout_prompt(r, None) for r in rows],
-                    GenerationConfig(max_new_tokens=args.student_max_tokens, show_progress=False))
-    responses = {r["id"]: g.text for r, g in zip(rows, gens)}
-    del student
-    print(f"student r(0) for {len(rows)} rows in {time.time() - t0:.0f}s")
+    rows, responses = student_drafts(args)
     gold_rows = [r for r in rows if r["source"] in GOLD_SOURCES and r["answers"]]
     student_right = sum(bool(is_correct(r["source"], responses[r["id"]], r["answers"], r["input"])) for r in gold_rows)
 

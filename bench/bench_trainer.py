@@ -32,11 +32,14 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def revision_rows(n):
-    demo = load_demo().select(range(n))
+def revision_rows(n, criteria="- Be accurate.\n- Be complete."):
+    """n CITING revision rows from the demo data (cycled past its end): r(k) is the first half of the demo
+    answer, r(k+1) the whole answer."""
+    demo = load_demo()
     return Dataset.from_list([
-        {"instruction": r["instruction"], "input": r["input"], "criteria": "- Be accurate.\n- Be complete.",
-         "response": r["output"][: len(r["output"]) // 2], "revision": r["output"]} for r in demo
+        {"instruction": r["instruction"], "input": r["input"], "criteria": criteria,
+         "response": r["output"][: len(r["output"]) // 2], "revision": r["output"]}
+        for r in (demo[i % len(demo)] for i in range(n))
     ])
 
 
