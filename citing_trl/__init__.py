@@ -24,9 +24,17 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
+def lazy_exports(package: str, exports: dict[str, str]):
+    """A module ``__getattr__`` that imports ``exports[name]`` (a module path) on first access of ``name``."""
 
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'citing_trl' has no attribute {name!r}")
+    def __getattr__(name):
+        if name in exports:
+            import importlib
+
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

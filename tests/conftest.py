@@ -24,6 +24,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
+def start_client(tmp_path: Path, code: str, *argv) -> subprocess.Popen:
+    """Run ``code`` as a separate Python process (so a test can kill it) with the checkout importable, its
+    arguments ``argv`` as strings; stdout and stderr are piped."""
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, str(script), *map(str, argv)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def tiny_citing_parts(tmp_path: Path, model_dir: Path, data, **citing):
     """(data, training, model, citing) arguments of a CitingPipeline on a tiny model: LoRA r4 on q/v, one
     epoch per stage at batch 4 on CPU, output in ``tmp_path/run``; ``citing`` are CitingArguments fields."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,9 +17,8 @@ import pytest
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, UsageLedger, parse_retry_after
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import start_client  # noqa: E402
 from fault_server import Fault, FaultServer, request_key  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def msgs(text: str, system: str | None = None) -> list[dict]:
@@ -239,11 +237,7 @@ print(json.dumps(texts))
 
 
 def run_client(tmp_path: Path, server: FaultServer, cache: Path, n: int) -> subprocess.Popen:
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, str(script), server.base_url, str(cache), str(n)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_client(tmp_path, CLIENT, server.base_url, cache, n)
 
 
 def count_lines(path: Path) -> int:

@@ -4,7 +4,6 @@ poll, collect; failed and expired lines; a kill between submit and collect; neve
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, cache_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_server import BatchServer  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import start_client  # noqa: E402
 
 
 def msgs(text: str) -> list[dict]:
@@ -151,11 +149,7 @@ print(json.dumps(Teacher(config, cache_path=cache).complete(requests)))
 
 
 def run_client(tmp_path: Path, server: BatchServer, cache: Path, n: int) -> subprocess.Popen:
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, str(script), server.base_url, str(cache), str(n)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_client(tmp_path, CLIENT, server.base_url, cache, n)
 
 
 def test_kill_between_submit_and_collect_then_rerun_polls_the_same_batch(tmp_path):

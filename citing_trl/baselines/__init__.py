@@ -3,6 +3,8 @@ in ``ppo``). Every method starts from the SFT adapter of Algorithm 1 lines 2-4 a
 :mod:`citing_trl.generation`. Imports are lazy so that ``import citing_trl.baselines`` stays cheap.
 """
 
+from citing_trl import lazy_exports
+
 _EXPORTS = {
     "PreferenceArguments": "citing_trl.baselines.preferences",
     "PreferenceError": "citing_trl.baselines.preferences",
@@ -22,9 +24,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'citing_trl.baselines' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
