@@ -82,12 +82,12 @@ Gate = Callable[[Sequence[Candidate]], list[Verdict]]
 def gold_score(row: dict, text: str) -> tuple[float, float] | None:
     """(primary metric, secondary metric) of ``text`` against the row's gold answers; None without gold.
     Primary: ``accuracy`` or ``answer_in_response`` (as C1's ``is_correct``); secondary: ``f1`` or ``answered``."""
-    from citing_trl.evaluation.gold import score_response
+    from citing_trl.evaluation.gold import primary_metric, score_response
 
     scores = score_response(row.get("source") or "", text, row.get("answers") or [], row.get("input") or "")
     if not scores:
         return None
-    primary = scores["accuracy"] if "accuracy" in scores else scores["answer_in_response"]
+    primary = scores[primary_metric(scores)]
     return (primary, scores.get("f1", scores.get("answered", 0.0)))
 
 

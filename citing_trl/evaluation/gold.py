@@ -241,9 +241,13 @@ def is_correct(source: str, response: str, answers: Sequence[str], input: str = 
     """The source's primary correctness: ``accuracy`` for boolq/piqa/openbookqa/commonsense_qa,
     ``answer_in_response`` for nq_open/trivia_qa/squad_v2/quac (no-answer handled); None without gold."""
     scores = score_response(source, response, answers, input)
-    if not scores:
-        return None
-    return bool(scores["accuracy" if "accuracy" in scores else "answer_in_response"])
+    return bool(scores[primary_metric(scores)]) if scores else None
+
+
+def primary_metric(scores: dict[str, float]) -> str:
+    """The key of a row's primary correctness among its scores: ``accuracy`` for choice and yes/no sources,
+    ``answer_in_response`` for open QA."""
+    return "accuracy" if "accuracy" in scores else "answer_in_response"
 
 
 def fix_break(before: Sequence[bool | None], after: Sequence[bool | None]) -> dict:
@@ -273,16 +277,20 @@ def score_rows(rows: Iterable[dict]) -> list[tuple[str, dict[str, float]]]:
 
 
 def gold_metrics(rows: Iterable[dict], ci: bool = False, n_boot: int = 2000, seed: int = 0,
-                 confidence: float = 0.95) -> dict[str, dict]:
+                 confidence: float = 0.95, pooled: bool = False) -> dict[str, dict]:
     """Per source: ``{"n": rows scored, metric: mean, ...}`` over rows with ``source, response, answers``
     (and ``input``). Rows without gold are not in ``n`` (see :func:`unscored_counts`). With ``ci`` each
-    source also gets ``"ci": {metric: [low, high]}``, a percentile bootstrap interval over rows."""
+    source also gets ``"ci": {metric: [low, high]}``, a percentile bootstrap interval over rows. With ``pooled``
+    (and at least one scored row) ``"_all"`` pools every scored row: ``correct`` is the share right under its
+    source's primary metric (as :func:`is_correct`); ``_``-keys are not sources."""
     from citing_trl.evaluation.stats import bootstrap_ci
 
     per_source: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+    right: list[float] = []  # every scored row, in row order: right (1.0) or not under its primary metric
     for source, scores in score_rows(rows):
         if scores:
             per_source[source].append(scores)
+            right.append(float(bool(scores[primary_metric(scores)])))
     out = {}
     for source in sorted(per_source):
         scored = per_source[source]
@@ -293,6 +301,10 @@ def gold_metrics(rows: Iterable[dict], ci: bool = False, n_boot: int = 2000, see
             entry["ci"] = {m: list(bootstrap_ci([s[m] for s in scored], n_boot=n_boot, seed=seed,
                                                 confidence=confidence)) for m in METRICS[source]}
         out[source] = entry
+    if pooled and right:
+        out["_all"] = {"n": len(right), "correct": sum(right) / len(right)}
+        if ci:
+            out["_all"]["ci"] = {"correct": list(bootstrap_ci(right, n_boot=n_boot, seed=seed, confidence=confidence))}
     return out
 
 

@@ -146,17 +146,11 @@ def expand_steps(name: str, rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def gold_report(systems: dict[str, list[dict]], n_boot: int = 2000, seed: int = 0) -> dict:
-    """``{system: {source: {"n", metric..., "ci": {metric: [lo, hi]}}}}`` plus ``_all`` (every scored row pooled:
-    ``correct`` = share right under its source's primary metric, :func:`is_correct`, with its CI) and
-    ``_unscored`` counts. Keys starting with ``_`` are not sources."""
+    """``{system: {source: {"n", metric..., "ci": {metric: [lo, hi]}}}}`` plus ``_all`` (every scored row pooled,
+    see :func:`gold_metrics`) and ``_unscored`` counts. Keys starting with ``_`` are not sources."""
     out = {}
     for name, rows in systems.items():
-        out[name] = gold_metrics(rows, ci=True, n_boot=n_boot, seed=seed)
-        right = [float(c) for c in (is_correct(r.get("source") or "", r.get("response") or "", r.get("answers") or [],
-                                               r.get("input") or "") for r in rows) if c is not None]
-        if right:
-            out[name]["_all"] = {"n": len(right), "correct": sum(right) / len(right),
-                                 "ci": {"correct": list(bootstrap_ci(right, n_boot=n_boot, seed=seed))}}
+        out[name] = gold_metrics(rows, ci=True, n_boot=n_boot, seed=seed, pooled=True)
         if unscored := unscored_counts(rows):
             out[name]["_unscored"] = unscored
     return out
