@@ -12,15 +12,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    """A recipe setting is unusable; the message names the flag (``--num_rounds must be >= 1, got -1``)."""
+from citing_trl.errors import ConfigError, UserError
 
 
 def check(condition: bool, flag: str, problem: str, value) -> None:
     """Raise ConfigError('--flag problem, got value') unless ``condition``."""
     if not condition:
-        raise ConfigError(f"--{flag} {problem}, got {value!r}")
+        raise ConfigError(f"--{flag} {problem}, got {value!r}", flag=flag)
 
 
 def check_choice(flag: str, value, choices) -> None:
@@ -43,7 +41,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from citing_trl.models import ModelLoadError
     from citing_trl.teacher import TeacherError
 
-    return ConfigError, DataError, ModelLoadError, TeacherError, FileNotFoundError
+    return UserError, DataError, ModelLoadError, TeacherError, FileNotFoundError
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -1,0 +1,67 @@
+"""A prefixed view of a settings dataclass: the fields are declared once, parsed under a prefix, validated by the
+base class, and errors name the prefixed flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import pytest
+
+from citing_trl.cli import check
+from citing_trl.configs import fields_of, prefixed
+from citing_trl.errors import ConfigError, UserError
+
+
+@dataclass
+class Knobs:
+    """A stand-in settings class."""
+
+    size: int = field(default=3, metadata={"help": "How many."})
+    name: str | None = field(default=None, metadata={"help": "A label."})
+    tags: list[str] = field(default_factory=list, metadata={"help": "Tags."})
+
+    def __post_init__(self):
+        check(self.size >= 1, "size", "must be >= 1", self.size)
+
+
+def test_view_declares_prefixed_fields_with_base_help_and_defaults():
+    View = prefixed(Knobs, "k_")
+    by_name = {f.name: f for f in fields(View)}
+    assert set(by_name) == {"k_size", "k_name", "k_tags"}
+    assert by_name["k_size"].default == 3 and by_name["k_size"].metadata["help"] == "How many."
+    assert fields_of(View) == ("size", "name", "tags")
+    built = View(k_size=5, k_name="x").build()
+    assert isinstance(built, Knobs) and (built.size, built.name, built.tags) == (5, "x", [])
+    assert View().build(size=7).size == 7
+
+
+def test_view_defaults_and_subset():
+    View = prefixed(Knobs, "j_", only=("size",), defaults={"size": 9})
+    assert [f.name for f in fields(View)] == ["j_size"]
+    assert View().build().size == 9
+    with pytest.raises(TypeError, match="no such field"):
+        prefixed(Knobs, "j_", defaults={"colour": 1})
+
+
+def test_view_errors_name_the_prefixed_flag():
+    View = prefixed(Knobs, "teacher_")
+    with pytest.raises(ConfigError) as err:
+        View(teacher_size=0)
+    assert str(err.value) == "--teacher_size must be >= 1, got 0"
+    assert err.value.flag == "teacher_size" and isinstance(err.value, UserError)
+
+
+def test_view_parses_with_trl_parser(tmp_path):
+    from trl import TrlParser
+
+    from citing_trl.generation import GenerationConfig
+
+    Rollout = prefixed(GenerationConfig, "rollout_")
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("k_size: 4\nrollout_max_new_tokens: 32\n")
+    parser = TrlParser((prefixed(Knobs, "k_"), Rollout))
+    knobs, rollout = parser.parse_args_and_config(args=["--config", str(yaml), "--rollout_do_sample", "true",
+                                                        "--k_tags", "a", "b"])
+    assert knobs.build().size == 4 and knobs.k_tags == ["a", "b"]
+    gen = rollout.build()
+    assert isinstance(gen, GenerationConfig) and gen.max_new_tokens == 32 and gen.do_sample is True
