@@ -82,7 +82,7 @@ class EvaluationArguments:
     judge_cache: str | None = field(
         default=None, metadata={"help": "Judge answer cache (default: OUTPUT_DIR/judge_cache.jsonl); reruns are free."}
     )
-    bootstrap_samples: int = field(default=2000, metadata={"help": "Bootstrap resamples for the 95%% intervals (argparse help: %% is written doubled)."})
+    bootstrap_samples: int = field(default=2000, metadata={"help": "Bootstrap resamples for the 95%% intervals."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
 
     def systems(self) -> dict[str, str]:
