@@ -37,6 +37,11 @@ class GenerationConfig:
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (only with do_sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (only with do_sample)."})
+    top_k: int | None = field(
+        default=None,
+        metadata={"help": "Sample from the k likeliest tokens only (only with do_sample); 0 = the full distribution; "
+                          "None = the model's own generation config (transformers falls back to 50)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed for sampling; each batch is seeded from it."})
     repetition_penalty: float = field(
         default=1.0,
@@ -69,18 +74,25 @@ class GenerationConfig:
     )
 
     def __post_init__(self):
-        if self.backend not in ("transformers", "vllm"):
-            raise ValueError(f"GenerationConfig.backend (or $CITING_GENERATION_BACKEND) must be 'transformers' or "
-                             f"'vllm', got {self.backend!r}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
-        if self.no_repeat_ngram_size < 0:
-            raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size!r}")
-        if self.backend == "vllm" and self.decoding_controls():
-            # vLLM's repetition_penalty also counts the prompt's tokens and it has no no-repeat n-gram rule:
-            # not the answer-only controls of the transformers backend, so refuse rather than differ silently
-            raise ValueError("repetition_penalty / no_repeat_ngram_size are answer-only controls of the "
-                             "'transformers' generation backend; the 'vllm' backend does not support them")
+        """Each rule names the field as a flag; a prefixed view (``--rollout_*``, ``--sample_*``) renames it."""
+        from citing_trl.cli import check, check_choice
+
+        check_choice("backend", self.backend, ("transformers", "vllm"))  # also $CITING_GENERATION_BACKEND
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
+                  "must be a whole number >= 1", value)
+        check(self.repetition_penalty > 0, "repetition_penalty", "must be > 0", self.repetition_penalty)
+        check(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0 (0 = off)",
+              self.no_repeat_ngram_size)
+        check(self.temperature > 0, "temperature", "must be > 0", self.temperature)
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
+        check(self.top_k is None or self.top_k >= 0, "top_k", "must be >= 0 (0 = off) or unset", self.top_k)
+        # vLLM's repetition_penalty also counts the prompt's tokens and it has no no-repeat n-gram rule: not the
+        # answer-only controls of the transformers backend, so refuse rather than differ silently
+        check(self.backend != "vllm" or not self.decoding_controls(), "backend",
+              "'vllm' cannot apply repetition_penalty / no_repeat_ngram_size (answer-only controls of 'transformers')",
+              self.backend)
 
     def decoding_controls(self) -> dict:
         """The anti-repetition settings that differ from 'off' (what a cache key must include)."""
@@ -215,6 +227,8 @@ def _generate_hf(model, tokenizer, encoded, config, desc, on_batch) -> list[Gene
             if config.do_sample:
                 torch.manual_seed(config.seed + start)
                 kwargs.update(temperature=config.temperature, top_p=config.top_p)
+                if config.top_k is not None:
+                    kwargs["top_k"] = config.top_k
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             with torch.no_grad():
@@ -387,6 +401,8 @@ def _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine) ->
                     temperature=config.temperature if config.do_sample else 0.0,
                     top_p=config.top_p if config.do_sample else 1.0, seeds=seeds, stop_token_ids=eos_ids,
                     lora_path=lora_path,
+                    # vLLM samples from the full distribution unless told otherwise (its "off" value differs by release)
+                    extra={"top_k": config.top_k} if config.do_sample and config.top_k else None,
                 )
                 batch = []
                 for i, (tokens, reason) in zip(idx, outs):

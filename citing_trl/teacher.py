@@ -123,27 +123,29 @@ class TeacherConfig:
     )
 
     def __post_init__(self):
-        if self.backend not in ("local", "openai"):
-            raise ValueError(f"TeacherConfig.backend must be 'local' or 'openai', got {self.backend!r}")
-        if self.mode not in ("live", "batch"):
-            raise ValueError(f"TeacherConfig.mode must be 'live' or 'batch', got {self.mode!r}")
-        if self.mode == "batch" and self.backend != "openai":
-            raise ValueError("TeacherConfig.mode 'batch' needs backend 'openai' (the Batch API of an OpenAI-compatible "
-                             f"server), got backend {self.backend!r}")
-        if self.batch_retry not in ("live", "batch"):
-            raise ValueError(f"TeacherConfig.batch_retry must be 'live' or 'batch', got {self.batch_retry!r}")
-        if self.batch_poll_interval <= 0:
-            raise ValueError(f"TeacherConfig.batch_poll_interval must be > 0 seconds, got {self.batch_poll_interval!r}")
+        """Each rule names the field as a flag; a prefixed view (``--teacher_*``, ``--judge_*``) renames it."""
+        from citing_trl.cli import check, check_choice
+
+        check_choice("backend", self.backend, ("local", "openai"))
+        check_choice("mode", self.mode, ("live", "batch"))
+        check(self.mode == "live" or self.backend == "openai", "mode",
+              "'batch' needs backend 'openai' (the Batch API of an OpenAI-compatible server)", self.mode)
+        check_choice("batch_retry", self.batch_retry, ("live", "batch"))
+        check(bool(self.model and str(self.model).strip()), "model", "must not be empty", self.model)
+        if self.base_url is not None:
+            check(self.base_url.startswith(("http://", "https://")), "base_url",
+                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.base_url)
         for name in ("max_concurrency", "max_tokens", "local_batch_size", "batch_max_rounds", "batch_max_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TeacherConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("max_retries", "backoff_base", "backoff_max", "temperature"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TeacherConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
-            raise ValueError("TeacherConfig.repetition_penalty must be > 0 and no_repeat_ngram_size >= 0")
-        if self.timeout <= 0:
-            raise ValueError(f"TeacherConfig.timeout must be > 0 seconds, got {self.timeout!r}")
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
+                  "must be a whole number >= 1", value)
+        for name in ("max_retries", "backoff_base", "backoff_max", "temperature", "price_prompt_per_1m",
+                     "price_completion_per_1m"):
+            check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        for name in ("timeout", "batch_poll_interval", "repetition_penalty"):
+            check(getattr(self, name) > 0, name, "must be > 0", getattr(self, name))
+        check(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0 (0 = off)",
+              self.no_repeat_ngram_size)
 
 
 class TeacherError(RuntimeError):

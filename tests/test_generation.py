@@ -111,3 +111,25 @@ def test_local_teacher_uses_the_controls(tiny, tmp_path):
     assert text == expected and text != looping
     teacher.complete(request)
     assert teacher.ledger.cache_hits == 1
+
+
+def test_top_k_reaches_generate_only_when_sampling(tiny, monkeypatch):
+    """top_k is a setting: unset keeps the model's default, 0 samples from the full distribution."""
+    model, tokenizer = tiny
+    seen = []
+    real = model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    for config in (GenerationConfig(max_new_tokens=2, do_sample=True, top_k=0, show_progress=False),
+                   GenerationConfig(max_new_tokens=2, do_sample=True, show_progress=False),
+                   GenerationConfig(max_new_tokens=2, top_k=5, show_progress=False)):
+        generate(model, tokenizer, ["a"], config)
+    assert seen[0]["top_k"] == 0
+    assert "top_k" not in seen[1]
+    assert seen[2]["top_k"] is None  # greedy: sampling knobs are cleared
+    with pytest.raises(ValueError, match="--top_k must be >= 0"):
+        GenerationConfig(top_k=-1)
