@@ -21,7 +21,7 @@ def main():
         (DataArguments, BaselineArguments, RRHFConfig, ModelConfig)).parse_args_and_config()
     try:
         if base_args.candidates_file:
-            from citing_trl.revision import read_jsonl
+            from citing_trl.jsonl import read_jsonl
 
             rows = [{"id": str(r.get("id") or n), **r} for n, r in enumerate(read_jsonl(base_args.candidates_file))]
         else:

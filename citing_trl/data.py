@@ -58,6 +58,9 @@ from pathlib import Path
 
 import datasets
 
+from citing_trl.errors import DataError
+from citing_trl.jsonl import iter_jsonl
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["id", "instruction", "input", "output", "answers", "source"]
@@ -67,10 +70,6 @@ FEATURES = datasets.Features(
 NO_ANSWER = "The passage does not contain the answer."
 KINDS = ("factual", "explanation", "analysis", "creative", "practical")  # paper Table 4, for the demo data
 SPLITS = ("train", "validation", "test")
-
-
-class DataError(ValueError):
-    """Unusable input data; the message names the file (or Hub id), the row and the field."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,19 +115,6 @@ class _Row:
 
     def sub(self, key: str) -> _Row:
         return _Row(self.get(key, dict), self.origin, self.where, f"{self.prefix}{key}.")
-
-
-def iter_jsonl(text: str, origin: str, error: type[Exception] | None = None) -> Iterator[tuple[str, object]]:
-    """The strict JSON-lines reader shared by every input file a user gives (data, preference pairs, answers):
-    yields ``("line N", value)`` per non-blank line; a line that is not JSON raises ``error`` (default
-    :class:`DataError`) with one message naming the file and line. (Files this project appends to itself, such
-    as caches, use tolerant readers that skip a torn last line instead.)"""
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                yield f"line {n}", json.loads(line)
-            except json.JSONDecodeError as err:
-                raise (error or DataError)(f"{origin}: line {n}: not valid JSON ({err.msg}, column {err.colno})") from None
 
 
 def _flatten_squad(articles: list, origin: str) -> Iterator[tuple[str, object]]:

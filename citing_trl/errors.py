@@ -22,3 +22,7 @@ class ConfigError(UserError, ValueError):
     def __init__(self, message: str, *, flag: str | None = None):
         super().__init__(message)
         self.flag = flag
+
+
+class DataError(UserError, ValueError):
+    """Unusable input data; the message names the file (or Hub id), the row and the field."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig
-from citing_trl.revision import read_jsonl, student_rollouts, teacher_revisions, write_jsonl
+from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.revision import student_rollouts, teacher_revisions
 
 logger = logging.getLogger(__name__)
 

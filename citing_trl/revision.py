@@ -14,14 +14,13 @@ teacher's cache.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig, Generation, generate
+from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import (
     instruction_messages, reference_revision_messages, revision_messages, revision_prompt,
 )
@@ -31,56 +30,6 @@ logger = logging.getLogger(__name__)
 REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
 KEPT_TRUNCATED = "kept_truncated"  # cut at the token cap but ends on a complete sentence (keep_complete_truncated)
 KEPT_IDENTICAL = "kept_identical"  # a revision equal to the draft, kept as a training row (keep_identical)
-
-
-# --------------------------------------------------------------------------------------------------
-# JSONL helpers: append-only, durable, tolerant of a torn last line
-# --------------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                logger.warning("%s line %d is incomplete (interrupted write); ignoring it", path, n)
-    return records
-
-
-def append_jsonl(path: str | Path, records: Sequence[dict]) -> None:
-    path = Path(path)
-    torn = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"  # a killed writer left half a line: end it so ours starts clean
-    with path.open("a", encoding="utf-8") as f:
-        if torn:
-            f.write("\n")
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
-    """Atomic whole-file write (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.generation import GenerationConfig
-from citing_trl.revision import student_rollouts, write_jsonl
+from citing_trl.jsonl import write_jsonl
+from citing_trl.revision import student_rollouts
 
 
 @dataclass

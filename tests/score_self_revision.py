@@ -18,7 +18,7 @@ from collections import defaultdict
 from citing_trl.data import load_instructions
 from citing_trl.evaluation.gold import fix_break, is_correct
 from citing_trl.evaluation.stats import bootstrap_ci
-from citing_trl.revision import read_jsonl
+from citing_trl.jsonl import read_jsonl
 
 
 def main() -> None:

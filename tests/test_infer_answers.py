@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from citing_trl.revision import read_jsonl
+from citing_trl.jsonl import read_jsonl
 from tests.conftest import REPO
 
 FIXTURE = REPO / "tests" / "fixtures" / "trivia_qa.jsonl"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from citing_trl.pipeline import CitingPipeline
-from citing_trl.revision import read_jsonl
+from citing_trl.jsonl import read_jsonl
 from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from citing_trl.pipeline import CitingArguments, CitingPipeline
-from citing_trl.revision import append_jsonl, read_jsonl
+from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
 from oracle_server import oracle_server

@@ -69,7 +69,7 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:
         return {}
-    from citing_trl.revision import read_jsonl
+    from citing_trl.jsonl import read_jsonl
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

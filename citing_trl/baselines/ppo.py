@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from citing_trl.revision import read_jsonl
+from citing_trl.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.data import iter_jsonl
+from citing_trl.jsonl import iter_jsonl
 from citing_trl.prompts import instruction_messages
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _round_dirs(run_dir: Path) -> list[Path]:
 def pairs_from_run(run_dir: str | Path, pair_source: str = "revision", gold: dict[str, dict] | None = None,
                    stats: Counter | None = None) -> list[dict]:
     """Preference pairs from a CITING run's rounds (see module docstring)."""
-    from citing_trl.revision import read_jsonl
+    from citing_trl.jsonl import read_jsonl
 
     run_dir = Path(run_dir)
     stats = stats if stats is not None else Counter()

@@ -107,7 +107,7 @@ class RAFTTrainer:
         from citing_trl.baselines.common import load_policy, sample_answers
         from citing_trl.generation import GenerationConfig
         from citing_trl.prompts import instruction_messages
-        from citing_trl.revision import read_jsonl, write_jsonl
+        from citing_trl.jsonl import read_jsonl, write_jsonl
 
         sdir.mkdir(parents=True, exist_ok=True)
         rows = self.stage_rows(t)

@@ -92,7 +92,7 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
     from citing_trl.baselines.common import revisions_for, sample_answers
     from citing_trl.generation import GenerationConfig
     from citing_trl.prompts import instruction_messages
-    from citing_trl.revision import read_jsonl, write_jsonl
+    from citing_trl.jsonl import read_jsonl, write_jsonl
 
     stats: Counter = Counter()
     if path and Path(path).is_file():

@@ -15,7 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from citing_trl.data import FAMILIES, iter_jsonl
+from citing_trl.data import FAMILIES
+from citing_trl.jsonl import iter_jsonl
 from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
 
