@@ -1,0 +1,71 @@
+"""The ``local`` backend: in-process generation with a causal LM."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from citing_trl.teacher.backends.base import Job, TeacherBackend
+from citing_trl.teacher.errors import TeacherError
+
+if TYPE_CHECKING:
+    from citing_trl.teacher.client import Teacher
+
+logger = logging.getLogger(__name__)
+
+
+class LocalBackend(TeacherBackend):
+    """In-process generation with a causal LM through :func:`citing_trl.generation.generate`. Sample j of every
+    request is drawn in one pass seeded with j, so samples are reproducible for the same batch."""
+
+    name = "local"
+
+    def __init__(self, teacher: Teacher):
+        super().__init__(teacher)
+        self.model, self.tokenizer = teacher._preloaded
+
+    def run(self, jobs: list[Job], desc: str) -> None:
+        from citing_trl.generation import GenerationConfig, generate
+
+        if self.model is None:
+            from citing_trl.models import load_model
+
+            logger.info("loading local teacher %s", self.config.model)
+            self.model, self.tokenizer = load_model(self.config.model)
+        units = [(job, key, sample) for job in jobs for key, sample in zip(job.keys, job.samples)]
+        done: set[str] = set()
+        self.ledger.requests_sent += len(units)
+        self.ledger.attempts += len(units)
+        try:
+            for sample in sorted({u[2] for u in units}):
+                part = [u for u in units if u[2] == sample]
+                temperature, max_tokens = part[0][0].temperature, part[0][0].max_tokens
+                gen_config = GenerationConfig(
+                    max_new_tokens=max_tokens, batch_size=self.config.local_batch_size, do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else 1.0, seed=sample,
+                    repetition_penalty=self.config.repetition_penalty,
+                    no_repeat_ngram_size=self.config.no_repeat_ngram_size,
+                )
+
+                def on_batch(indices: list[int], generations, part=part) -> None:
+                    for pos, gen in zip(indices, generations):
+                        job, key, _ = part[pos]
+                        result = {"text": gen.text, "finish_reason": gen.finish_reason,
+                                  "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
+                        self.teacher._store(job, key, result, sync=False)
+                        done.add(key)
+                    self.teacher._cache.fsync()
+
+                label = desc if sample == 0 else f"{desc} (sample {sample})"
+                generate(self.model, self.tokenizer, [u[0].messages for u in part], gen_config, desc=label,
+                         on_batch=on_batch)
+        except Exception as err:
+            unfinished = [u for u in units if u[1] not in done]
+            self.ledger.failures += len(unfinished)
+            self.ledger.count_error("local")
+            job, key, sample = unfinished[0] if unfinished else units[0]
+            reason = f"local generation with {self.config.model!r} failed: {type(err).__name__}: {err}"
+            raise TeacherError(
+                f"{self.teacher._describe(job.index, key, job.messages, sample)} and {max(len(unfinished) - 1, 0)} "
+                f"other unfinished request(s): {reason}", index=job.index, key=key, reason=reason,
+            ) from err
