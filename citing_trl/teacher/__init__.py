@@ -1,7 +1,8 @@
 """The one teacher client of the project: rubric design, teacher revisions and the judge all go through it.
 
 :class:`Teacher` (``client.py``) owns the cache (``cache.py``), the usage ledger (``ledger.py``), in-batch dedup
-and resume; small backends behind one interface (``backends/``) produce the answers:
+and resume; small backends behind one interface (``backends/``: a registry, ``base.py`` with the public
+:class:`BackendContext` a backend works through, one file per backend) produce the answers:
 
 - ``backend="openai"``: live requests to any OpenAI-compatible server (OpenAI itself, vLLM, ``transformers
   serve``, ...), with bounded concurrency. It retries rate limits (429), server errors (5xx), dropped
@@ -17,7 +18,9 @@ the environment variable named by :attr:`TeacherConfig.api_key_env` when the cli
 stored, logged, cached or put into an error message.
 """
 
-from citing_trl.teacher.backends import BatchBackend, Job, LocalBackend, OpenAIBackend, TeacherBackend
+from citing_trl.teacher.backends import (
+    BackendContext, BatchBackend, Job, LocalBackend, OpenAIBackend, TeacherBackend, backend_names, register_backend,
+)
 from citing_trl.teacher.cache import CACHE_SCHEMA, Completion, TeacherCache, cache_key, canonical_json
 from citing_trl.teacher.client import Teacher
 from citing_trl.teacher.config import TeacherConfig
@@ -28,7 +31,7 @@ from citing_trl.teacher.responses import RETRYABLE_STATUS, parse_retry_after
 _Cache = TeacherCache  # the name of the cache class before the split (tests import it)
 
 __all__ = [
-    "BatchBackend", "CACHE_SCHEMA", "Completion", "Job", "LocalBackend", "OpenAIBackend", "RETRYABLE_STATUS",
-    "Teacher", "TeacherBackend", "TeacherCache", "TeacherConfig", "TeacherError", "UsageLedger", "cache_key",
-    "canonical_json", "parse_retry_after",
+    "BackendContext", "BatchBackend", "CACHE_SCHEMA", "Completion", "Job", "LocalBackend", "OpenAIBackend",
+    "RETRYABLE_STATUS", "Teacher", "TeacherBackend", "TeacherCache", "TeacherConfig", "TeacherError", "UsageLedger",
+    "backend_names", "cache_key", "canonical_json", "parse_retry_after", "register_backend",
 ]

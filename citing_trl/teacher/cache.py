@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ CACHE_SCHEMA = 1
 
 
 def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 kept: the form that is hashed into a key and written to the cache file."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -40,8 +42,27 @@ def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: 
     return hashlib.sha256(canonical_json(blob).encode("utf-8")).hexdigest()
 
 
+def cache_record(key: str, *, model: str, messages: list[dict], temperature: float, max_tokens: int, result: dict,
+                 sample: int = 0) -> dict:
+    """The line the cache file holds for one finished answer (``result``: text, finish_reason, token counts)."""
+    rec = {
+        "key": key, "model": model, "temperature": temperature, "max_tokens": max_tokens,
+        "messages": messages, "text": result["text"], "finish_reason": result.get("finish_reason"),
+        "prompt_tokens": result.get("prompt_tokens", 0), "completion_tokens": result.get("completion_tokens", 0),
+        "time": round(time.time(), 3),
+    }
+    if sample:
+        rec["sample"] = sample
+    return rec
+
+
 class TeacherCache:
-    """Append-only JSONL: one finished answer per line, flushed and fsynced as it is written."""
+    """Append-only JSONL: one finished answer per line, flushed and fsynced as it is written.
+
+    The format is its own (canonical JSON per line, see :func:`canonical_json`), and so is its reader: a torn
+    last line, left by a killed run, is cut off the file so the next append starts on a clean line; an
+    unreadable line elsewhere is skipped with a warning. (:mod:`citing_trl.jsonl` writes with default
+    separators and only skips torn lines, so the cache does not use it.)"""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None

@@ -11,11 +11,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from citing_trl.teacher.backends import BatchBackend, LocalBackend, OpenAIBackend, TeacherBackend
-from citing_trl.teacher.backends.base import Job, prompt_preview
+from citing_trl.teacher.backends import BackendContext, Job, TeacherBackend, backend_class
 from citing_trl.teacher.cache import Completion, TeacherCache, cache_key
 from citing_trl.teacher.config import TeacherConfig
-from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.ledger import UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -107,12 +105,10 @@ class Teacher:
         return self._complete(requests, num_samples, desc, max_tokens, temperature)
 
     def decoding_key(self) -> dict:
-        """Decoding settings beyond temperature/max_tokens that change answers, for :func:`cache_key` (the
-        repetition controls apply to the local backend only; an OpenAI-compatible server is not sent them)."""
-        if self.config.backend != "local":
-            return {}
-        return {"repetition_penalty": self.config.repetition_penalty if self.config.repetition_penalty != 1.0 else None,
-                "no_repeat_ngram_size": self.config.no_repeat_ngram_size or None}
+        """Decoding settings beyond temperature/max_tokens that change answers, for :func:`cache_key`; the backend
+        says which (the repetition controls apply to the local backend only; an OpenAI-compatible server is not
+        sent them). Settings left at their "off" value are None, so they do not enter the key."""
+        return backend_class(self.config.backend, self.config.mode).decoding_key(self.config)
 
     def close(self) -> None:
         self._cache.close()
@@ -158,58 +154,12 @@ class Teacher:
 
     @property
     def backend(self) -> TeacherBackend:
+        """The backend registered for ``(config.backend, config.mode)``, built on first use."""
         if self._backend is None:
-            kind = {"local": LocalBackend, "openai": OpenAIBackend}[self.config.backend]
-            if self.config.mode == "batch":
-                kind = BatchBackend
-            self._backend = kind(self)
+            kind = backend_class(self.config.backend, self.config.mode)
+            self._backend = kind(BackendContext(self.config, self._cache, self.ledger, self._preloaded))
         return self._backend
 
     @property
     def _model(self):  # the local backend's model (None until it is needed)
         return getattr(self._backend, "model", None) if self._backend is not None else self._preloaded[0]
-
-    def _store(self, job: Job, key: str, result: dict, *, sync: bool = True, bill_prompt: bool = True,
-               batch: bool = False) -> None:
-        """Cache one finished answer and count it. ``bill_prompt=False`` for the second and later choices of
-        one call, whose prompt was paid for once; ``batch`` for answers from the Batch API (half price)."""
-        sample = job.samples[job.keys.index(key)] if key in job.keys else 0
-        self._cache.add([self._record(key, job, result, sample)], sync=sync)
-        self.ledger.completed += 1
-        prompt = result.get("prompt_tokens", 0) if bill_prompt else 0
-        self.ledger.prompt_tokens += prompt
-        self.ledger.completion_tokens += result.get("completion_tokens", 0)
-        if batch:
-            self.ledger.batch_prompt_tokens += prompt
-            self.ledger.batch_completion_tokens += result.get("completion_tokens", 0)
-
-    def _record(self, key: str, job: Job, result: dict, sample: int = 0) -> dict:
-        rec = {
-            "key": key, "model": self.config.model, "temperature": job.temperature, "max_tokens": job.max_tokens,
-            "messages": job.messages, "text": result["text"], "finish_reason": result.get("finish_reason"),
-            "prompt_tokens": result.get("prompt_tokens", 0), "completion_tokens": result.get("completion_tokens", 0),
-            "time": round(time.time(), 3),
-        }
-        if sample:
-            rec["sample"] = sample
-        return rec
-
-    def _describe(self, index: int, key: str, messages: list[dict], sample: int = 0) -> str:
-        which = f"teacher request #{index}" + (f" sample {sample}" if sample else "")
-        return f"{which} (key {key[:12]}, prompt {prompt_preview(messages)!r})"
-
-    def _fail(self, jobs: list[Job], errors: list[TeacherError], secret: str = "") -> None:
-        """Raise one :class:`TeacherError` for the lowest-numbered failure, saying what else is unfinished."""
-        first = errors[0]
-        extra = []
-        if len(errors) > 1:
-            extra.append(f"{len(errors) - 1} other request(s) failed too")
-        left = sum(1 for job in jobs for k in job.keys if self._cache.get(k) is None) - len(errors)
-        if left > 0:
-            extra.append(f"{left} request(s) were not finished")
-        if self.cache_path is not None:
-            extra.append(f"finished answers are cached in {self.cache_path}; a rerun sends only the rest")
-        message = str(first) + ("; " + "; ".join(extra) if extra else "")
-        if secret:
-            message = message.replace(secret, "***")
-        raise TeacherError(message, index=first.index, key=first.key, reason=first.reason)

@@ -2,11 +2,15 @@
 
 Shared by rubric design, teacher revisions and the judge; recipes parse it under a flag prefix
 (:func:`citing_trl.configs.prefixed`), so its rules name each field as a flag through :func:`citing_trl.cli.check`.
+The ``backend`` and ``mode`` choices are those of the backend registry (:mod:`citing_trl.teacher.backends`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from citing_trl.cli import check, check_choice
+from citing_trl.teacher import backends as registry
 
 
 @dataclass
@@ -88,12 +92,12 @@ class TeacherConfig:
 
     def __post_init__(self):
         """Each rule names the field as a flag; a prefixed view (``--teacher_*``, ``--judge_*``) renames it."""
-        from citing_trl.cli import check, check_choice
-
-        check_choice("backend", self.backend, ("local", "openai"))
-        check_choice("mode", self.mode, ("live", "batch"))
-        check(self.mode == "live" or self.backend == "openai", "mode",
-              "'batch' needs backend 'openai' (the Batch API of an OpenAI-compatible server)", self.mode)
+        check_choice("backend", self.backend, registry.backend_names())
+        check_choice("mode", self.mode, registry.backend_modes())
+        offered = registry.backends_for_mode(self.mode)
+        check(any(cls.name == self.backend for cls in offered), "mode",
+              f"{self.mode!r} needs backend {' or '.join(repr(cls.name) for cls in offered)}"
+              + (f" ({offered[0].summary})" if len(offered) == 1 and offered[0].summary else ""), self.mode)
         check_choice("batch_retry", self.batch_retry, ("live", "batch"))
         check(bool(self.model and str(self.model).strip()), "model", "must not be empty", self.model)
         if self.base_url is not None:

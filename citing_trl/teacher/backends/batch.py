@@ -7,16 +7,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from citing_trl.teacher.backends.base import Job, TeacherBackend
+from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.backends.openai import OpenAIBackend
 from citing_trl.teacher.cache import canonical_json
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import MalformedResponse, parse_choices
-
-if TYPE_CHECKING:
-    from citing_trl.teacher.client import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +33,14 @@ class BatchBackend(TeacherBackend):
     never submitted twice. Failed and expired lines are sent live (``batch_retry=live``) or in a new batch.
     """
 
-    name = "batch"
+    name = "openai"
+    mode = "batch"
+    summary = "the Batch API of an OpenAI-compatible server"
     TERMINAL = ("completed", "failed", "expired", "cancelled")
 
-    def __init__(self, teacher: Teacher):
-        super().__init__(teacher)
-        cache = teacher.cache_path
+    def __init__(self, context: BackendContext):
+        super().__init__(context)
+        cache = context.cache_path
         self.state_path = cache.with_name(cache.stem + ".batches.json") if cache is not None else None
         if self.state_path is None:
             logger.warning("batch teacher without a cache path: a killed run cannot find its batch again")
@@ -103,7 +101,7 @@ class BatchBackend(TeacherBackend):
     # ---------------------------------------------------------------- run
     def run(self, jobs: list[Job], desc: str) -> None:
         units = {key: job for job in jobs for key in job.keys}
-        cached = self.teacher._cache.get
+        cached = self.context.cache.get
         self.ledger.requests_sent += len(units)
         rounds = 0
         for entry in [e for e in self.entries if not e.get("collected") and set(e["keys"]) & units.keys()]:
@@ -130,14 +128,14 @@ class BatchBackend(TeacherBackend):
             self.ledger.requests_sent -= sum(len(j.keys) for j in live_jobs)  # the live backend counts them again
             logger.warning("%s: %d batch line(s) failed or expired; sending them as live requests (full price)", desc,
                            len(missing))
-            OpenAIBackend(self.teacher).run(live_jobs, f"{desc} (live retry)")
+            OpenAIBackend(self.context).run(live_jobs, f"{desc} (live retry)")
             return
         key = missing[0]
         job = units[key]
         why = f"no answer after {rounds} batch round(s) (failed or expired lines)"
         self.ledger.failures += len(missing)
-        self.teacher._fail(jobs, [TeacherError(
-            f"{self.teacher._describe(job.index, key, job.messages, job.samples[job.keys.index(key)])} failed: {why}",
+        self.context.fail(jobs, [TeacherError(
+            f"{self.context.describe(job, key)} failed: {why}",
             index=job.index, key=key, reason=why)])
 
     def _submit(self, keys: list[str], units: dict[str, Job], desc: str) -> dict:
@@ -289,11 +287,11 @@ class BatchBackend(TeacherBackend):
                 job = foreign.get(key)
                 if job is None:
                     continue
-            if self.teacher._cache.get(key) is None:
-                self.teacher._store(job, key, result, sync=False, batch=True)
+            if self.context.cache.get(key) is None:
+                self.context.store(job, key, result, sync=False, batch=True)
             answered.add(key)
         errors = {row.get("custom_id"): row for row in self._download(entry, batch.error_file_id)}
-        self.teacher._cache.fsync()
+        self.context.cache.fsync()
         unanswered = [k for k in entry["keys"] if k not in answered]
         failed = [k for k in unanswered if k in errors or batch.status in ("failed", "cancelled")]
         self.ledger.batch_failed_lines += len(failed)

@@ -1,15 +1,16 @@
-"""The ``local`` backend: in-process generation with a causal LM."""
+"""The ``local`` backend: in-process generation with a causal LM (:func:`citing_trl.generation.generate`).
+
+Torch and transformers are imported when the backend first runs, so that building a ``Teacher`` (or importing
+this package) stays cheap and a run answered from the cache never loads the model.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from citing_trl.teacher.backends.base import Job, TeacherBackend
+from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
+from citing_trl.teacher.config import TeacherConfig
 from citing_trl.teacher.errors import TeacherError
-
-if TYPE_CHECKING:
-    from citing_trl.teacher.client import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +20,20 @@ class LocalBackend(TeacherBackend):
     request is drawn in one pass seeded with j, so samples are reproducible for the same batch."""
 
     name = "local"
+    summary = "in-process generation with a causal LM"
 
-    def __init__(self, teacher: Teacher):
-        super().__init__(teacher)
-        self.model, self.tokenizer = teacher._preloaded
+    def __init__(self, context: BackendContext):
+        super().__init__(context)
+        self.model, self.tokenizer = context.preloaded
+
+    @classmethod
+    def decoding_key(cls, config: TeacherConfig) -> dict:
+        """The repetition controls, when set (keys of answers without them are those of before they existed)."""
+        return {"repetition_penalty": config.repetition_penalty if config.repetition_penalty != 1.0 else None,
+                "no_repeat_ngram_size": config.no_repeat_ngram_size or None}
 
     def run(self, jobs: list[Job], desc: str) -> None:
-        from citing_trl.generation import GenerationConfig, generate
+        from citing_trl.generation import GenerationConfig, generate  # torch: only when answers are needed
 
         if self.model is None:
             from citing_trl.models import load_model
@@ -52,9 +60,9 @@ class LocalBackend(TeacherBackend):
                         job, key, _ = part[pos]
                         result = {"text": gen.text, "finish_reason": gen.finish_reason,
                                   "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
-                        self.teacher._store(job, key, result, sync=False)
+                        self.context.store(job, key, result, sync=False)
                         done.add(key)
-                    self.teacher._cache.fsync()
+                    self.context.cache.fsync()
 
                 label = desc if sample == 0 else f"{desc} (sample {sample})"
                 generate(self.model, self.tokenizer, [u[0].messages for u in part], gen_config, desc=label,
@@ -63,9 +71,9 @@ class LocalBackend(TeacherBackend):
             unfinished = [u for u in units if u[1] not in done]
             self.ledger.failures += len(unfinished)
             self.ledger.count_error("local")
-            job, key, sample = unfinished[0] if unfinished else units[0]
+            job, key, _ = unfinished[0] if unfinished else units[0]
             reason = f"local generation with {self.config.model!r} failed: {type(err).__name__}: {err}"
             raise TeacherError(
-                f"{self.teacher._describe(job.index, key, job.messages, sample)} and {max(len(unfinished) - 1, 0)} "
+                f"{self.context.describe(job, key)} and {max(len(unfinished) - 1, 0)} "
                 f"other unfinished request(s): {reason}", index=job.index, key=key, reason=reason,
             ) from err

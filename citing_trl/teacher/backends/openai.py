@@ -1,4 +1,7 @@
-"""The ``openai`` backend: live requests to an OpenAI-compatible chat-completions server."""
+"""The ``openai`` backend: live requests to an OpenAI-compatible chat-completions server.
+
+The ``openai`` SDK (about a second to import) is imported when the backend first runs.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,10 @@ import concurrent.futures
 import logging
 import os
 import random
-from typing import TYPE_CHECKING
 
-from citing_trl.teacher.backends.base import Job, TeacherBackend
+from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import RETRYABLE_STATUS, AttemptFailed, MalformedResponse, parse_choices, parse_retry_after
-
-if TYPE_CHECKING:
-    from citing_trl.teacher.client import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +23,10 @@ class OpenAIBackend(TeacherBackend):
     jittered exponential backoff (``Retry-After`` honoured) and ``n`` for several samples of one request."""
 
     name = "openai"
+    summary = "any OpenAI-compatible chat completions server"
 
-    def __init__(self, teacher: Teacher):
-        super().__init__(teacher)
+    def __init__(self, context: BackendContext):
+        super().__init__(context)
         self.n_supported: bool | None = None  # None until a call with n > 1 shows whether the server honours it
 
     def run(self, jobs: list[Job], desc: str) -> None:
@@ -43,7 +43,7 @@ class OpenAIBackend(TeacherBackend):
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
                 errors = pool.submit(run).result()
         if errors:
-            self.teacher._fail(jobs, errors, secret)
+            self.context.fail(jobs, errors, lambda text: text.replace(secret, "***") if secret else text)
 
     def client(self):
         import openai
@@ -57,7 +57,7 @@ class OpenAIBackend(TeacherBackend):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.config
-        teacher = self.teacher
+        context = self.context
         secret = os.environ.get(cfg.api_key_env) or ""
         client = self.client()
 
@@ -125,8 +125,8 @@ class OpenAIBackend(TeacherBackend):
         syncer: asyncio.Task | None = None
 
         async def fsync_loop() -> None:
-            while teacher._cache.dirty:
-                await asyncio.to_thread(teacher._cache.fsync)
+            while context.cache.dirty:
+                await asyncio.to_thread(context.cache.fsync)
 
         def schedule_fsync() -> None:
             nonlocal syncer
@@ -143,7 +143,7 @@ class OpenAIBackend(TeacherBackend):
                 tries = 0
                 while todo:
                     n = len(todo) if len(todo) > 1 and self.n_supported is not False else 1
-                    key, sample = todo[0]
+                    key = todo[0][0]
                     tries += 1
                     ledger.attempts += 1
                     try:
@@ -158,7 +158,7 @@ class OpenAIBackend(TeacherBackend):
                             tries -= 1
                             continue
                         ledger.count_error(fail.kind)
-                        described = teacher._describe(job.index, key, job.messages, sample)
+                        described = context.describe(job, key)
                         if not fail.retryable or tries > cfg.max_retries:
                             if fail.retryable:
                                 why = f"{fail.detail} (gave up after {tries} attempts)"
@@ -195,7 +195,7 @@ class OpenAIBackend(TeacherBackend):
                                         "sample from now on", len(got), n)
                         self.n_supported = len(got) == n
                     for pos, ((k, _), result) in enumerate(zip(todo, got)):
-                        teacher._store(job, k, result, sync=False, bill_prompt=pos == 0)
+                        context.store(job, k, result, sync=False, bill_prompt=pos == 0)
                     schedule_fsync()
                     todo = todo[len(got):]
                     tries = 0
@@ -207,7 +207,7 @@ class OpenAIBackend(TeacherBackend):
         finally:
             if syncer is not None:
                 await asyncio.gather(syncer, return_exceptions=True)
-            teacher._cache.fsync()
+            context.cache.fsync()
             await client.close()
         errors.sort(key=lambda e: e.index if e.index is not None else -1)
         return errors
