@@ -15,7 +15,8 @@ and resume; small backends behind one interface (``backends/``: a registry, ``ba
 Every finished answer is appended to a JSONL cache on disk (flushed and fsynced record by record), so a
 finished request is never sent again, whether the process is rerun or was killed. The API key is read from
 the environment variable named by :attr:`TeacherConfig.api_key_env` when the client is built and is never
-stored, logged, cached or put into an error message.
+stored, logged, cached or put into an error message: ``secrets.py`` is the one module that reads it and masks it
+out of any text a server sends back.
 """
 
 from citing_trl.teacher.backends import (

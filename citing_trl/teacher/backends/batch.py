@@ -13,6 +13,7 @@ from citing_trl.teacher.backends.openai import OpenAIBackend
 from citing_trl.teacher.cache import canonical_json
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import MalformedResponse, parse_choices
+from citing_trl.teacher.secrets import client_api_key, redactor
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,9 @@ class BatchBackend(TeacherBackend):
         if self._client is None:
             import openai
 
-            secret = os.environ.get(self.config.api_key_env) or ""
-            self._client = openai.OpenAI(api_key=secret or "EMPTY", base_url=self.config.base_url,
-                                         max_retries=self.config.max_retries, timeout=self.config.timeout)
+            self._client = openai.OpenAI(api_key=client_api_key(self.config.api_key_env),
+                                         base_url=self.config.base_url, max_retries=self.config.max_retries,
+                                         timeout=self.config.timeout)
         return self._client
 
     def _api(self, step: str, entry: dict | None, call):
@@ -89,10 +90,7 @@ class BatchBackend(TeacherBackend):
         try:
             return call()
         except openai.OpenAIError as err:
-            secret = os.environ.get(self.config.api_key_env) or ""
-            detail = " ".join(str(err).split())[:300]
-            if secret:
-                detail = detail.replace(secret, "***")
+            detail = redactor(self.config.api_key_env)(" ".join(str(err).split())[:300])
             where = f" (batch {entry.get('batch_id') or entry['submission']})" if entry else ""
             state = f"; the batch state is in {self.state_path}, a rerun resumes from it" if self.state_path else ""
             raise TeacherError(f"batch teacher: {step}{where} failed: {type(err).__name__}: {detail}{state}",
@@ -263,11 +261,7 @@ class BatchBackend(TeacherBackend):
         return rows
 
     def _collect(self, entry: dict, batch, units: dict[str, Job]) -> None:
-        secret = os.environ.get(self.config.api_key_env) or ""
-
-        def redact(text: str) -> str:
-            return text.replace(secret, "***") if secret else text
-
+        redact = redactor(self.config.api_key_env)
         foreign = None  # lines of this batch that the current call did not ask for (an earlier call's)
         answered: set[str] = set()
         for row in self._download(entry, batch.output_file_id):

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import random
+from collections.abc import Callable
 
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import RETRYABLE_STATUS, AttemptFailed, MalformedResponse, parse_choices, parse_retry_after
+from citing_trl.teacher.secrets import client_api_key, redactor
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,10 @@ class OpenAIBackend(TeacherBackend):
         self.n_supported: bool | None = None  # None until a call with n > 1 shows whether the server honours it
 
     def run(self, jobs: list[Job], desc: str) -> None:
-        secret = os.environ.get(self.config.api_key_env) or ""
+        redact = redactor(self.config.api_key_env)  # a server may echo the key back in an error body
 
         def run() -> list[TeacherError]:
-            return asyncio.run(self._run_async(jobs, desc))
+            return asyncio.run(self._run_async(jobs, desc, redact))
 
         try:
             asyncio.get_running_loop()
@@ -43,26 +44,21 @@ class OpenAIBackend(TeacherBackend):
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
                 errors = pool.submit(run).result()
         if errors:
-            self.context.fail(jobs, errors, lambda text: text.replace(secret, "***") if secret else text)
+            self.context.fail(jobs, errors, redact)
 
     def client(self):
         import openai
 
-        secret = os.environ.get(self.config.api_key_env) or ""
-        return openai.AsyncOpenAI(api_key=secret or "EMPTY", base_url=self.config.base_url, max_retries=0,
-                                  timeout=self.config.timeout)
+        return openai.AsyncOpenAI(api_key=client_api_key(self.config.api_key_env), base_url=self.config.base_url,
+                                  max_retries=0, timeout=self.config.timeout)
 
-    async def _run_async(self, jobs: list[Job], desc: str) -> list[TeacherError]:
+    async def _run_async(self, jobs: list[Job], desc: str, redact: Callable[[str], str]) -> list[TeacherError]:
         import openai
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.config
         context = self.context
-        secret = os.environ.get(cfg.api_key_env) or ""
         client = self.client()
-
-        def redact(text: str) -> str:  # a server may echo the key back in an error body
-            return text.replace(secret, "***") if secret else text
         semaphore = asyncio.Semaphore(cfg.max_concurrency)
         stop = asyncio.Event()
         errors: list[TeacherError] = []
