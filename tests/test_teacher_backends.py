@@ -129,3 +129,34 @@ def test_backends_use_only_the_public_context_and_choices_are_listed_once():
     # the backend names appear as choices nowhere but in the backend classes themselves
     listed = [name for name, text in sources.items() if re.search(r"""\(\s*["']local["']\s*,\s*["']openai["']""", text)]
     assert listed == []
+
+
+def test_a_resumed_batch_caches_the_lines_of_the_earlier_call_too(tmp_path, monkeypatch):
+    """A batch submitted for requests [a, b] and resumed by a call that asks only for [a]: b's answer is read
+    back from the batch's lines file and cached too, so asking for b later sends nothing."""
+    import sys
+
+    import openai.resources.batches as batches_api
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from batch_server import BatchServer
+
+    cache = tmp_path / "c.jsonl"
+    real_create = batches_api.Batches.create
+
+    def create_then_die(self, **kw):
+        real_create(self, **kw)
+        raise KeyboardInterrupt
+
+    with BatchServer() as server:
+        config = TeacherConfig(backend="openai", mode="batch", model="batch-model", base_url=server.base_url,
+                               api_key_env="CITING_TEST_NO_SUCH_KEY", batch_poll_interval=0.01, max_tokens=16,
+                               timeout=5.0)
+        monkeypatch.setattr(batches_api.Batches, "create", create_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            Teacher(config, cache_path=cache).complete([user("a"), user("b sample")])
+        monkeypatch.setattr(batches_api.Batches, "create", real_create)
+        assert Teacher(config, cache_path=cache).complete([user("a")]) == ["Answer to: a"]
+        later = Teacher(config, cache_path=cache)
+        assert later.complete([user("b sample")]) == ["Answer to: b sample"]
+        assert later.ledger.cache_hits == 1 and len(server.batches) == 1 and server.uploads == 1

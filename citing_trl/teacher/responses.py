@@ -1,12 +1,23 @@
-"""Reading a chat-completions server's answers: retryable statuses, ``Retry-After``, and response bodies."""
+"""Reading a chat-completions server's answers: which failures are retried and after how long (``Retry-After``,
+jittered exponential backoff), and what a response body holds (:func:`parse_choices`).
+
+Nothing here talks to a server; the backends (``backends/openai.py``, ``backends/batch.py``) do, and use these.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import json
+import random
 import time
+from collections.abc import Callable, Mapping
 
 RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
+
+
+def is_retryable_status(status: int) -> bool:
+    """Rate limits, timeouts, conflicts and every server error are worth another try; other 4xx are not."""
+    return status in RETRYABLE_STATUS or status >= 500
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -27,8 +38,31 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+def retry_after_of(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asks to wait: ``Retry-After`` (seconds or an HTTP date), else ``retry-after-ms``."""
+    if headers is None:
+        return None
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if retry_after is None:
+        ms = headers.get("retry-after-ms")
+        try:
+            retry_after = float(ms) / 1000 if ms is not None else None
+        except ValueError:
+            retry_after = None
+    return retry_after
+
+
+def backoff_delay(tries: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry ``tries`` (1, 2, ...): uniform in [0, min(cap, base * 2**(tries-1))] (full
+    jitter), and never less than a server's ``retry_after`` (plus up to 10% jitter), even beyond ``cap``."""
+    delay = random.uniform(0, min(cap, base * 2 ** (tries - 1)))
+    if retry_after is not None:  # the server knows best: never come back earlier
+        delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after))
+    return delay
+
+
 class MalformedResponse(Exception):
-    pass
+    """A 200 response whose body is not a chat completion with text (retried like a server error)."""
 
 
 class AttemptFailed(Exception):
@@ -42,7 +76,7 @@ class AttemptFailed(Exception):
         self.retry_after = retry_after
 
 
-def parse_choices(body: str, redact=lambda text: text) -> list[dict]:
+def parse_choices(body: str, redact: Callable[[str], str] = lambda text: text) -> list[dict]:
     """One result (text, finish reason, token counts) per choice of a chat completion body, in choice order;
     `MalformedResponse` when it is not one. The usage block counts all choices together: every choice carries the
     prompt's token count (billed once per call), and the completion tokens are shared out evenly (their sum

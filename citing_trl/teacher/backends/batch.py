@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from citing_trl.jsonl import iter_jsonl
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.backends.openai import OpenAIBackend
 from citing_trl.teacher.cache import canonical_json
@@ -307,9 +308,9 @@ class BatchBackend(TeacherBackend):
     def _input_jobs(self, entry: dict) -> dict[str, Job]:
         path = self._lines_path(entry)
         text = path.read_text() if path is not None and path.exists() else entry.get("lines", "")
+        origin = str(path) if path is not None else f"the lines of batch submission {entry['submission']}"
         out = {}
-        for line in text.splitlines():
-            row = json.loads(line)
+        for _, row in iter_jsonl(text, origin, TeacherError):  # written whole by _submit: a bad line is an error
             body = row["body"]
             out[row["custom_id"]] = Job(-1, body["messages"], [row["custom_id"]], [0], body["temperature"],
                                          body["max_tokens"])

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import random
 from collections.abc import Callable
 
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
-from citing_trl.teacher.responses import RETRYABLE_STATUS, AttemptFailed, MalformedResponse, parse_choices, parse_retry_after
+from citing_trl.teacher.responses import (
+    AttemptFailed, MalformedResponse, backoff_delay, is_retryable_status, parse_choices, retry_after_of,
+)
 from citing_trl.teacher.secrets import client_api_key, redactor
 
 logger = logging.getLogger(__name__)
@@ -98,17 +99,9 @@ class OpenAIBackend(TeacherBackend):
                 raise AttemptFailed("timeout", f"no answer within {cfg.timeout:g}s", True) from None
             except openai.APIStatusError as err:
                 status = err.status_code
-                retryable = status in RETRYABLE_STATUS or status >= 500
-                header = err.response.headers.get("retry-after") if err.response is not None else None
-                retry_after = parse_retry_after(header)
-                if retry_after is None and err.response is not None:
-                    ms = err.response.headers.get("retry-after-ms")
-                    try:
-                        retry_after = float(ms) / 1000 if ms is not None else None
-                    except ValueError:
-                        retry_after = None
+                retry_after = retry_after_of(err.response.headers if err.response is not None else None)
                 detail = f"HTTP {status}: {redact(' '.join(str(err.message).split()))[:300]}"
-                raise AttemptFailed(str(status), detail, retryable, retry_after) from None
+                raise AttemptFailed(str(status), detail, is_retryable_status(status), retry_after) from None
             except openai.APIConnectionError as err:
                 cause = err.__cause__ or err
                 detail = redact(f"connection error: {type(cause).__name__}: {cause}")[:300]
@@ -171,9 +164,7 @@ class OpenAIBackend(TeacherBackend):
                         if stop.is_set():
                             ledger.abandoned += len(todo)
                             return
-                        delay = random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** (tries - 1)))
-                        if fail.retry_after is not None:  # the server knows best: never come back earlier
-                            delay = max(delay, fail.retry_after + random.uniform(0, 0.1 * fail.retry_after))
+                        delay = backoff_delay(tries, cfg.backoff_base, cfg.backoff_max, fail.retry_after)
                         ledger.retries += 1
                         logger.info("%s: %s; retry %d/%d in %.2fs", described, fail.detail, tries, cfg.max_retries,
                                     delay)
