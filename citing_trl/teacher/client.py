@@ -38,9 +38,14 @@ class Teacher:
     >>> teacher = Teacher(TeacherConfig(backend="openai", model="gpt-4o-mini"), cache_path="runs/teacher.jsonl")
     >>> texts = teacher.complete([[{"role": "user", "content": "Say hi."}]])
 
-    The cache key is (``config.model``, messages, temperature, max_tokens): with a preloaded local ``model``,
-    give ``config.model`` a name that identifies it, or answers of different models would share the cache.
-    When a request fails for good the error names the lowest-numbered failed request of the batch.
+    The cache key is (``config.model``, messages, temperature, max_tokens, and the decoding settings the backend
+    names in :meth:`decoding_key`): with a preloaded local ``model``, give ``config.model`` a name that
+    identifies it, or answers of different models would share the cache. When a request fails for good the
+    error names the lowest-numbered failed request of the batch.
+
+    The backend is the class registered for ``(config.backend, config.mode)`` in
+    :mod:`citing_trl.teacher.backends`; it gets a :class:`~citing_trl.teacher.backends.BackendContext`, never
+    the Teacher itself.
     """
 
     def __init__(self, config: TeacherConfig, cache_path: str | Path | None = None, model=None, tokenizer=None):
