@@ -7,7 +7,7 @@ DEMO_CONFIG ?= recipes/configs/citing_demo.yaml
 DEMO_OUT ?= outputs/citing_demo
 PYTEST_ARGS ?=
 # QA curriculum demo (`make qa-demo`): local files beside the checkout; pass Hub ids or your own files instead,
-# e.g. QA_DATA="boolq@20+commonsense_qa@20+nq_open@20+squad_v2@20" (see citing_trl/data.py for the split rule).
+# e.g. QA_DATA="boolq@20+commonsense_qa@20+nq_open@20+squad_v2@20" (see citing_trl/data/splits.py for the split rule).
 QA_CONFIG ?= recipes/configs/citing_qa_demo.yaml
 QA_OUT ?= outputs/citing_qa_demo
 QA_FILES ?= boolq:../shared/data/boolq_dev.jsonl commonsense_qa:../shared/data/commonsenseqa_dev.jsonl nq_open:../shared/data/nq_open_dev.jsonl squad_v2:../shared/data/squad_v2_dev_sample.json

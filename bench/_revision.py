@@ -31,8 +31,7 @@ def student_drafts(args, **generation) -> tuple[list[dict], dict[str, str]]:
     from citing_trl.generation import GenerationConfig, generate
     from citing_trl.models import load_model
     from citing_trl.revision import rollout_prompt
-    from citing_trl.rubric_design import default_rubric
-    from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+    from citing_trl.rubric import RubricMatcher, assign_criteria, default_rubric, load_embedder
 
     rows = assign_criteria(load_instructions(args.dataset, split=args.split, limit=args.n, seed=args.seed),
                            RubricMatcher(default_rubric(), load_embedder("sentence-transformers/all-MiniLM-L6-v2")))

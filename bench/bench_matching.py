@@ -34,8 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from citing_trl.rubric_design import default_rubric  # noqa: E402
-from citing_trl.rubric_matching import RubricMatcher, load_embedder, pairwise_scores  # noqa: E402
+from citing_trl.rubric import RubricMatcher, default_rubric, load_embedder, pairwise_scores  # noqa: E402
 
 SHARED_ALPACA = REPO.parent / "shared" / "data" / "alpaca_4k.json"
 PREFIXES = ["", "Please ", "Could you ", "I need you to ", "Quickly, ", "Task: "]

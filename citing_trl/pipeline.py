@@ -317,7 +317,7 @@ class CitingPipeline:
 
     # -- line 5: rubric ----------------------------------------------------------------------------
     def rubric(self):
-        from citing_trl.rubric_design import Rubric, default_rubric, design_rubric
+        from citing_trl.rubric import Rubric, default_rubric, design_rubric
 
         path = self.out / "rubric.json"
 
@@ -356,7 +356,7 @@ class CitingPipeline:
         path = self.out / "instructions.jsonl"
 
         def make():
-            from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+            from citing_trl.rubric import RubricMatcher, assign_criteria, load_embedder
 
             t0 = time.time()
             matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))

@@ -105,8 +105,7 @@ def check_output_dir(output_dir: str | Path, settings: dict) -> None:
 
 def match_rows(dataset, rubric_path: str | None, embedding_model: str) -> list[dict]:
     """Attach category + criteria to every row by rubric matching."""
-    from citing_trl.rubric_design import Rubric, default_rubric
-    from citing_trl.rubric_matching import RubricMatcher, assign_criteria, load_embedder
+    from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
     rubric = Rubric.load(rubric_path) if rubric_path else default_rubric()
     matcher = RubricMatcher(rubric, load_embedder(embedding_model))

@@ -23,7 +23,7 @@ class DataArguments:
         metadata={
             "help": "Data to use: 'demo' (shipped with the package), a family name ('alpaca', 'world_knowledge', "
             "'reading_comprehension', 'commonsense'; Hub), '<source>:<file>', a local .json/.jsonl file of instructions, "
-            "or a '+' mixture with optional per-part caps ('boolq:b.jsonl@100+nq_open:n.jsonl@100'; see citing_trl/data.py)."
+            "or a '+' mixture with optional per-part caps ('boolq:b.jsonl@100+nq_open:n.jsonl@100'; see citing_trl/data/spec.py)."
         },
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to use (train/validation/test)."})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from citing_trl.rubric_design import (
+from citing_trl.rubric import (
     Category,
     Rubric,
     RubricDesignError,
@@ -313,20 +313,20 @@ def test_design_rejects_bad_arguments():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from citing_trl.rubric_matching import load_embedder
+    from citing_trl.rubric import load_embedder
 
     return load_embedder()
 
 
 @pytest.fixture(scope="module")
 def default_matcher(embedder):
-    from citing_trl.rubric_matching import RubricMatcher
+    from citing_trl.rubric import RubricMatcher
 
     return RubricMatcher(default_rubric(), embedder)
 
 
 def test_load_embedder_caches_and_fails_clearly(embedder):
-    from citing_trl.rubric_matching import DEFAULT_EMBEDDER, EmbedderLoadError, embedding_dimension, load_embedder
+    from citing_trl.rubric import DEFAULT_EMBEDDER, EmbedderLoadError, embedding_dimension, load_embedder
 
     assert load_embedder(DEFAULT_EMBEDDER) is embedder
     assert embedder.citing_model_name == DEFAULT_EMBEDDER
@@ -357,7 +357,7 @@ def test_merge_folds_smallest_into_most_similar(embedder):
 
 def test_vectorized_scores_equal_eq2_loop(shared_data, embedder, default_matcher):
     """Score_j computed as in Eq. 2 with a plain loop (per category, mean of cosines) equals the matcher's."""
-    from citing_trl.rubric_matching import pairwise_scores
+    from citing_trl.rubric import pairwise_scores
 
     rows = json.loads((shared_data / "alpaca_4k.json").read_text())
     texts = [r["instruction"] for r in rows[:200]]
@@ -411,7 +411,7 @@ def _toy_rubric() -> Rubric:
 def test_assign_criteria_adds_columns_and_keeps_member_categories(embedder):
     import datasets
 
-    from citing_trl.rubric_matching import RubricMatcher, assign_criteria
+    from citing_trl.rubric import RubricMatcher, assign_criteria
 
     rubric = _toy_rubric()
     matcher = RubricMatcher(rubric, embedder)
@@ -431,7 +431,7 @@ def test_assign_criteria_adds_columns_and_keeps_member_categories(embedder):
 
 
 def test_member_embeddings_cache(tmp_path, embedder):
-    from citing_trl.rubric_matching import RubricMatcher
+    from citing_trl.rubric import RubricMatcher
 
     class Counting:
         def __init__(self, inner, name):
@@ -462,7 +462,7 @@ def test_member_embeddings_cache(tmp_path, embedder):
 def test_alpaca_4k_all_rows_labelled(shared_data, default_matcher):
     import datasets
 
-    from citing_trl.rubric_matching import assign_criteria, category_distribution
+    from citing_trl.rubric import assign_criteria, category_distribution
 
     rows = json.loads((shared_data / "alpaca_4k.json").read_text())
     ds = datasets.Dataset.from_list(rows)

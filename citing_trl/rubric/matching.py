@@ -18,6 +18,10 @@ instructions with a single (batch, d) x (d, M) product. This is exactly Eq. 2, n
 (the mean vectors are deliberately *not* re-normalised); :func:`pairwise_scores` computes the same
 numbers the long way (all instruction-member cosines, then per-category means) and the tests check both
 against a plain loop over Eq. 2.
+
+This room also loads the encoder (:func:`load_embedder`, with offline fallbacks), caches the member embeddings
+beside ``rubric.json`` (:meth:`RubricMatcher.save_embeddings`), and labels a whole data set
+(:func:`assign_criteria`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from citing_trl.rubric_design import Rubric, embeddings_path_for
+from citing_trl.errors import UserError
+from citing_trl.rubric.schema import Rubric, embeddings_path_for
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ _EMBEDDERS: dict[str, Any] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-class EmbedderLoadError(RuntimeError):
+class EmbedderLoadError(UserError, RuntimeError):
     """No sentence embedder could be loaded; the message says what was tried."""
 
 

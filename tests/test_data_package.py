@@ -1,0 +1,81 @@
+"""The shape of the ``citing_trl.data`` package: its public names, its registry and its split helpers."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import citing_trl.data as D
+from citing_trl.data import sources, splits
+
+REPO = Path(__file__).resolve().parents[1]
+
+# every name `from citing_trl.data import X` served when it was one module (data.py), with the room it lives in now
+PUBLIC = {
+    "COLUMNS": "schema", "FEATURES": "schema", "KINDS": "schema", "NO_ANSWER": "schema",
+    "FAMILIES": "sources", "SOURCES": "sources", "Source": "sources",
+    "DEMO_HELD_OUT": "splits", "FILE_SPLIT": "splits", "SPLITS": "splits", "file_split_of": "splits",
+    "DEMO_FILE": "loaders", "load_alpaca": "loaders", "load_demo": "loaders", "load_family": "loaders",
+    "load_file": "loaders", "load_source": "loaders",
+    "load_instructions": "spec", "local_files_in_spec": "spec",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_public_names_reexported_from_their_room(name):
+    room = importlib.import_module(f"citing_trl.data.{PUBLIC[name]}")
+    assert getattr(D, name) is getattr(room, name)
+    assert name in D.__all__
+
+
+def test_all_is_exactly_the_public_names():
+    assert sorted(D.__all__) == sorted([*PUBLIC, "DataError"])
+    from citing_trl.errors import DataError, UserError
+
+    assert D.DataError is DataError and issubclass(DataError, UserError) and issubclass(DataError, ValueError)
+
+
+def test_every_family_member_is_a_registered_source():
+    for family, members in sources.FAMILIES.items():
+        assert members, family
+        for name in members:
+            assert name in sources.SOURCES, (family, name)
+            assert callable(sources.SOURCES[name].convert)
+
+
+def test_shuffle_split_is_8_1_1_disjoint_and_seeded():
+    rows = [{"id": str(i)} for i in range(95)]
+    parts = splits.shuffle_split(rows, seed=3)
+    assert [len(parts[s]) for s in splits.SPLITS] == [75, 10, 10]
+    ids = [r["id"] for s in splits.SPLITS for r in parts[s]]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+    assert parts == splits.shuffle_split(rows, seed=3) and parts != splits.shuffle_split(rows, seed=4)
+
+
+def test_split_file_rows_partitions_by_id_hash():
+    rows = [{"id": f"boolq-{i}"} for i in range(400)]
+    got = {s: splits.split_file_rows(rows, s, seed=42) for s in splits.SPLITS}
+    assert sum(len(v) for v in got.values()) == len(rows)
+    assert all(r in got[splits.file_split_of(r["id"], 42)] for r in rows)
+    assert 280 <= len(got["train"]) <= 360 and got["validation"] and got["test"]
+    # order does not matter: a row's split depends on its id only
+    assert splits.split_file_rows(rows[::-1], "test", seed=42) == got["test"][::-1]
+
+
+def test_sample_rows_caps_with_a_seed():
+    rows = list(range(20))
+    assert splits.sample_rows(rows, None, 1) is rows and splits.sample_rows(rows, 50, 1) is rows
+    assert splits.sample_rows(rows, 5, 1) == splits.sample_rows(rows, 5, 1) and len(splits.sample_rows(rows, 5, 1)) == 5
+    with pytest.raises(D.DataError, match="limit must be >= 0"):
+        splits.sample_rows(rows, -1, 1)
+
+
+def test_demo_file_is_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    assert resources.files("citing_trl").joinpath(D.DEMO_FILE).is_file()
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["citing_trl"]
+    assert any(fnmatch.fnmatch(D.DEMO_FILE, p) for p in patterns), patterns
