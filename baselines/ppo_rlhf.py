@@ -14,7 +14,8 @@ import sys
 import yaml
 from trl import ModelConfig, RLOOConfig, TrlParser
 
-from citing_trl.baselines.ppo import PPOConfig, PPOError, RLHFArguments, run_ppo
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments
+from citing_trl.baselines.ppo.launch import run_ppo
 from citing_trl.sft import DataArguments
 
 

@@ -10,13 +10,9 @@ methods score exactly the text the reward model was trained on.
 
 from __future__ import annotations
 
-from citing_trl.baselines.ppo import (
-    RLHFArguments,
-    build_reward_fn,
-    load_rlhf_policy,
-    save_policy_adapter,
-    training_prompts,
-)
+from citing_trl.baselines.ppo.config import RLHFArguments
+from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, training_prompts
+from citing_trl.baselines.ppo.lora import save_policy_adapter
 
 
 def _completion_text(completion) -> str:
