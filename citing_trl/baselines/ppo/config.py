@@ -6,22 +6,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import TrainingArguments
+
 
 class PPOError(ValueError):
     """A bad PPO setting or input; the message names the field."""
 
 
 @dataclass
-class PPOConfig:
-    """Settings of :class:`PPOTrainer`. Sources of the defaults: "trl 1.12" = ``trl.experimental.ppo.PPOConfig``
-    (trl 1.12.0), "OpenRLHF" = OpenRLHF 0.x ``train_ppo`` arguments, "trlx" = trlx's PPO config (used by the
-    CITING paper's baselines)."""
+class PPOConfig(TrainingArguments):
+    """Settings of :class:`~citing_trl.baselines.ppo.trainer.PPOTrainer`: ``transformers.TrainingArguments`` plus
+    PPO's own fields. Sources of the defaults: "trl 1.12" = ``trl.experimental.ppo.PPOConfig`` (trl 1.12.0),
+    "OpenRLHF" = OpenRLHF 0.x ``train_ppo`` arguments, "trlx" = trlx's PPO config (used by the CITING paper's
+    baselines).
 
-    output_dir: str = field(default="outputs/ppo", metadata={"help": "Where checkpoints, logs and the adapter go."})
-    seed: int = field(default=42, metadata={"help": "Seed for LoRA init, prompt order and sampling."})
+    Of the inherited fields the trainer reads ``output_dir`` (checkpoints, log, adapters), ``seed`` (LoRA init,
+    prompt order, sampling), ``max_steps``, ``learning_rate``, ``weight_decay``, ``max_grad_norm``,
+    ``logging_steps``, ``save_steps``, ``save_total_limit`` and ``use_cpu``; the optimizer is AdamW at a constant
+    learning rate, so scheduler, optimizer-choice and batch-size fields of ``TrainingArguments`` do not apply
+    (rollout and minibatch sizes are PPO fields below). Five inherited fields get PPO defaults, declared again
+    here as TRL's configs do."""
+
+    # TrainingArguments fields with a PPO default
     max_steps: int = field(
-        default=100, metadata={"help": "PPO iterations (one rollout batch + its PPO epochs each). Project choice."}
+        default=100,
+        metadata={"help": "PPO iterations (one rollout batch + its PPO epochs each). Project choice; overrides "
+                  "TrainingArguments' -1."},
     )
+    learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "AdamW learning rate for both adapters and the value head (trl 1.12: 3e-6 for full "
+                  "fine-tuning; LoRA usually takes ~10x more, hence 1e-5; overrides TrainingArguments' 5e-5)."},
+    )
+    logging_steps: float = field(
+        default=1, metadata={"help": "Write a log row every this many steps (every step: 1; overrides TrainingArguments' 500)."}
+    )
+    save_steps: float = field(
+        default=10,
+        metadata={"help": "Write a resumable checkpoint every this many steps (overrides TrainingArguments' 500)."},
+    )
+    save_total_limit: int | None = field(
+        default=2,
+        metadata={"help": "Keep at most this many checkpoints, oldest removed (overrides TrainingArguments' None)."},
+    )
+
+    # PPO
     per_device_rollout_batch_size: int = field(
         default=8,
         metadata={"help": "Prompts sampled per rank per step (trl 1.12: per_device_train_batch_size x grad accum)."},
@@ -37,8 +66,6 @@ class PPOConfig:
         metadata={"help": "AdamW learning rate for both adapters and the value head (trl 1.12: 3e-6 for full "
                   "fine-tuning; LoRA usually takes ~10x more, hence 1e-5)."},
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (trl 1.12 / TrainingArguments: 0)."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (TrainingArguments / OpenRLHF: 1.0)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled answer (trl 1.12 response_length: 53)."})
     max_prompt_tokens: int | None = field(
         default=512, metadata={"help": "Prompts are cut from the left to this many tokens (paper: 512)."}
@@ -77,9 +104,6 @@ class PPOConfig:
         metadata={"help": "Std of the value head's random init when no reward model initialises it (0 = zeros, "
                   "so the first values are 0)."},
     )
-    logging_steps: int = field(default=1, metadata={"help": "Write a log row every this many steps (every step: 1)."})
-    save_steps: int = field(default=10, metadata={"help": "Write a resumable checkpoint every this many steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints (oldest removed)."})
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir if any."})
     show_progress: bool = field(default=False, metadata={"help": "Show generate()'s progress bar."})
 
@@ -87,7 +111,7 @@ class PPOConfig:
         positive = ("max_steps", "per_device_rollout_batch_size", "per_device_mini_batch_size", "num_ppo_epochs",
                     "max_new_tokens", "generation_batch_size", "logging_steps", "save_steps", "save_total_limit")
         for name in positive:
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:  # save_total_limit None: keep all
                 raise PPOError(f"--{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("learning_rate", "temperature", "cliprange", "cliprange_value"):
             if not getattr(self, name) > 0:
@@ -105,8 +129,7 @@ class PPOConfig:
             raise PPOError(f"--missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty!r}")
         if self.reward_clip is not None and self.reward_clip <= 0:
             raise PPOError(f"--reward_clip must be > 0 or None, got {self.reward_clip!r}")
-
-
+        super().__post_init__()
 
 
 @dataclass

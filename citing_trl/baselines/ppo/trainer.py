@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -91,7 +91,7 @@ class PPOTrainer:
             raise PPOError("no training prompts (the data set is empty)")
         self.config = config
         self.sft_adapter = sft_adapter
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available())
         dist = str(self.accelerator.distributed_type)
         if "DEEPSPEED" in dist or "FSDP" in dist:
             raise PPOError(f"PPOTrainer supports single-process and DDP launches, not {dist}; use "
@@ -306,11 +306,12 @@ class PPOTrainer:
                 "trainable": [p.detach().cpu() for p in self.trainable],
                 "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "config": asdict(self.config),
+                "config": self.config.to_dict(),
             }, tmp / "state.pt")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)  # a checkpoint folder exists only once complete
-            for old in self._checkpoints()[: -self.config.save_total_limit]:
+            limit = self.config.save_total_limit
+            for old in self._checkpoints()[: -limit] if limit else []:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
