@@ -5,7 +5,8 @@
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml baselines/ppo_rlhf.py \
         --config baselines/configs/ppo_llama7b.yaml
 
-`--method` picks which trainer's settings are parsed (PPOConfig or trl.RLOOConfig); every flag overrides the YAML.
+`--method` picks which trainer's settings are parsed (PPOConfig + the `--sample_*` rollout settings, or
+trl.RLOOConfig); every flag overrides the YAML.
 """
 
 import logging
@@ -14,7 +15,7 @@ import sys
 import yaml
 from trl import ModelConfig, RLOOConfig, TrlParser
 
-from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, PPOSamplingArguments, RLHFArguments
 from citing_trl.baselines.ppo.launch import run_ppo
 from citing_trl.sft import DataArguments
 
@@ -41,9 +42,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     method = chosen_method(argv)
     trainer_config = RLOOConfig if method == "rloo" else PPOConfig
-    parser = TrlParser((RLHFArguments, DataArguments, trainer_config, ModelConfig))
+    sampling_view = (PPOSamplingArguments,) if method == "ppo" else ()  # RLOO samples with RLOOConfig's settings
+    parser = TrlParser((RLHFArguments, DataArguments, trainer_config, ModelConfig, *sampling_view))
     try:
-        rlhf_args, data_args, config, model_args = parser.parse_args_and_config(argv)
+        rlhf_args, data_args, config, model_args, *sampling_args = parser.parse_args_and_config(argv)
     except (PPOError, ValueError) as err:  # bad flag values: one line naming the flag
         sys.exit(f"error: {err}")
     from citing_trl.data import DataError
@@ -55,7 +57,7 @@ def main(argv=None):
 
             run_rloo(rlhf_args, data_args, config, model_args)
         else:
-            run_ppo(rlhf_args, data_args, config, model_args)
+            run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args[0].build())
     except (PPOError, DataError, ModelLoadError) as err:
         sys.exit(f"error: {err}")
 

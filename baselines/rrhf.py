@@ -9,7 +9,7 @@ from pathlib import Path
 from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 
-from citing_trl.baselines.common import BaselineArguments, cli_error, load_policy, teacher_revisions
+from citing_trl.baselines.common import BaselineArguments, SamplingArguments, cli_error, load_policy, teacher_revisions
 from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
 from citing_trl.data import DataError
 from citing_trl.sft import DataArguments, load_rows
@@ -17,8 +17,8 @@ from citing_trl.sft import DataArguments, load_rows
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data_args, base_args, args, model_args = TrlParser(
-        (DataArguments, BaselineArguments, RRHFConfig, ModelConfig)).parse_args_and_config()
+    data_args, base_args, args, model_args, sampling_args = TrlParser(
+        (DataArguments, BaselineArguments, RRHFConfig, ModelConfig, SamplingArguments)).parse_args_and_config()
     try:
         if base_args.candidates_file:
             from citing_trl.jsonl import read_jsonl
@@ -38,7 +38,7 @@ def main():
             scorer = RewardScorer.load(base_args.reward_model)
         with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
             records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
-                base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl")
+                base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl", sampling=sampling_args.build())
     except (DataError, FileNotFoundError, ValueError) as err:
         cli_error(err)
     del scorer

@@ -63,7 +63,7 @@ def test_launchers_end_to_end(tiny_model_dir, citing_like_run, tmp_path):
     assert (rm / "adapter_config.json").is_file() and (rm / "reward_model.json").is_file()
 
     common = [*model, *TRAIN, "--dataset", str(run / "data.jsonl"), "--sft_adapter", str(run / "sft"),
-              "--reward_model", str(rm), "--max_new_tokens", "8"]
+              "--reward_model", str(rm), "--sample_max_new_tokens", "8"]
     launch("rrhf.py", "rrhf_demo.yaml", *common, "--citing_run", str(run), "--output_dir", str(tmp_path / "rrhf"))
     cands = [json.loads(x) for x in (tmp_path / "rrhf" / "candidates.jsonl").read_text().splitlines()]
     assert len(cands) == 6 and all(len(c["candidates"]) == len(c["scores"]) for c in cands)
@@ -105,8 +105,10 @@ PARSERS = {
     "reward_model": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.reward_model:RewardModelConfig",
     "dpo": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.common:BaselineArguments "
            "citing_trl.baselines.dpo:DPOConfig",
-    "rrhf": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.rrhf:RRHFConfig",
-    "raft": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.raft:RAFTConfig",
+    "rrhf": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.rrhf:RRHFConfig "
+            "citing_trl.baselines.common:SamplingArguments",
+    "raft": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.raft:RAFTConfig "
+            "citing_trl.baselines.common:SamplingArguments",
 }
 
 

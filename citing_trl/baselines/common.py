@@ -1,5 +1,5 @@
-"""Pieces every baseline shares: where the SFT start and the reward model are, loading the SFT policy, and
-the teacher revisions of a CITING run."""
+"""Pieces every baseline shares: where the SFT start and the reward model are, how answers are sampled
+(:data:`SamplingArguments`), loading the SFT policy, and the teacher revisions of a CITING run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,23 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.configs import prefixed
+from citing_trl.generation import GenerationConfig
+
 logger = logging.getLogger(__name__)
+
+SamplingArguments = prefixed(
+    GenerationConfig, "sample_", name="SamplingArguments",
+    only=("max_new_tokens", "batch_size", "temperature", "top_p", "top_k"),
+    defaults={"max_new_tokens": 128, "temperature": 0.85, "top_k": 0},
+    doc="""How RRHF and RAFT sample answers: :class:`~citing_trl.generation.GenerationConfig` fields as
+    ``--sample_*`` flags (``--sample_max_new_tokens``, ``--sample_batch_size``, ``--sample_temperature``,
+    ``--sample_top_p``, ``--sample_top_k``); ``build()`` gives the ``GenerationConfig``, and the trainer adds
+    ``do_sample=True`` and its own seed. Defaults: temperature 0.85 (LMFlow's RAFT examples), 128 new tokens,
+    ``top_k = 0``, the full distribution. That last one is a deliberate fix: these baselines used to leave top_k
+    unset, so transformers' default ``top_k = 50`` silently truncated every sample; set ``--sample_top_k 50`` to
+    get the old behaviour back.""",
+)
 
 
 @dataclass

@@ -9,11 +9,13 @@ field's help says otherwise:
 * **Value model**: a second LoRA adapter (``value``) on the same backbone plus a scalar head on the last
   hidden state. When the reward model is a LoRA adapter of the same backbone it initialises both (its LoRA
   weights and its ``score`` head), as trl 1.12 and OpenRLHF initialise the critic from the reward model.
-* **Rollouts** are sampled through :func:`citing_trl.generation.generate` (the one generation routine) at
-  ``temperature`` with no top-k/top-p truncation; every log-prob (old policy, new policy, reference) is computed from ``logits / temperature``
-  so that the ratio and the KL refer to the distribution that was sampled.
+* **Rollouts** are sampled through :func:`citing_trl.generation.generate` (the one generation routine) with the
+  settings of :data:`~citing_trl.baselines.ppo.config.PPOSamplingArguments` (``--sample_*`` flags) at
+  ``sample_temperature`` with no top-k/top-p truncation (``sample_top_k: 0``); every log-prob (old policy, new
+  policy, reference) is computed from ``logits / temperature`` so that the ratio and the KL refer to the
+  distribution that was sampled.
 * **Rewards**: the reward function scores the whole answer (a reward model reads it up to its last token);
-  ``missing_eos_penalty`` is subtracted when the answer hit ``max_new_tokens`` without EOS. Per token the
+  ``missing_eos_penalty`` is subtracted when the answer hit ``sample_max_new_tokens`` without EOS. Per token the
   reward is ``-kl_coef * (log pi - log pi_ref)`` (the k1 estimator), and the score is added at the last token.
 * **Advantages**: GAE(gamma, lam) on the per-token rewards and values, whitened over the batch's tokens.
 * **Losses**: PPO clipped surrogate (``cliprange``) + ``vf_coef`` x clipped value loss (``cliprange_value``),
@@ -29,16 +31,17 @@ field's help says otherwise:
   RNG states; rerunning the same command continues from the newest one. Rollouts are drawn in a fixed,
   seeded order indexed by the step, so a resumed run sees the prompts the uninterrupted run would have.
 
-Layout: ``config`` (:class:`PPOConfig`, :class:`RLHFArguments`, :class:`PPOError`), ``core`` (the maths as pure
-functions), ``lora`` (one backbone as policy, value model and reference; merging and combining adapters),
-``sync`` (the hand-made rank sync), ``trainer`` (:class:`PPOTrainer`), ``launch`` (reward function, policy
-loading and :func:`run_ppo`, shared with RLOO). Names are exported lazily from this package.
+Layout: ``config`` (:class:`PPOConfig`, ``PPOSamplingArguments``, :class:`RLHFArguments`, :class:`PPOError`),
+``core`` (the maths as pure functions), ``lora`` (one backbone as policy, value model and reference; merging
+and combining adapters), ``sync`` (the hand-made rank sync), ``trainer`` (:class:`PPOTrainer`), ``launch``
+(reward function, policy loading and :func:`run_ppo`, shared with RLOO). Names are exported lazily from this
+package.
 """
 
 from citing_trl import lazy_exports
 
 _MODULES = {
-    "config": ("PPOConfig", "PPOError", "RLHFArguments"),
+    "config": ("PPOConfig", "PPOError", "PPOSamplingArguments", "RLHFArguments", "check_ppo_sampling"),
     "core": ("compute_gae", "entropy_from_logits", "logprobs_from_logits", "masked_mean", "masked_whiten",
              "policy_loss", "token_rewards", "value_loss"),
     "lora": ("POLICY", "VALUE", "activate_adapter", "add_policy_and_value_adapters", "combine_lora_adapters",

@@ -1,5 +1,6 @@
-"""Settings of the PPO-RLHF baseline: :class:`PPOConfig` (the trainer's hyper-parameters), :class:`RLHFArguments`
-(what to train and against which reward, shared with RLOO) and :class:`PPOError` (a bad setting or input)."""
+"""Settings of the PPO-RLHF baseline: :class:`PPOConfig` (the trainer's hyper-parameters),
+:data:`PPOSamplingArguments` (how rollouts are sampled), :class:`RLHFArguments` (what to train and against which
+reward, shared with RLOO) and :class:`PPOError` (a bad setting or input)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainingArguments
+
+from citing_trl.configs import prefixed
+from citing_trl.generation import GenerationConfig
 
 
 class PPOError(ValueError):
@@ -66,16 +70,6 @@ class PPOConfig(TrainingArguments):
         metadata={"help": "AdamW learning rate for both adapters and the value head (trl 1.12: 3e-6 for full "
                   "fine-tuning; LoRA usually takes ~10x more, hence 1e-5)."},
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled answer (trl 1.12 response_length: 53)."})
-    max_prompt_tokens: int | None = field(
-        default=512, metadata={"help": "Prompts are cut from the left to this many tokens (paper: 512)."}
-    )
-    temperature: float = field(
-        default=0.7,
-        metadata={"help": "Sampling temperature; log-probs for the ratio and the KL use logits / temperature "
-                  "(trl 1.12: 0.7; OpenRLHF: 1.0)."},
-    )
-    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
     kl_coef: float = field(
         default=0.05,
         metadata={"help": "beta of the per-token k1 KL penalty in the reward, fixed (trl 1.12: 0.05; OpenRLHF: 0.01; "
@@ -93,7 +87,7 @@ class PPOConfig(TrainingArguments):
     )
     missing_eos_penalty: float | None = field(
         default=1.0,
-        metadata={"help": "Subtracted from the score of an answer that hit max_new_tokens without EOS; None = off "
+        metadata={"help": "Subtracted from the score of an answer that hit --sample_max_new_tokens without EOS; None = off "
                   "(trl 1.12: optional, off by default; on here because the paper's answers must be complete)."},
     )
     reward_clip: float | None = field(
@@ -105,15 +99,14 @@ class PPOConfig(TrainingArguments):
                   "so the first values are 0)."},
     )
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir if any."})
-    show_progress: bool = field(default=False, metadata={"help": "Show generate()'s progress bar."})
 
     def __post_init__(self):
         positive = ("max_steps", "per_device_rollout_batch_size", "per_device_mini_batch_size", "num_ppo_epochs",
-                    "max_new_tokens", "generation_batch_size", "logging_steps", "save_steps", "save_total_limit")
+                    "logging_steps", "save_steps", "save_total_limit")
         for name in positive:
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:  # save_total_limit None: keep all
                 raise PPOError(f"--{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "temperature", "cliprange", "cliprange_value"):
+        for name in ("learning_rate", "cliprange", "cliprange_value"):
             if not getattr(self, name) > 0:
                 raise PPOError(f"--{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("kl_coef", "vf_coef", "weight_decay", "max_grad_norm", "value_head_init_std"):
@@ -130,6 +123,30 @@ class PPOConfig(TrainingArguments):
         if self.reward_clip is not None and self.reward_clip <= 0:
             raise PPOError(f"--reward_clip must be > 0 or None, got {self.reward_clip!r}")
         super().__post_init__()
+
+
+PPOSamplingArguments = prefixed(
+    GenerationConfig, "sample_", name="PPOSamplingArguments",
+    only=("max_new_tokens", "batch_size", "temperature", "top_k", "max_prompt_tokens", "show_progress"),
+    defaults={"max_new_tokens": 64, "temperature": 0.7, "top_k": 0, "max_prompt_tokens": 512, "show_progress": False},
+    doc="""How PPO samples its rollouts: :class:`~citing_trl.generation.GenerationConfig` fields as ``--sample_*``
+    flags; ``build()`` gives the ``GenerationConfig`` handed to the trainer, which adds ``do_sample=True``, no
+    top-p truncation and a seed per step and rank. Defaults: ``sample_max_new_tokens`` 64 (trl 1.12
+    response_length: 53), ``sample_temperature`` 0.7 (trl 1.12: 0.7; OpenRLHF: 1.0; the log-probs of the ratio and
+    the KL use logits / temperature too), ``sample_max_prompt_tokens`` 512 (paper: 512; prompts are cut from the
+    left, for sampling and for the training forwards alike), ``sample_batch_size`` 8 prompts per generate() call,
+    no progress bar, and ``sample_top_k`` 0: the full distribution, which PPO requires (see
+    :func:`check_ppo_sampling`).""",
+)
+
+
+def check_ppo_sampling(sampling: GenerationConfig) -> None:
+    """PPO's ratio and KL use the full ``softmax(logits / temperature)``, so the rollouts must be sampled from it:
+    no top-k and no top-p truncation (transformers would apply ``top_k = 50`` when it is left unset)."""
+    if sampling.top_k != 0:
+        raise PPOError(f"--sample_top_k must be 0 for PPO (its log-probs use the full distribution), got {sampling.top_k!r}")
+    if sampling.top_p != 1.0:
+        raise PPOError(f"sampling top_p must be 1.0 for PPO (its log-probs use the full distribution), got {sampling.top_p!r}")
 
 
 @dataclass

@@ -9,10 +9,11 @@ import os
 import torch
 from transformers import AutoModelForCausalLM
 
-from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments, check_ppo_sampling
 from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
 from citing_trl.baselines.reward_model import RewardScorer  # contract C3
+from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import load_rows, lora_config
@@ -43,11 +44,16 @@ def training_prompts(data_args) -> list[list[dict]]:
     return [instruction_messages(r["instruction"], r.get("input") or "") for r in load_rows(data_args)]
 
 
-def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args) -> PPOTrainer:
+def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args,
+            sampling: GenerationConfig | None = None) -> PPOTrainer:
+    """Train PPO from the launcher's parsed settings (``sampling``: the built ``--sample_*`` view) and save it."""
+    if sampling is not None:
+        check_ppo_sampling(sampling)  # before any model is loaded
     reward_fn = build_reward_fn(rlhf_args)
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     trainer = PPOTrainer(config, model, tokenizer, training_prompts(data_args), reward_fn, lora_config(model_args),
-                         reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter)
+                         reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter,
+                         sampling=sampling)
     trainer.train()
     trainer.save_model()
     return trainer

@@ -12,14 +12,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
 import torch
 from accelerate import Accelerator
 
-from citing_trl.baselines.ppo.config import PPOConfig, PPOError
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, PPOSamplingArguments, check_ppo_sampling
 from citing_trl.baselines.ppo.core import (
     compute_gae,
     entropy_from_logits,
@@ -80,16 +80,22 @@ class PPOTrainer:
     the trainer adds the ``default`` (policy) and ``value`` LoRA adapters from ``peft_config``.
 
     ``reward_fn(prompts, completions) -> list[float]`` scores whole answers: prompts are the items of
-    ``prompts`` as given (chat message lists or strings), completions the decoded answers.
+    ``prompts`` as given (chat message lists or strings), completions the decoded answers. ``sampling`` says how
+    rollouts are sampled (default ``PPOSamplingArguments().build()``); it must not truncate the distribution
+    (:func:`~citing_trl.baselines.ppo.config.check_ppo_sampling`), so that ``logits / temperature`` IS the
+    sampling distribution.
     """
 
     _name = "PPO"
 
     def __init__(self, config: PPOConfig, model, tokenizer, prompts: Sequence, reward_fn: RewardFn, peft_config,
-                 reward_model_path: str | None = None, accelerator=None, sft_adapter: str | None = None):
+                 reward_model_path: str | None = None, accelerator=None, sft_adapter: str | None = None,
+                 sampling: GenerationConfig | None = None):
         if not prompts:
             raise PPOError("no training prompts (the data set is empty)")
         self.config = config
+        self.sampling = sampling if sampling is not None else PPOSamplingArguments().build()
+        check_ppo_sampling(self.sampling)
         self.sft_adapter = sft_adapter
         self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available())
         dist = str(self.accelerator.distributed_type)
@@ -107,9 +113,6 @@ class PPOTrainer:
         if rm_head is not None:
             with torch.no_grad():
                 self.value_head.summary.weight.copy_(rm_head[:1].to(self.value_head.summary.weight.dtype))
-        # Pure temperature sampling, so that logits / temperature IS the sampling distribution: transformers
-        # applies top_k = 50 when sampling unless the model's generation config says otherwise (trl 1.12 sets 0 too).
-        self.model.get_base_model().generation_config.top_k = 0
         self.model.to(self.device)
         self.value_head.to(self.device)
         self.model.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
@@ -153,7 +156,7 @@ class PPOTrainer:
 
     def _encode_prompt(self, prompt) -> list[int]:
         ids = self.tokenizer(render_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        return ids[-self.config.max_prompt_tokens :] if self.config.max_prompt_tokens else ids
+        return ids[-self.sampling.max_prompt_tokens :] if self.sampling.max_prompt_tokens else ids
 
     # ---- forwards -----------------------------------------------------------------------------------------
     def _gather_answer(self, per_position: torch.Tensor, starts: torch.Tensor, steps: int) -> torch.Tensor:
@@ -185,16 +188,17 @@ class PPOTrainer:
         return self.value_head(self._gather_answer(hidden, batch["starts"], batch["answer_ids"].shape[1]))
 
     # ---- one PPO iteration -----------------------------------------------------------------------------
+    def rollout_generation_config(self, step: int) -> GenerationConfig:
+        """The sampling settings of ``step``'s rollouts on this rank: ``sampling``, sampled, seeded by step and rank."""
+        seed = self.config.seed + 7919 * step + 104729 * self.accelerator.process_index
+        return replace(self.sampling, do_sample=True, top_p=1.0, seed=seed)
+
     def rollout(self, step: int) -> tuple[dict, dict]:
-        cfg = self.config
+        cfg, temperature = self.config, self.sampling.temperature
         prompts = self.prompts_for_step(step)
         self._activate(POLICY)
-        gen_cfg = GenerationConfig(
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, do_sample=True,
-            temperature=cfg.temperature, top_p=1.0, seed=cfg.seed + 7919 * step + 104729 * self.accelerator.process_index,
-            max_prompt_tokens=cfg.max_prompt_tokens, show_progress=cfg.show_progress,
-        )
-        gens = generate(self.model, self.tokenizer, prompts, gen_cfg, desc=f"PPO step {step} rollouts")
+        gens = generate(self.model, self.tokenizer, prompts, self.rollout_generation_config(step),
+                        desc=f"PPO step {step} rollouts")
         prompt_ids = [self._encode_prompt(p) for p in prompts]
         answers = [g.token_ids or [] for g in gens]
         if any(not a for a in answers):  # max_new_tokens >= 1, so only a degenerate generate() gets here
@@ -227,11 +231,11 @@ class PPOTrainer:
         m = batch["mask"]
         with torch.no_grad():
             logits = self._policy_logits(batch)
-            logprobs = logprobs_from_logits(logits, batch["answer_ids"], cfg.temperature) * m
-            entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), m)
+            logprobs = logprobs_from_logits(logits, batch["answer_ids"], temperature) * m
+            entropy = masked_mean(entropy_from_logits(logits, temperature), m)
             del logits
             ref_logprobs = logprobs_from_logits(self._policy_logits(batch, reference=True), batch["answer_ids"],
-                                                cfg.temperature) * m
+                                                temperature) * m
             values = self._values(batch) * m
         rewards, kl = token_rewards(scores, logprobs, ref_logprobs, m, cfg.kl_coef)
         advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
@@ -272,7 +276,7 @@ class PPOTrainer:
                 mb["input_ids"], mb["attention_mask"] = mb["input_ids"][:, :seq_len], mb["attention_mask"][:, :seq_len]
                 m = mb["mask"]
                 logits = self._policy_logits(mb)
-                new_logprobs = logprobs_from_logits(logits, mb["answer_ids"], cfg.temperature)
+                new_logprobs = logprobs_from_logits(logits, mb["answer_ids"], self.sampling.temperature)
                 pg_loss, pg_stats = policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], m, cfg.cliprange)
                 new_values = self._values(mb)
                 vf_loss, vf_clipfrac = value_loss(new_values, mb["values"], mb["returns"], m, cfg.cliprange_value)
@@ -307,6 +311,7 @@ class PPOTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "config": self.config.to_dict(),
+                "sampling": asdict(self.sampling),
             }, tmp / "state.pt")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)  # a checkpoint folder exists only once complete
