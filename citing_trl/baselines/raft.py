@@ -10,8 +10,8 @@ carries no ranking signal: its first answer is kept all the same (RAFT keeps the
 such prompts are counted (``stats.json``: ``equal_reward_prompts``).
 
 Each stage writes ``stage_<t>/samples.jsonl`` (answers + rewards), ``kept.jsonl``, ``stats.json`` (mean reward
-of all answers and of the kept set) and its adapter, then a ``done`` marker last; a rerun skips finished
-stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
+of all answers and of the kept set) and its adapter, then a ``done`` marker last (:mod:`citing_trl.stages`);
+a rerun skips finished stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import to_prompt_completion
+from citing_trl.stages import run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +103,17 @@ class RAFTTrainer:
         adapter = self.sft_adapter
         for t in range(self.args.num_stages):
             sdir = self.out / f"stage_{t}"
-            if (sdir / "done").is_file():
-                logger.info("RAFT stage %d already done; skipping", t)
-                adapter = str(sdir / "adapter")
-                continue
-            adapter = str(self.stage(t, adapter, sdir))
+            run_stage(sdir / "done", lambda: self.stage(t, adapter, sdir), name=f"RAFT stage {t}")
+            adapter = str(sdir / "adapter")
         if adapter and Path(adapter) != self.out:
             for f in Path(adapter).iterdir():
                 if f.is_file():
                     shutil.copy2(f, self.out / f.name)
         return self.out
 
-    def stage(self, t: int, adapter: str | None, sdir: Path) -> Path:
+    def stage(self, t: int, adapter: str | None, sdir: Path) -> dict:
+        """Sample, score, keep and fine-tune from ``adapter`` into ``sdir/adapter``; returns the stage's stats
+        (:func:`~citing_trl.stages.run_stage` writes them as the ``done`` marker once this returns)."""
         sdir.mkdir(parents=True, exist_ok=True)
         rows = self.stage_rows(t)
         model, tokenizer, peft_config = load_policy(self.model_args, adapter)
@@ -151,8 +151,7 @@ class RAFTTrainer:
         (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
         with (self.out / "stages.jsonl").open("a") as f:
             f.write(json.dumps(stats) + "\n")
-        (sdir / "done").write_text("ok\n")  # last: the stage counts as finished only now
-        return sdir / "adapter"
+        return stats
 
     def finetune(self, model, tokenizer, peft_config, kept: list[dict], target: Path, t: int) -> None:
         data = to_prompt_completion(datasets.Dataset.from_list([{k: r[k] for k in ("instruction", "input", "output")}

@@ -30,7 +30,6 @@ be trained on: both are skipped, counted and logged by row id (``build_candidate
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from citing_trl.baselines.common import SamplingArguments, revisions_for, sample
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.prompts import instruction_messages
+from citing_trl.stages import run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,27 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
     """One record per usable prompt: ``{id, prompt, candidates, scores}``. Rows that already carry
     ``candidates`` (and optionally ``scores``) are used as given; otherwise ``config.num_samples`` candidates are
     sampled with ``sampling`` (default ``SamplingArguments().build()``, seeded with ``config.seed``), the ground
-    truth and teacher revisions are added, and the reward model scores them all. With ``path`` the records are
-    saved there (and read back instead of regenerating on a rerun)."""
+    truth and teacher revisions are added, and the reward model scores them all. With ``path`` this is a stage
+    (:func:`~citing_trl.stages.run_stage`): the records are saved there and their counts in ``<path stem>.stats.json``,
+    written last as the done marker, and a rerun reads them back instead of regenerating."""
+    if path is None:
+        return _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+    path = Path(path)
+    built: dict[str, list[dict]] = {}
+
+    def work() -> dict:
+        records, stats = _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(path, records)
+        built["records"] = records
+        return dict(stats)
+
+    result = run_stage(path.with_suffix(".stats.json"), work, name=f"RRHF candidates {path}")
+    return (built["records"] if result.ran else read_jsonl(path)), Counter(result.record)
+
+
+def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions, sampling) -> tuple[list[dict], Counter]:
     stats: Counter = Counter()
-    if path and Path(path).is_file():
-        records = read_jsonl(path)
-        stats["prompts"] = len(records)
-        return records, Counter(json.loads(Path(path).with_suffix(".stats.json").read_text()))
     rows = [dict(r) for r in rows]
     prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
     need_samples = [i for i, r in enumerate(rows) if not r.get("candidates")]
@@ -129,10 +143,6 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
         if check_group(r["id"], cands, scores, stats):
             records.append({"id": r["id"], "prompt": prompt, "candidates": cands, "scores": scores})
     stats["prompts"] = len(records)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).with_suffix(".stats.json").write_text(json.dumps(dict(stats)))
-        write_jsonl(path, records)
     return records, stats
 
 
