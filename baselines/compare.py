@@ -32,6 +32,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from citing_trl import stages
+from citing_trl.cli import check, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("citing", "ppo", "rrhf", "raft", "dpo")
@@ -223,14 +224,12 @@ def main():
         merge_sft(*sys.argv[2:])
         return
     (a,) = TrlParser((CompareArguments,)).parse_args_and_config()
-    unknown = set(a.methods) - set(METHODS)
-    if unknown:
-        sys.exit(f"compare: --methods {sorted(unknown)} unknown; expected some of {', '.join(METHODS)}")
+    unknown = sorted(set(a.methods) - set(METHODS))
+    check(not unknown, "methods", f"must be some of {', '.join(METHODS)}; unknown", unknown)
     cmds = stage_commands(a)
     wanted = list(cmds) if not a.stages else [s.strip() for s in a.stages.split(",") if s.strip()]
     bad = [s for s in wanted if s not in cmds]
-    if bad:
-        sys.exit(f"compare: --stages {bad} unknown; stages are {', '.join(cmds)}")
+    check(not bad, "stages", f"must be some of {', '.join(cmds)}; unknown", bad)
     if a.list_stages:
         for s in cmds:
             marker = stage_marker(a, s)
@@ -246,4 +245,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag) prints one line, exit 2; a failed stage exits with its own line

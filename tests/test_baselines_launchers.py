@@ -131,6 +131,28 @@ def test_baseline_yamls_parse(name, setting, tmp_path):
         assert parsed[1].sft_adapter.endswith("/sft")  # every method starts from SFT
 
 
+LAUNCHERS = sorted(p.name for p in (REPO / "baselines").glob("*.py"))
+
+
+@pytest.mark.parametrize("argv", [[name, "--help"] for name in LAUNCHERS] + [["ppo_rlhf.py", "--method", "rloo", "--help"]],
+                         ids=lambda argv: " ".join(argv))
+def test_every_launcher_help_exits_0(argv, monkeypatch, capsys):
+    """`python baselines/<launcher>.py --help` prints the usage and exits 0 (in-process: no interpreter start)."""
+    import importlib.util
+
+    assert {"compare.py", "dpo.py", "ppo_rlhf.py", "raft.py", "reward_model.py", "rrhf.py"} <= set(LAUNCHERS)
+    name = f"launcher_{argv[0][:-3]}"
+    spec = importlib.util.spec_from_file_location(name, REPO / "baselines" / argv[0])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
+
+
 def test_compare_yamls_parse():
     import importlib.util
 

@@ -50,14 +50,6 @@ class BaselineArguments:
     )
 
 
-def cli_error(err: Exception) -> None:
-    """User errors end the launcher with one clear line instead of a traceback."""
-    import sys
-
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-
-
 def load_policy(model_args, sft_adapter: str | None):
     """Base model + the SFT adapter, trainable (or a fresh LoRA config when there is no adapter).
     Returns (model, tokenizer, peft_config)."""

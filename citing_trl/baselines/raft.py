@@ -28,6 +28,8 @@ import datasets
 from trl import SFTConfig, SFTTrainer
 
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
+from citing_trl.cli import check
+from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory
@@ -59,10 +61,10 @@ class RAFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"--keep_fraction {self.keep_fraction}: expected a value in (0, 1]")
-        if self.num_samples < 1 or self.num_stages < 1:
-            raise ValueError("--num_samples and --num_stages must be at least 1")
+        check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "keep_fraction", "must be in (0, 1] or unset",
+              self.keep_fraction)
+        for name in ("num_samples", "num_stages"):
+            check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
 
 
 def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: float | None = None) -> list[list[int]]:
@@ -92,7 +94,7 @@ class RAFTTrainer:
         self.sampling = sampling if sampling is not None else SamplingArguments().build()
         self.out = Path(args.output_dir)
         if not self.rows:
-            raise ValueError("RAFT: no prompts to train on")
+            raise DataError("RAFT: no prompts to train on (the data set is empty)")
 
     def stage_rows(self, t: int) -> list[dict]:
         if self.args.prompts_per_stage is None or self.args.prompts_per_stage >= len(self.rows):
@@ -147,7 +149,8 @@ class RAFTTrainer:
         if kept:
             self.finetune(model, tokenizer, peft_config, kept, sdir / "adapter", t)
         else:
-            raise ValueError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on")
+            raise ConfigError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on (more "
+                              "--sample_max_new_tokens, or another SFT adapter?)")
         (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
         with (self.out / "stages.jsonl").open("a") as f:
             f.write(json.dumps(stats) + "\n")

@@ -40,6 +40,7 @@ from transformers import Trainer, TrainingArguments
 from trl.data_utils import common_prefix_length
 
 from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
+from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.prompts import instruction_messages
@@ -80,7 +81,7 @@ def check_group(row_id: str, candidates: list[str], scores: list[float], stats: 
         logger.warning("RRHF: skipping row %s: no candidates", row_id)
         return False
     if len(scores) != len(candidates):
-        raise ValueError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
+        raise DataError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
     if max(scores) == min(scores):
         stats["skipped_equal_scores"] += 1
         logger.warning("RRHF: skipping row %s: all %d candidates have the same reward", row_id, len(scores))
@@ -133,7 +134,7 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
     to_score = [(i, j) for i, r in enumerate(rows) if not r.get("scores") for j in range(len(r["candidates"]))]
     if to_score:
         if scorer is None:
-            raise ValueError("RRHF: candidates without scores need a reward model (--reward_model)")
+            raise ConfigError("RRHF: candidates without scores need a reward model (--reward_model)", flag="reward_model")
         values = scorer.score([prompts[i] for i, _ in to_score], [rows[i]["candidates"][j] for i, j in to_score])
         for (i, _), v in zip(to_score, values):
             rows[i].setdefault("scores", []).append(v)

@@ -10,10 +10,11 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from citing_trl.configs import prefixed
+from citing_trl.errors import UserError
 from citing_trl.generation import GenerationConfig
 
 
-class PPOError(ValueError):
+class PPOError(UserError, ValueError):
     """A bad PPO setting or input; the message names the field."""
 
 
