@@ -21,7 +21,9 @@ stage the lock is given back once it has been held ``lock_hold_s`` seconds, so s
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -171,9 +173,6 @@ class Lock:
 
     def acquire(self):
         if self.path and self.fd is None:
-            import fcntl
-            import os
-
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             print(f"[compare] waiting for {self.path}", flush=True)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -181,9 +180,6 @@ class Lock:
 
     def maybe_release(self, force: bool = False):
         if self.fd is not None and (force or time.time() - self.since >= self.hold_s):
-            import fcntl
-            import os
-
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.configs import prefixed
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import GenerationConfig, generate
+from citing_trl.jsonl import read_jsonl
+from citing_trl.sft import load_student_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +56,6 @@ class BaselineArguments:
 def load_policy(model_args, sft_adapter: str | None):
     """Base model + the SFT adapter, trainable (or a fresh LoRA config when there is no adapter).
     Returns (model, tokenizer, peft_config)."""
-    from citing_trl.sft import load_student_for_training
-
     if sft_adapter and not (Path(sft_adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"--sft_adapter {sft_adapter}: no adapter_config.json there (expected a LoRA adapter folder)")
     return load_student_for_training(model_args, adapter=sft_adapter or None)
@@ -62,8 +63,6 @@ def load_policy(model_args, sft_adapter: str | None):
 
 def text_key(row: dict) -> str:
     """A row's identity by its text, for matching rows whose ids were made by another loader."""
-    import re
-
     norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
     return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
 
@@ -77,8 +76,6 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:
         return {}
-    from citing_trl.jsonl import read_jsonl
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--citing_run {run_dir}: no such folder")
@@ -96,8 +93,6 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
 def sample_answers(model, tokenizer, prompts: list[list[dict]], num_samples: int, gen_config, desc: str) -> list[list]:
     """``num_samples`` sampled answers per prompt through the project's one generation routine.
     Returns one list of :class:`~citing_trl.generation.Generation` per prompt."""
-    from citing_trl.generation import generate
-
     if num_samples <= 0 or not prompts:
         return [[] for _ in prompts]
     flat = [p for p in prompts for _ in range(num_samples)]
