@@ -66,11 +66,6 @@ class PPOConfig(TrainingArguments):
                   "smaller minibatches give several updates per rollout batch, as OpenRLHF does)."},
     )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch (trl 1.12: 4; OpenRLHF: 1)."})
-    learning_rate: float = field(
-        default=1e-5,
-        metadata={"help": "AdamW learning rate for both adapters and the value head (trl 1.12: 3e-6 for full "
-                  "fine-tuning; LoRA usually takes ~10x more, hence 1e-5)."},
-    )
     kl_coef: float = field(
         default=0.05,
         metadata={"help": "beta of the per-token k1 KL penalty in the reward, fixed (trl 1.12: 0.05; OpenRLHF: 0.01; "
