@@ -6,8 +6,8 @@ with gold answers, answered on a held-out split by the same generator and scored
     python baselines/compare.py --config baselines/configs/compare_demo.yaml --list_stages  # stages and their state
 
 Stages, each a subprocess that writes under <output_dir>/<stage> and is skipped on a rerun once finished (a
-``.done`` marker with its wall time is written after it exits 0; an interrupted stage resumes through its own
-script's resume logic):
+``.done`` marker with its wall time is written after it exits 0, by :func:`citing_trl.stages.run_stage`; an
+interrupted stage resumes through its own script's resume logic):
 
     citing        recipes/citing.py: SFT (Algorithm 1 lines 2-4) -> the shared start citing/sft, then N rounds
     reward_model  baselines/reward_model.py (pairs: ``rm_preferences``; held-out pair accuracy in eval_metrics.json)
@@ -21,7 +21,9 @@ stage the lock is given back once it has been held ``lock_hold_s`` seconds, so s
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -30,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
+
+from citing_trl import stages
+from citing_trl.cli import check, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("citing", "ppo", "rrhf", "raft", "dpo")
@@ -168,9 +173,6 @@ class Lock:
 
     def acquire(self):
         if self.path and self.fd is None:
-            import fcntl
-            import os
-
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             print(f"[compare] waiting for {self.path}", flush=True)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -178,35 +180,39 @@ class Lock:
 
     def maybe_release(self, force: bool = False):
         if self.fd is not None and (force or time.time() - self.since >= self.hold_s):
-            import fcntl
-            import os
-
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
 
 
+def stage_marker(a: CompareArguments, name: str) -> Path:
+    return Path(a.output_dir) / ".stages" / f"{name}.done"
+
+
 def run_stage(name: str, cmd: list[str], a: CompareArguments, lock: Lock | None = None) -> float:
-    marker = Path(a.output_dir) / ".stages" / f"{name}.done"
-    if marker.is_file():
-        print(f"[compare] {name}: done before ({marker.read_text().strip()}), skipped")
+    """Run one stage's command unless its marker says it finished (citing_trl.stages); returns its wall time."""
+
+    def work() -> dict:
+        if lock:
+            lock.acquire()
+        print(f"[compare] {name}: {shlex.join(cmd)}", flush=True)
+        t0 = time.time()
+        try:
+            code = subprocess.run(cmd, cwd=REPO, timeout=a.stage_timeout).returncode
+        except subprocess.TimeoutExpired:
+            sys.exit(f"compare: stage {name} ran past --stage_timeout {a.stage_timeout}s; rerun to resume it")
+        wall = time.time() - t0
+        if lock:
+            lock.maybe_release(force=code != 0)
+        if code != 0:
+            sys.exit(f"compare: stage {name} failed (exit {code}); fix it and rerun (finished stages are skipped)")
+        return {"wall_s": round(wall, 1)}
+
+    result = stages.run_stage(stage_marker(a, name), work, name=name)
+    if not result.ran:
+        print(f"[compare] {name}: done before ({json.dumps(result.record)}), skipped")
         return 0.0
-    if lock:
-        lock.acquire()
-    print(f"[compare] {name}: {shlex.join(cmd)}", flush=True)
-    t0 = time.time()
-    try:
-        code = subprocess.run(cmd, cwd=REPO, timeout=a.stage_timeout).returncode
-    except subprocess.TimeoutExpired:
-        sys.exit(f"compare: stage {name} ran past --stage_timeout {a.stage_timeout}s; rerun to resume it")
-    wall = time.time() - t0
-    if lock:
-        lock.maybe_release(force=code != 0)
-    if code != 0:
-        sys.exit(f"compare: stage {name} failed (exit {code}); fix it and rerun (finished stages are skipped)")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"wall_s": round(wall, 1)}))
-    return wall
+    return result.record["wall_s"]
 
 
 def main():
@@ -214,27 +220,25 @@ def main():
         merge_sft(*sys.argv[2:])
         return
     (a,) = TrlParser((CompareArguments,)).parse_args_and_config()
-    unknown = set(a.methods) - set(METHODS)
-    if unknown:
-        sys.exit(f"compare: --methods {sorted(unknown)} unknown; expected some of {', '.join(METHODS)}")
+    unknown = sorted(set(a.methods) - set(METHODS))
+    check(not unknown, "methods", f"must be some of {', '.join(METHODS)}; unknown", unknown)
     cmds = stage_commands(a)
     wanted = list(cmds) if not a.stages else [s.strip() for s in a.stages.split(",") if s.strip()]
     bad = [s for s in wanted if s not in cmds]
-    if bad:
-        sys.exit(f"compare: --stages {bad} unknown; stages are {', '.join(cmds)}")
+    check(not bad, "stages", f"must be some of {', '.join(cmds)}; unknown", bad)
     if a.list_stages:
         for s in cmds:
-            marker = Path(a.output_dir) / ".stages" / f"{s}.done"
-            print(f"{s:20s} {'done ' + marker.read_text().strip() if marker.is_file() else 'to do'}")
+            marker = stage_marker(a, s)
+            print(f"{s:20s} {'done ' + json.dumps(stages.read_marker(marker)) if stages.is_done(marker) else 'to do'}")
         return
     lock = Lock(a.lock, a.lock_hold_s)
     for s in wanted:
         run_stage(s, cmds[s], a, lock)
     lock.maybe_release(force=True)
     table = Path(a.output_dir) / "eval"
-    if (Path(a.output_dir) / ".stages" / "evaluate.done").is_file():
+    if stages.is_done(stage_marker(a, "evaluate")):
         print(f"[compare] reports in {table}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag) prints one line, exit 2; a failed stage exits with its own line

@@ -5,7 +5,8 @@
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml baselines/ppo_rlhf.py \
         --config baselines/configs/ppo_llama7b.yaml
 
-`--method` picks which trainer's settings are parsed (PPOConfig or trl.RLOOConfig); every flag overrides the YAML.
+`--method` picks which trainer's settings are parsed (PPOConfig + the `--sample_*` rollout settings, or
+trl.RLOOConfig); every flag overrides the YAML.
 """
 
 import logging
@@ -14,7 +15,11 @@ import sys
 import yaml
 from trl import ModelConfig, RLOOConfig, TrlParser
 
-from citing_trl.baselines.ppo import PPOConfig, PPOError, RLHFArguments, run_ppo
+from citing_trl.baselines.ppo.config import PPOConfig, PPOSamplingArguments, RLHFArguments
+from citing_trl.baselines.ppo.launch import run_ppo
+from citing_trl.baselines.rloo import run_rloo
+from citing_trl.cli import run_main
+from citing_trl.errors import ConfigError
 from citing_trl.sft import DataArguments
 
 
@@ -31,32 +36,26 @@ def chosen_method(argv: list[str]) -> str:
                 with open(argv[i + 1]) as f:
                     return (yaml.safe_load(f) or {}).get("method", "ppo")
             except OSError as err:
-                sys.exit(f"error: --config {argv[i + 1]!r}: {err.strerror}")
+                raise ConfigError(f"--config {argv[i + 1]!r}: {err.strerror}", flag="config") from None
     return "ppo"
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def train(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     method = chosen_method(argv)
-    trainer_config = RLOOConfig if method == "rloo" else PPOConfig
-    parser = TrlParser((RLHFArguments, DataArguments, trainer_config, ModelConfig))
-    try:
+    if method == "rloo":
+        parser = TrlParser((RLHFArguments, DataArguments, RLOOConfig, ModelConfig))  # RLOOConfig has its sampling
         rlhf_args, data_args, config, model_args = parser.parse_args_and_config(argv)
-    except (PPOError, ValueError) as err:  # bad flag values: one line naming the flag
-        sys.exit(f"error: {err}")
-    from citing_trl.data import DataError
-    from citing_trl.models import ModelLoadError
+        run_rloo(rlhf_args, data_args, config, model_args)
+    else:
+        parser = TrlParser((RLHFArguments, DataArguments, PPOConfig, ModelConfig, PPOSamplingArguments))
+        rlhf_args, data_args, config, model_args, sampling_args = parser.parse_args_and_config(argv)
+        run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args.build())
 
-    try:
-        if rlhf_args.method == "rloo":
-            from citing_trl.baselines.rloo import run_rloo
 
-            run_rloo(rlhf_args, data_args, config, model_args)
-        else:
-            run_ppo(rlhf_args, data_args, config, model_args)
-    except (PPOError, DataError, ModelLoadError) as err:
-        sys.exit(f"error: {err}")
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` (default: the command line) and train; a user error prints one line and exits 2."""
+    run_main(lambda: train(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

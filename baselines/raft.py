@@ -7,28 +7,25 @@ import logging
 
 from trl import ModelConfig, TrlParser
 
-from citing_trl.baselines.common import BaselineArguments, cli_error
+from citing_trl.baselines.common import BaselineArguments, SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer
-from citing_trl.data import DataError
+from citing_trl.baselines.reward_model import RewardScorer
+from citing_trl.cli import run_main
+from citing_trl.errors import ConfigError
 from citing_trl.sft import DataArguments, load_rows
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data_args, base_args, args, model_args = TrlParser(
-        (DataArguments, BaselineArguments, RAFTConfig, ModelConfig)).parse_args_and_config()
-    try:
-        if not base_args.reward_model:
-            raise ValueError("RAFT needs --reward_model (a folder written by baselines/reward_model.py)")
-        from citing_trl.baselines.reward_model import RewardScorer
-
-        scorer = RewardScorer.load(base_args.reward_model)
-        out = RAFTTrainer(args, model_args, load_rows(data_args).to_list(), scorer,
-                          sft_adapter=base_args.sft_adapter).train()
-    except (DataError, FileNotFoundError, ValueError) as err:
-        cli_error(err)
+    data_args, base_args, args, model_args, sampling_args = TrlParser(
+        (DataArguments, BaselineArguments, RAFTConfig, ModelConfig, SamplingArguments)).parse_args_and_config()
+    if not base_args.reward_model:
+        raise ConfigError("RAFT needs --reward_model (a folder written by baselines/reward_model.py)", flag="reward_model")
+    scorer = RewardScorer.load(base_args.reward_model)
+    out = RAFTTrainer(args, model_args, load_rows(data_args).to_list(), scorer,
+                      sft_adapter=base_args.sft_adapter, sampling=sampling_args.build()).train()
     print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2

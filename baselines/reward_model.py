@@ -7,21 +7,18 @@ import logging
 
 from trl import ModelConfig, TrlParser
 
-from citing_trl.baselines.common import cli_error
-from citing_trl.baselines.preferences import PreferenceArguments, PreferenceError
+from citing_trl.baselines.preferences import PreferenceArguments
 from citing_trl.baselines.reward_model import RewardModelConfig, train_reward_model
+from citing_trl.cli import run_main
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        pref_args, training_args, model_args = TrlParser(
-            (PreferenceArguments, RewardModelConfig, ModelConfig)).parse_args_and_config()
-        _, metrics = train_reward_model(pref_args, training_args, model_args)
-    except (PreferenceError, FileNotFoundError) as err:
-        cli_error(err)
+    pref_args, training_args, model_args = TrlParser(
+        (PreferenceArguments, RewardModelConfig, ModelConfig)).parse_args_and_config()
+    _, metrics = train_reward_model(pref_args, training_args, model_args)
     print(f"reward model saved to {training_args.output_dir}: {metrics}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad pair) prints one line, exit 2

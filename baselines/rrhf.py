@@ -7,40 +7,32 @@ import logging
 from pathlib import Path
 
 from accelerate import PartialState
+from peft import get_peft_model
 from trl import ModelConfig, TrlParser
 
-from citing_trl.baselines.common import BaselineArguments, cli_error, load_policy, teacher_revisions
+from citing_trl.baselines.common import BaselineArguments, SamplingArguments, load_policy, teacher_revisions
+from citing_trl.baselines.reward_model import RewardScorer
 from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
-from citing_trl.data import DataError
+from citing_trl.cli import run_main
+from citing_trl.jsonl import read_jsonl
 from citing_trl.sft import DataArguments, load_rows
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data_args, base_args, args, model_args = TrlParser(
-        (DataArguments, BaselineArguments, RRHFConfig, ModelConfig)).parse_args_and_config()
-    try:
-        if base_args.candidates_file:
-            from citing_trl.jsonl import read_jsonl
-
-            rows = [{"id": str(r.get("id") or n), **r} for n, r in enumerate(read_jsonl(base_args.candidates_file))]
-        else:
-            rows = load_rows(data_args).to_list()
-        model, tokenizer, peft_config = load_policy(model_args, base_args.sft_adapter)
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
-        scorer = None
-        if base_args.reward_model:
-            from citing_trl.baselines.reward_model import RewardScorer
-
-            scorer = RewardScorer.load(base_args.reward_model)
-        with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
-            records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
-                base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl")
-    except (DataError, FileNotFoundError, ValueError) as err:
-        cli_error(err)
+    data_args, base_args, args, model_args, sampling_args = TrlParser(
+        (DataArguments, BaselineArguments, RRHFConfig, ModelConfig, SamplingArguments)).parse_args_and_config()
+    if base_args.candidates_file:
+        rows = [{"id": str(r.get("id") or n), **r} for n, r in enumerate(read_jsonl(base_args.candidates_file))]
+    else:
+        rows = load_rows(data_args).to_list()
+    model, tokenizer, peft_config = load_policy(model_args, base_args.sft_adapter)
+    if peft_config is not None:
+        model = get_peft_model(model, peft_config)
+    scorer = RewardScorer.load(base_args.reward_model) if base_args.reward_model else None
+    with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
+        records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
+            base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl", sampling=sampling_args.build())
     del scorer
     logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
     model.train()
@@ -51,4 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2

@@ -63,7 +63,7 @@ def test_launchers_end_to_end(tiny_model_dir, citing_like_run, tmp_path):
     assert (rm / "adapter_config.json").is_file() and (rm / "reward_model.json").is_file()
 
     common = [*model, *TRAIN, "--dataset", str(run / "data.jsonl"), "--sft_adapter", str(run / "sft"),
-              "--reward_model", str(rm), "--max_new_tokens", "8"]
+              "--reward_model", str(rm), "--sample_max_new_tokens", "8"]
     launch("rrhf.py", "rrhf_demo.yaml", *common, "--citing_run", str(run), "--output_dir", str(tmp_path / "rrhf"))
     cands = [json.loads(x) for x in (tmp_path / "rrhf" / "candidates.jsonl").read_text().splitlines()]
     assert len(cands) == 6 and all(len(c["candidates"]) == len(c["scores"]) for c in cands)
@@ -105,8 +105,10 @@ PARSERS = {
     "reward_model": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.reward_model:RewardModelConfig",
     "dpo": "citing_trl.baselines.preferences:PreferenceArguments citing_trl.baselines.common:BaselineArguments "
            "citing_trl.baselines.dpo:DPOConfig",
-    "rrhf": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.rrhf:RRHFConfig",
-    "raft": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.raft:RAFTConfig",
+    "rrhf": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.rrhf:RRHFConfig "
+            "citing_trl.baselines.common:SamplingArguments",
+    "raft": "citing_trl.sft:DataArguments citing_trl.baselines.common:BaselineArguments citing_trl.baselines.raft:RAFTConfig "
+            "citing_trl.baselines.common:SamplingArguments",
 }
 
 
@@ -127,6 +129,28 @@ def test_baseline_yamls_parse(name, setting, tmp_path):
     assert model.model_name_or_path and model.lora_r == 16
     if name in ("rrhf", "raft", "dpo"):
         assert parsed[1].sft_adapter.endswith("/sft")  # every method starts from SFT
+
+
+LAUNCHERS = sorted(p.name for p in (REPO / "baselines").glob("*.py"))
+
+
+@pytest.mark.parametrize("argv", [[name, "--help"] for name in LAUNCHERS] + [["ppo_rlhf.py", "--method", "rloo", "--help"]],
+                         ids=lambda argv: " ".join(argv))
+def test_every_launcher_help_exits_0(argv, monkeypatch, capsys):
+    """`python baselines/<launcher>.py --help` prints the usage and exits 0 (in-process: no interpreter start)."""
+    import importlib.util
+
+    assert {"compare.py", "dpo.py", "ppo_rlhf.py", "raft.py", "reward_model.py", "rrhf.py"} <= set(LAUNCHERS)
+    name = f"launcher_{argv[0][:-3]}"
+    spec = importlib.util.spec_from_file_location(name, REPO / "baselines" / argv[0])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
 
 
 def test_compare_yamls_parse():

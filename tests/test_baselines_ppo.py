@@ -16,6 +16,7 @@ import torch
 from citing_trl.baselines.ppo import (
     PPOConfig,
     PPOError,
+    PPOSamplingArguments,
     PPOTrainer,
     compute_gae,
     masked_whiten,
@@ -23,6 +24,7 @@ from citing_trl.baselines.ppo import (
     token_rewards,
     value_loss,
 )
+from citing_trl.errors import ConfigError
 from tests.conftest import REPO
 
 LAUNCHER = REPO / "baselines" / "ppo_rlhf.py"
@@ -78,13 +80,15 @@ def make_trainer(tiny_model_dir, out, reward_fn=count_e, sft=None, reward_model_
     from citing_trl.baselines.ppo import merge_sft_adapter
 
     settings = dict(output_dir=str(out), max_steps=6, per_device_rollout_batch_size=8, per_device_mini_batch_size=4,
-                    max_new_tokens=12, learning_rate=1e-3, temperature=1.0, missing_eos_penalty=None, save_steps=2)
+                    sample_max_new_tokens=12, learning_rate=1e-3, sample_temperature=1.0, missing_eos_penalty=None,
+                    save_steps=2)
     settings.update(overrides)
+    sampling = PPOSamplingArguments(**{k: settings.pop(k) for k in list(settings) if k.startswith("sample_")}).build()
     model = merge_sft_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(sft) if sft else None)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     return PPOTrainer(PPOConfig(**settings), model, tok, tiny_prompts(), reward_fn, lora(),
                       reward_model_path=str(reward_model_path) if reward_model_path else None,
-                      sft_adapter=str(sft) if sft else None)
+                      sft_adapter=str(sft) if sft else None, sampling=sampling)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -150,10 +154,11 @@ def test_clipped_value_loss_matches_hand_values():
 
 
 @pytest.mark.parametrize("field,value", [("kl_coef", -1.0), ("lam", 1.5), ("per_device_mini_batch_size", 16),
-                                         ("missing_eos_penalty", -2.0), ("temperature", 0.0)])
+                                         ("missing_eos_penalty", -2.0), ("sample_temperature", 0.0)])
 def test_bad_config_values_name_the_field(field, value):
-    with pytest.raises(PPOError, match=f"--{field}"):
-        PPOConfig(**{field: value})
+    settings, error = (PPOSamplingArguments, ConfigError) if field.startswith("sample_") else (PPOConfig, PPOError)
+    with pytest.raises(error, match=f"--{field}"):
+        settings(**{field: value})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -198,26 +203,31 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
     eos = trainer.tokenizer.eos_token_id
     lengths = batch["mask"].sum(1).long()
     for row, n in enumerate(lengths.tolist()):
-        if n < trainer.config.max_new_tokens:
+        if n < trainer.sampling.max_new_tokens:
             assert int(batch["answer_ids"][row, n - 1]) == eos
 
 
 def test_rollouts_sample_the_full_temperature_distribution(tiny_model_dir, tmp_path):
     """Log-probs use the full softmax(logits / T), so sampling must not be truncated: transformers would apply
     top_k = 50 by default. 400 first tokens of the near-uniform tiny model (512 tokens) cover far more than 50."""
-    from citing_trl.generation import GenerationConfig, generate
+    from dataclasses import replace
+
+    from citing_trl.generation import generate
 
     trainer = make_trainer(tiny_model_dir, tmp_path / "run")
-    gens = generate(trainer.model, trainer.tokenizer, ["Hello"] * 400,
-                    GenerationConfig(max_new_tokens=1, do_sample=True, temperature=1.0, batch_size=400, show_progress=False))
+    rollout_settings = replace(trainer.rollout_generation_config(0), max_new_tokens=1, batch_size=400, show_progress=False)
+    assert rollout_settings.temperature == 1.0 and rollout_settings.top_k == 0 and rollout_settings.top_p == 1.0
+    gens = generate(trainer.model, trainer.tokenizer, ["Hello"] * 400, rollout_settings)
     assert len({g.token_ids[0] for g in gens}) > 80
+    with pytest.raises(PPOError, match="--sample_top_k"):  # a truncating setting is refused, not trained on
+        make_trainer(tiny_model_dir, tmp_path / "run2", sample_top_k=50)
 
 
 def test_ppo_raises_rule_reward_with_finite_kl(tiny_model_dir, tmp_path):
     # The tiny random model is near-uniform over 512 tokens, so 30 steps give a modest but clear rise (seeded run:
     # first-10-step mean ~2.0 'e' per answer, last-10 ~2.5); sampling with transformers' default top_k=50 instead of
     # the full distribution rose faster but trained on log-probs of a different distribution.
-    trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=30, save_steps=100, max_new_tokens=16,
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=30, save_steps=100, sample_max_new_tokens=16,
                            learning_rate=1e-2)
     history = trainer.train()
     trainer.save_model()
@@ -322,7 +332,8 @@ def test_launcher_bad_flag_values_fail_with_one_line(flags, needle, capsys, tmp_
     argv = ["--config", str(CONFIGS / "ppo_demo.yaml"), *_tiny_flags(tiny_model_dir, sft_adapter, tmp_path / "o"), *flags]
     with pytest.raises(SystemExit) as exit_info:
         ppo_rlhf.main(argv)
-    message = str(exit_info.value.code)
+    message = capsys.readouterr().err.strip()  # citing_trl.cli.run_main: one line on stderr, exit status 2
+    assert exit_info.value.code == 2
     assert message.startswith("error:") and needle in message and "\n" not in message
 
 
@@ -337,7 +348,7 @@ def test_ppo_launcher_scores_with_the_reward_model(tiny_model_dir, sft_adapter, 
     out = tmp_path / "ppo_rm"
     ppo_rlhf.main(["--config", str(CONFIGS / "ppo_demo.yaml"), "--model_name_or_path", str(tiny_model_dir),
                    "--sft_adapter", str(sft_adapter), "--reward_model_path", str(rm), "--output_dir", str(out),
-                   "--max_steps", "1", "--max_new_tokens", "6"])
+                   "--max_steps", "1", "--sample_max_new_tokens", "6"])
     row = json.loads((out / "ppo_log.jsonl").read_text().splitlines()[0])
     assert math.isfinite(row["score"]) and row["score"] != 0
     assert json.loads((out / "train_summary.json").read_text())["value_initialised_from_reward_model"] is True
@@ -371,7 +382,7 @@ def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{_rule_module(tmp_path)}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "accelerate_configs" / "cpu_2proc.yaml"), str(LAUNCHER), "--config", str(CONFIGS / "ppo_demo.yaml"),
-           *_tiny_flags(tiny_model_dir, sft_adapter, out), "--max_steps", "3", "--max_new_tokens", "8",
+           *_tiny_flags(tiny_model_dir, sft_adapter, out), "--max_steps", "3", "--sample_max_new_tokens", "8",
            "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2", "--learning_rate", "1e-3"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -395,7 +406,7 @@ def test_smollm2_ppo_smoke(smollm2_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
     cmd = [sys.executable, str(LAUNCHER), "--config", str(CONFIGS / "ppo_demo.yaml"), "--model_name_or_path",
            str(smollm2_dir), "--sft_adapter", "", "--reward_model_path", "", "--reward_function",
-           "smol_rules:near_20_words", "--output_dir", str(out), "--max_steps", "3", "--max_new_tokens", "32",
+           "smol_rules:near_20_words", "--output_dir", str(out), "--max_steps", "3", "--sample_max_new_tokens", "32",
            "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2", "--num_ppo_epochs", "2"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -429,13 +440,14 @@ def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
     if method == "rloo" and "llama7b" in name:
         argv += ["--use_cpu", "true", "--bf16", "false"]  # no GPU here
     config_class = RLOOConfig if method == "rloo" else PPOConfig
-    rlhf, data, config, model = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig)) \
-        .parse_args_and_config(argv)
+    sampling_view = (PPOSamplingArguments,) if method == "ppo" else ()
+    rlhf, data, config, model, *sampling = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig,
+                                                      *sampling_view)).parse_args_and_config(argv)
     assert rlhf.method == method and model.lora_r == 16
     text = path.read_text()
     assert "sft_adapter:" in text and text.count("reward_model_path:") == 1  # starts from SFT, scored by the RM
     if "llama7b" in name:
-        assert (config.max_new_tokens if method == "ppo" else config.max_completion_length) == 512
+        assert (sampling[0].sample_max_new_tokens if method == "ppo" else config.max_completion_length) == 512
     else:
         assert "HuggingFaceTB/SmolLM2-135M-Instruct" in text
 
@@ -451,7 +463,7 @@ def test_killed_ppo_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_ada
     def command(max_steps: int) -> list[str]:
         return [sys.executable, str(LAUNCHER), "--config", str(CONFIGS / "ppo_demo.yaml"),
                 *_tiny_flags(tiny_model_dir, sft_adapter, out), "--max_steps", str(max_steps), "--save_steps", "2",
-                "--max_new_tokens", "8", "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2"]
+                "--sample_max_new_tokens", "8", "--per_device_rollout_batch_size", "4", "--per_device_mini_batch_size", "2"]
 
     proc = subprocess.Popen(command(40), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

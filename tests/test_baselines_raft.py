@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from citing_trl.baselines.common import SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer, select
 
 
@@ -33,12 +34,13 @@ def test_raft_stages_keep_best_and_resume(tiny_model_dir, tmp_path):
     from trl import ModelConfig
 
     rows = [{"id": f"r{i}", "instruction": f"Describe thing {i}.", "input": ""} for i in range(4)]
-    args = RAFTConfig(output_dir=str(tmp_path / "raft"), num_stages=2, num_samples=3, max_new_tokens=12,
+    args = RAFTConfig(output_dir=str(tmp_path / "raft"), num_stages=2, num_samples=3,
                       per_device_train_batch_size=2, num_train_epochs=1, learning_rate=1e-3, use_cpu=True, bf16=False,
                       save_strategy="no", logging_steps=1, max_length=128, disable_tqdm=True)
     margs = ModelConfig(model_name_or_path=str(tiny_model_dir), lora_r=4, lora_alpha=8, dtype="float32")
     scorer = LengthScorer()
-    out = RAFTTrainer(args, margs, rows, scorer).train()
+    sampling = SamplingArguments(sample_max_new_tokens=12).build()
+    out = RAFTTrainer(args, margs, rows, scorer, sampling=sampling).train()
     assert (out / "adapter_config.json").is_file()
     for t in range(2):
         sdir = out / f"stage_{t}"
@@ -56,6 +58,6 @@ def test_raft_stages_keep_best_and_resume(tiny_model_dir, tmp_path):
         assert stats["mean_reward_kept"] >= stats["mean_reward_all"]
     assert json.loads((out / "stage_1" / "stats.json").read_text())["start_adapter"] == str(out / "stage_0" / "adapter")
     calls = scorer.calls
-    RAFTTrainer(args, margs, rows, scorer).train()  # rerun: both stages done, nothing sampled or scored again
+    RAFTTrainer(args, margs, rows, scorer, sampling=sampling).train()  # rerun: both stages done, nothing sampled or scored again
     assert scorer.calls == calls
     assert len((out / "stages.jsonl").read_text().splitlines()) == 2

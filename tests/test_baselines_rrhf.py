@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
+from citing_trl.baselines.common import SamplingArguments
 from citing_trl.baselines.rrhf import RRHFCollator, RRHFConfig, RRHFTrainer, build_candidates, check_group
 
 FEATURES = [
@@ -91,11 +92,12 @@ def test_build_candidates_samples_gold_and_revisions_then_trains(tiny_model_dir,
         {"id": "b", "instruction": "Say something.", "input": "", "output": "",
          "candidates": ["same", "same"], "scores": [1.0, 1.0]},
     ]
-    args = RRHFConfig(output_dir=str(tmp_path / "out"), num_samples=3, max_new_tokens=8, use_cpu=True,
+    args = RRHFConfig(output_dir=str(tmp_path / "out"), num_samples=3, use_cpu=True,
                       per_device_train_batch_size=1, max_steps=2, learning_rate=1e-3, logging_steps=1,
                       save_strategy="no", disable_tqdm=True)
     records, stats = build_candidates(rows, model, tokenizer, MarkerScorer(), args,
-                                      revisions={"a": ["A revised answer"]}, path=tmp_path / "cands.jsonl")
+                                      revisions={"a": ["A revised answer"]}, path=tmp_path / "cands.jsonl",
+                                      sampling=SamplingArguments(sample_max_new_tokens=8).build())
     assert stats["skipped_equal_scores"] == 1 and [r["id"] for r in records] == ["a"]
     cands = records[0]["candidates"]
     assert len(cands) <= 5 and cands[-2:] == ["Blue is a colour of the sky", "A revised answer"]

@@ -17,8 +17,8 @@ _EXPORTS = {
     "RAFTConfig": "citing_trl.baselines.raft",
     "RAFTTrainer": "citing_trl.baselines.raft",
     "run_dpo": "citing_trl.baselines.dpo",
-    "PPOConfig": "citing_trl.baselines.ppo",
-    "PPOTrainer": "citing_trl.baselines.ppo",
+    "PPOConfig": "citing_trl.baselines.ppo.config",
+    "PPOTrainer": "citing_trl.baselines.ppo.trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,13 +1,32 @@
-"""Pieces every baseline shares: where the SFT start and the reward model are, loading the SFT policy, and
-the teacher revisions of a CITING run."""
+"""Pieces every baseline shares: where the SFT start and the reward model are, how answers are sampled
+(:data:`SamplingArguments`), loading the SFT policy, and the teacher revisions of a CITING run."""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.configs import prefixed
+from citing_trl.generation import GenerationConfig, generate
+from citing_trl.jsonl import read_jsonl
+from citing_trl.sft import load_student_for_training
+
 logger = logging.getLogger(__name__)
+
+SamplingArguments = prefixed(
+    GenerationConfig, "sample_", name="SamplingArguments",
+    only=("max_new_tokens", "batch_size", "temperature", "top_p", "top_k"),
+    defaults={"max_new_tokens": 128, "temperature": 0.85, "top_k": 0},
+    doc="""How RRHF and RAFT sample answers: :class:`~citing_trl.generation.GenerationConfig` fields as
+    ``--sample_*`` flags (``--sample_max_new_tokens``, ``--sample_batch_size``, ``--sample_temperature``,
+    ``--sample_top_p``, ``--sample_top_k``); ``build()`` gives the ``GenerationConfig``, and the trainer adds
+    ``do_sample=True`` and its own seed. Defaults: temperature 0.85 (LMFlow's RAFT examples), 128 new tokens,
+    ``top_k = 0``, the full distribution. That last one is a deliberate fix: these baselines used to leave top_k
+    unset, so transformers' default ``top_k = 50`` silently truncated every sample; set ``--sample_top_k 50`` to
+    get the old behaviour back.""",
+)
 
 
 @dataclass
@@ -34,19 +53,9 @@ class BaselineArguments:
     )
 
 
-def cli_error(err: Exception) -> None:
-    """User errors end the launcher with one clear line instead of a traceback."""
-    import sys
-
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-
-
 def load_policy(model_args, sft_adapter: str | None):
     """Base model + the SFT adapter, trainable (or a fresh LoRA config when there is no adapter).
     Returns (model, tokenizer, peft_config)."""
-    from citing_trl.sft import load_student_for_training
-
     if sft_adapter and not (Path(sft_adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"--sft_adapter {sft_adapter}: no adapter_config.json there (expected a LoRA adapter folder)")
     return load_student_for_training(model_args, adapter=sft_adapter or None)
@@ -54,8 +63,6 @@ def load_policy(model_args, sft_adapter: str | None):
 
 def text_key(row: dict) -> str:
     """A row's identity by its text, for matching rows whose ids were made by another loader."""
-    import re
-
     norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
     return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
 
@@ -69,8 +76,6 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:
         return {}
-    from citing_trl.jsonl import read_jsonl
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--citing_run {run_dir}: no such folder")
@@ -88,8 +93,6 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
 def sample_answers(model, tokenizer, prompts: list[list[dict]], num_samples: int, gen_config, desc: str) -> list[list]:
     """``num_samples`` sampled answers per prompt through the project's one generation routine.
     Returns one list of :class:`~citing_trl.generation.Generation` per prompt."""
-    from citing_trl.generation import generate
-
     if num_samples <= 0 or not prompts:
         return [[] for _ in prompts]
     flat = [p for p in prompts for _ in range(num_samples)]

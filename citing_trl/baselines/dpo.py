@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import DPOConfig as _TRLDPOConfig
+from trl import DPOTrainer
 
+from citing_trl.baselines.common import load_policy
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,6 @@ class DPOConfig(_TRLDPOConfig):
 
 def run_dpo(pref_args: PreferenceArguments, training_args: DPOConfig, model_args, sft_adapter: str | None = None):
     """Train DPO on ``pref_args`` pairs from the SFT adapter; saves the adapter (and tokenizer) to output_dir."""
-    from trl import DPOTrainer
-
-    from citing_trl.baselines.common import load_policy
-
     pairs, stats = load_preferences(pref_args)
     train, held = split_pairs(pairs, pref_args.eval_fraction, pref_args.preference_seed)
     logger.info("DPO: %d training pairs, %d held out (%s)", len(train), len(held), dict(stats))

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
 from citing_trl.prompts import instruction_messages
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 PAIR_SOURCES = ("revision", "gold", "both")
 
 
-class PreferenceError(ValueError):
+class PreferenceError(UserError, ValueError):
     """Unusable preference input; the message names the file and the row."""
 
 

@@ -1,7 +1,8 @@
 """RAFT: Reward rAnked FineTuning (Dong et al., 2023; arXiv 2304.06767), on LoRA.
 
 T stages; in each one the current policy samples K answers per prompt (through :mod:`citing_trl.generation`,
-default K = 8 at temperature 0.85 as in LMFlow's RAFT examples), the reward model scores them, the best answer
+default K = 8 at temperature 0.85 as in LMFlow's RAFT examples, from the full distribution: ``--sample_top_k 0``,
+see :data:`~citing_trl.baselines.common.SamplingArguments`), the reward model scores them, the best answer
 of each prompt is kept (or the top ``keep_fraction`` of each prompt's answers), and the current adapter is
 fine-tuned on the kept set with TRL's ``SFTTrainer``. Unlike LMFlow, the loss is on the answer tokens only
 (completion-only loss, as every SFT step of this suite). A prompt whose answers all get the same reward
@@ -9,8 +10,8 @@ carries no ranking signal: its first answer is kept all the same (RAFT keeps the
 such prompts are counted (``stats.json``: ``equal_reward_prompts``).
 
 Each stage writes ``stage_<t>/samples.jsonl`` (answers + rewards), ``kept.jsonl``, ``stats.json`` (mean reward
-of all answers and of the kept set) and its adapter, then a ``done`` marker last; a rerun skips finished
-stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
+of all answers and of the kept set) and its adapter, then a ``done`` marker last (:mod:`citing_trl.stages`);
+a rerun skips finished stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -18,25 +19,35 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trl import SFTConfig
+import datasets
+from trl import SFTConfig, SFTTrainer
+
+from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
+from citing_trl.cli import check
+from citing_trl.errors import ConfigError, DataError
+from citing_trl.generation import GenerationConfig
+from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.pipeline import free_memory
+from citing_trl.prompts import instruction_messages
+from citing_trl.sft import to_prompt_completion
+from citing_trl.stages import run_stage
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RAFTConfig(SFTConfig):
-    """TRL ``SFTConfig`` (for each stage's fine-tuning) + RAFT's own fields."""
+    """TRL ``SFTConfig`` (for each stage's fine-tuning) + RAFT's own fields. How answers are sampled is a
+    :class:`~citing_trl.generation.GenerationConfig` given to :class:`RAFTTrainer` (``--sample_*`` flags,
+    :data:`~citing_trl.baselines.common.SamplingArguments`)."""
 
     num_stages: int = field(default=3, metadata={"help": "T: sample-rank-finetune stages (LMFlow examples: 20)."})
     num_samples: int = field(default=8, metadata={"help": "K: answers sampled per prompt each stage (LMFlow: 8)."})
-    sample_temperature: float = field(default=0.85, metadata={"help": "Sampling temperature (LMFlow: 0.85)."})
-    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of the samples."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Token budget of a sampled answer."})
-    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     keep_fraction: float | None = field(
         default=None,
         metadata={"help": "Keep this share of each prompt's answers (top by reward, at least one); unset = the best "
@@ -50,10 +61,10 @@ class RAFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"--keep_fraction {self.keep_fraction}: expected a value in (0, 1]")
-        if self.num_samples < 1 or self.num_stages < 1:
-            raise ValueError("--num_samples and --num_stages must be at least 1")
+        check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "keep_fraction", "must be in (0, 1] or unset",
+              self.keep_fraction)
+        for name in ("num_samples", "num_stages"):
+            check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
 
 
 def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: float | None = None) -> list[list[int]]:
@@ -72,18 +83,20 @@ def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: 
 
 class RAFTTrainer:
     """Runs the T stages of RAFT from an SFT adapter. ``scorer`` is a
-    :class:`~citing_trl.baselines.reward_model.RewardScorer` (or anything with ``.score(prompts, completions)``)."""
+    :class:`~citing_trl.baselines.reward_model.RewardScorer` (or anything with ``.score(prompts, completions)``);
+    ``sampling`` says how answers are sampled (default: ``SamplingArguments().build()``; ``do_sample`` and the
+    seed are set per stage)."""
 
-    def __init__(self, args: RAFTConfig, model_args, rows, scorer, sft_adapter: str | None = None):
+    def __init__(self, args: RAFTConfig, model_args, rows, scorer, sft_adapter: str | None = None,
+                 sampling: GenerationConfig | None = None):
         self.args, self.model_args, self.rows, self.scorer = args, model_args, list(rows), scorer
         self.sft_adapter = sft_adapter
+        self.sampling = sampling if sampling is not None else SamplingArguments().build()
         self.out = Path(args.output_dir)
         if not self.rows:
-            raise ValueError("RAFT: no prompts to train on")
+            raise DataError("RAFT: no prompts to train on (the data set is empty)")
 
     def stage_rows(self, t: int) -> list[dict]:
-        import random
-
         if self.args.prompts_per_stage is None or self.args.prompts_per_stage >= len(self.rows):
             return self.rows
         return random.Random(self.args.seed + t).sample(self.rows, self.args.prompts_per_stage)
@@ -92,23 +105,17 @@ class RAFTTrainer:
         adapter = self.sft_adapter
         for t in range(self.args.num_stages):
             sdir = self.out / f"stage_{t}"
-            if (sdir / "done").is_file():
-                logger.info("RAFT stage %d already done; skipping", t)
-                adapter = str(sdir / "adapter")
-                continue
-            adapter = str(self.stage(t, adapter, sdir))
+            run_stage(sdir / "done", lambda: self.stage(t, adapter, sdir), name=f"RAFT stage {t}")
+            adapter = str(sdir / "adapter")
         if adapter and Path(adapter) != self.out:
             for f in Path(adapter).iterdir():
                 if f.is_file():
                     shutil.copy2(f, self.out / f.name)
         return self.out
 
-    def stage(self, t: int, adapter: str | None, sdir: Path) -> Path:
-        from citing_trl.baselines.common import load_policy, sample_answers
-        from citing_trl.generation import GenerationConfig
-        from citing_trl.prompts import instruction_messages
-        from citing_trl.jsonl import read_jsonl, write_jsonl
-
+    def stage(self, t: int, adapter: str | None, sdir: Path) -> dict:
+        """Sample, score, keep and fine-tune from ``adapter`` into ``sdir/adapter``; returns the stage's stats
+        (:func:`~citing_trl.stages.run_stage` writes them as the ``done`` marker once this returns)."""
         sdir.mkdir(parents=True, exist_ok=True)
         rows = self.stage_rows(t)
         model, tokenizer, peft_config = load_policy(self.model_args, adapter)
@@ -116,9 +123,7 @@ class RAFTTrainer:
         samples_path = sdir / "samples.jsonl"
         records = read_jsonl(samples_path)
         if len(records) != len(rows):  # not finished (or never started): sample and score this stage
-            gen = GenerationConfig(max_new_tokens=self.args.max_new_tokens, batch_size=self.args.generation_batch_size,
-                                   do_sample=True, temperature=self.args.sample_temperature,
-                                   top_p=self.args.sample_top_p, seed=self.args.seed + 1000 * t)
+            gen = replace(self.sampling, do_sample=True, seed=self.args.seed + 1000 * t)
             groups = sample_answers(model, tokenizer, prompts, self.args.num_samples, gen, desc=f"RAFT stage {t}")
             flat = [(i, g.text) for i, gs in enumerate(groups) for g in gs]
             scores = self.scorer.score([prompts[i] for i, _ in flat], [text for _, text in flat])
@@ -144,20 +149,14 @@ class RAFTTrainer:
         if kept:
             self.finetune(model, tokenizer, peft_config, kept, sdir / "adapter", t)
         else:
-            raise ValueError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on")
+            raise ConfigError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on (more "
+                              "--sample_max_new_tokens, or another SFT adapter?)")
         (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
         with (self.out / "stages.jsonl").open("a") as f:
             f.write(json.dumps(stats) + "\n")
-        (sdir / "done").write_text("ok\n")  # last: the stage counts as finished only now
-        return sdir / "adapter"
+        return stats
 
     def finetune(self, model, tokenizer, peft_config, kept: list[dict], target: Path, t: int) -> None:
-        import datasets
-        from trl import SFTTrainer
-
-        from citing_trl.pipeline import free_memory
-        from citing_trl.sft import to_prompt_completion
-
         data = to_prompt_completion(datasets.Dataset.from_list([{k: r[k] for k in ("instruction", "input", "output")}
                                                                 for r in kept]))
         model.train()

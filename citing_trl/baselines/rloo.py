@@ -10,13 +10,17 @@ methods score exactly the text the reward model was trained on.
 
 from __future__ import annotations
 
-from citing_trl.baselines.ppo import (
-    RLHFArguments,
-    build_reward_fn,
-    load_rlhf_policy,
-    save_policy_adapter,
-    training_prompts,
-)
+import os
+from pathlib import Path
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+from trl import RLOOTrainer
+
+from citing_trl.baselines.ppo.config import RLHFArguments
+from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, training_prompts
+from citing_trl.baselines.ppo.lora import save_policy_adapter
+from citing_trl.sft import lora_config
 
 
 def _completion_text(completion) -> str:
@@ -37,11 +41,6 @@ def rloo_reward(reward_fn):
 
 
 def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
-    from datasets import Dataset
-    from trl import RLOOTrainer
-
-    from citing_trl.sft import lora_config
-
     reward_fn = build_reward_fn(rlhf_args)
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(data_args)])
@@ -50,15 +49,10 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
     trainer.save_model(config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
     if trainer.accelerator.is_main_process:  # <output_dir>/base_adapter: one adapter on the base model, as for PPO
-        from pathlib import Path
-
         save_policy_adapter(trainer.accelerator.unwrap_model(trainer.model), "default", rlhf_args.sft_adapter,
                             Path(config.output_dir) / "base_adapter", tokenizer)
     return trainer
 
 
 def _last_checkpoint(output_dir: str):
-    from transformers.trainer_utils import get_last_checkpoint
-    import os
-
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None

@@ -1,7 +1,8 @@
 """RRHF: Rank Responses to align Human Feedback (Yuan et al., 2023; arXiv 2304.05302), on LoRA.
 
 For each prompt x there are K candidate answers y_1..y_K with rewards r_1..r_K: samples from the SFT policy
-(through :mod:`citing_trl.generation`), the ground truth and, when a CITING run is given, the teacher's
+(through :mod:`citing_trl.generation`, from the full distribution by default: ``--sample_top_k 0``, see
+:data:`~citing_trl.baselines.common.SamplingArguments`), the ground truth and, when a CITING run is given, the teacher's
 revisions; rewards come from the reward model (or from ``scores`` given in the data). The policy scores each
 candidate by its length-normalised log-probability
 
@@ -29,14 +30,21 @@ be trained on: both are skipped, counted and logged by row id (``build_candidate
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
+from trl.data_utils import common_prefix_length
+
+from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
+from citing_trl.errors import ConfigError, DataError
+from citing_trl.generation import GenerationConfig
+from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.prompts import instruction_messages
+from citing_trl.stages import run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +52,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RRHFConfig(TrainingArguments):
     """Training arguments of RRHF (transformers ``TrainingArguments`` + the method's own fields).
-    ``per_device_train_batch_size`` counts prompts; each brings all its candidates."""
+    ``per_device_train_batch_size`` counts prompts; each brings all its candidates. How candidates are sampled
+    is a :class:`~citing_trl.generation.GenerationConfig` given to :func:`build_candidates` (``--sample_*``
+    flags, :data:`~citing_trl.baselines.common.SamplingArguments`)."""
 
     rrhf_weight: float = field(default=1.0, metadata={"help": "Weight of the ranking loss against the SFT term "
                                                                "(authors' scripts: 1; their code's default: 100)."})
@@ -53,10 +63,6 @@ class RRHFConfig(TrainingArguments):
     max_length: int = field(default=512, metadata={"help": "Prompt + candidate tokens kept (longer ones are cut "
                                                             "at the end)."})
     num_samples: int = field(default=4, metadata={"help": "Answers sampled from the SFT policy per prompt."})
-    sample_temperature: float = field(default=0.85, metadata={"help": "Sampling temperature of those answers."})
-    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus mass of those answers."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Token budget of a sampled answer."})
-    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     include_gold: bool = field(default=True, metadata={"help": "Add the ground-truth answer as a candidate."})
     include_revisions: bool = field(default=True, metadata={"help": "Add the teacher revisions of --citing_run."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the candidate columns (needed)."})
@@ -75,7 +81,7 @@ def check_group(row_id: str, candidates: list[str], scores: list[float], stats: 
         logger.warning("RRHF: skipping row %s: no candidates", row_id)
         return False
     if len(scores) != len(candidates):
-        raise ValueError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
+        raise DataError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
     if max(scores) == min(scores):
         stats["skipped_equal_scores"] += 1
         logger.warning("RRHF: skipping row %s: all %d candidates have the same reward", row_id, len(scores))
@@ -84,27 +90,37 @@ def check_group(row_id: str, candidates: list[str], scores: list[float], stats: 
 
 
 def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions: dict[str, list[str]] | None = None,
-                     path: str | Path | None = None) -> tuple[list[dict], Counter]:
+                     path: str | Path | None = None, sampling: GenerationConfig | None = None
+                     ) -> tuple[list[dict], Counter]:
     """One record per usable prompt: ``{id, prompt, candidates, scores}``. Rows that already carry
-    ``candidates`` (and optionally ``scores``) are used as given; otherwise candidates are sampled, the ground
-    truth and teacher revisions are added, and the reward model scores them all. With ``path`` the records are
-    saved there (and read back instead of regenerating on a rerun)."""
-    from citing_trl.baselines.common import revisions_for, sample_answers
-    from citing_trl.generation import GenerationConfig
-    from citing_trl.prompts import instruction_messages
-    from citing_trl.jsonl import read_jsonl, write_jsonl
+    ``candidates`` (and optionally ``scores``) are used as given; otherwise ``config.num_samples`` candidates are
+    sampled with ``sampling`` (default ``SamplingArguments().build()``, seeded with ``config.seed``), the ground
+    truth and teacher revisions are added, and the reward model scores them all. With ``path`` this is a stage
+    (:func:`~citing_trl.stages.run_stage`): the records are saved there and their counts in ``<path stem>.stats.json``,
+    written last as the done marker, and a rerun reads them back instead of regenerating."""
+    if path is None:
+        return _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+    path = Path(path)
+    built: dict[str, list[dict]] = {}
 
+    def work() -> dict:
+        records, stats = _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(path, records)
+        built["records"] = records
+        return dict(stats)
+
+    result = run_stage(path.with_suffix(".stats.json"), work, name=f"RRHF candidates {path}")
+    return (built["records"] if result.ran else read_jsonl(path)), Counter(result.record)
+
+
+def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions, sampling) -> tuple[list[dict], Counter]:
     stats: Counter = Counter()
-    if path and Path(path).is_file():
-        records = read_jsonl(path)
-        stats["prompts"] = len(records)
-        return records, Counter(json.loads(Path(path).with_suffix(".stats.json").read_text()))
     rows = [dict(r) for r in rows]
     prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
     need_samples = [i for i, r in enumerate(rows) if not r.get("candidates")]
-    gen = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size,
-                           do_sample=True, temperature=config.sample_temperature, top_p=config.sample_top_p,
-                           seed=config.seed)
+    sampling = sampling if sampling is not None else SamplingArguments().build()
+    gen = replace(sampling, do_sample=True, seed=config.seed)
     sampled = sample_answers(model, tokenizer, [prompts[i] for i in need_samples], config.num_samples, gen,
                              desc="RRHF candidates") if need_samples else []
     for i, gens in zip(need_samples, sampled):
@@ -118,7 +134,7 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
     to_score = [(i, j) for i, r in enumerate(rows) if not r.get("scores") for j in range(len(r["candidates"]))]
     if to_score:
         if scorer is None:
-            raise ValueError("RRHF: candidates without scores need a reward model (--reward_model)")
+            raise ConfigError("RRHF: candidates without scores need a reward model (--reward_model)", flag="reward_model")
         values = scorer.score([prompts[i] for i, _ in to_score], [rows[i]["candidates"][j] for i, j in to_score])
         for (i, _), v in zip(to_score, values):
             rows[i].setdefault("scores", []).append(v)
@@ -128,10 +144,6 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
         if check_group(r["id"], cands, scores, stats):
             records.append({"id": r["id"], "prompt": prompt, "candidates": cands, "scores": scores})
     stats["prompts"] = len(records)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).with_suffix(".stats.json").write_text(json.dumps(dict(stats)))
-        write_jsonl(path, records)
     return records, stats
 
 
@@ -146,8 +158,6 @@ def encode_candidate(tokenizer, prompt: list[dict], answer: str, max_length: int
     prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
     full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True,
                                          return_dict=True)["input_ids"]
-    from trl.data_utils import common_prefix_length
-
     start = common_prefix_length(list(prompt_ids), list(full))
     full = list(full)[:max_length]
     mask = [0] * min(start, len(full)) + [1] * max(0, len(full) - start)

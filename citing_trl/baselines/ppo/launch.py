@@ -1,0 +1,59 @@
+"""What ``baselines/ppo_rlhf.py`` needs around the trainers, shared by PPO and RLOO: the reward as a callable,
+the SFT-merged policy with its tokenizer, the training prompts, and :func:`run_ppo`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments, check_ppo_sampling
+from citing_trl.baselines.ppo.lora import merge_sft_adapter
+from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
+from citing_trl.baselines.reward_model import RewardScorer  # contract C3
+from citing_trl.generation import GenerationConfig
+from citing_trl.models import load_student_tokenizer, resolve_model_path
+from citing_trl.prompts import instruction_messages
+from citing_trl.sft import load_rows, lora_config
+
+
+def build_reward_fn(args: RLHFArguments) -> RewardFn:
+    """The reward as a callable on (chat-message prompts, answer texts)."""
+    if args.reward_function:
+        module, _, name = args.reward_function.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise PPOError(f"--reward_function {args.reward_function!r} cannot be imported: {err}") from err
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else None
+    return RewardScorer.load(args.reward_model_path, device=device).score
+
+
+def load_rlhf_policy(model_args, sft_adapter: str | None):
+    """Backbone with the SFT adapter merged in, and the tokenizer saved with that adapter (chat template)."""
+    path = resolve_model_path(model_args.model_name_or_path)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    tokenizer = load_student_tokenizer(path, sft_adapter)
+    return merge_sft_adapter(model, sft_adapter), tokenizer
+
+
+def training_prompts(data_args) -> list[list[dict]]:
+    return [instruction_messages(r["instruction"], r.get("input") or "") for r in load_rows(data_args)]
+
+
+def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args,
+            sampling: GenerationConfig | None = None) -> PPOTrainer:
+    """Train PPO from the launcher's parsed settings (``sampling``: the built ``--sample_*`` view) and save it."""
+    if sampling is not None:
+        check_ppo_sampling(sampling)  # before any model is loaded
+    reward_fn = build_reward_fn(rlhf_args)
+    model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
+    trainer = PPOTrainer(config, model, tokenizer, training_prompts(data_args), reward_fn, lora_config(model_args),
+                         reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter,
+                         sampling=sampling)
+    trainer.train()
+    trainer.save_model()
+    return trainer

@@ -1,0 +1,410 @@
+"""The PPO trainer (see :mod:`citing_trl.baselines.ppo` for the algorithm and its defaults): rollouts through the
+project's one generation routine, scoring, GAE, PPO epochs over minibatches, checkpoints and the saved adapters.
+The maths live in :mod:`~citing_trl.baselines.ppo.core`, the adapter handling in
+:mod:`~citing_trl.baselines.ppo.lora`, the rank sync in :mod:`~citing_trl.baselines.ppo.sync`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import matplotlib
+import torch
+from accelerate import Accelerator
+
+from citing_trl.baselines.ppo.config import PPOConfig, PPOError, PPOSamplingArguments, check_ppo_sampling
+from citing_trl.baselines.ppo.core import (
+    compute_gae,
+    entropy_from_logits,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+from citing_trl.baselines.ppo.lora import (
+    POLICY,
+    VALUE,
+    activate_adapter,
+    add_policy_and_value_adapters,
+    save_policy_adapter,
+)
+from citing_trl.baselines.ppo.sync import average_gradients, broadcast_from_main, gather_objects, mean_across_ranks
+from citing_trl.generation import GenerationConfig, generate, render_prompt
+from citing_trl.jsonl import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+RewardFn = Callable[[list, list[str]], Sequence[float]]
+
+
+
+class ValueHead(torch.nn.Module):
+    def __init__(self, hidden_size: int, init_std: float = 0.0):
+        super().__init__()
+        self.summary = torch.nn.Linear(hidden_size, 1, bias=True)
+        torch.nn.init.normal_(self.summary.weight, std=init_std) if init_std > 0 else torch.nn.init.zeros_(self.summary.weight)
+        torch.nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
+
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor  # (B, L) prompt + answer, right-padded
+    attention_mask: torch.Tensor
+    starts: torch.Tensor  # (B,) index of the last prompt token (its logits predict the first answer token)
+    answer_ids: torch.Tensor  # (B, T) answer tokens, left-aligned
+    mask: torch.Tensor  # (B, T) 1 on answer tokens
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    scores: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class PPOTrainer:
+    """PPO on a LoRA policy. ``model`` is a causal LM holding the SFT weights (see :func:`merge_sft_adapter`);
+    the trainer adds the ``default`` (policy) and ``value`` LoRA adapters from ``peft_config``.
+
+    ``reward_fn(prompts, completions) -> list[float]`` scores whole answers: prompts are the items of
+    ``prompts`` as given (chat message lists or strings), completions the decoded answers. ``sampling`` says how
+    rollouts are sampled (default ``PPOSamplingArguments().build()``); it must not truncate the distribution
+    (:func:`~citing_trl.baselines.ppo.config.check_ppo_sampling`), so that ``logits / temperature`` IS the
+    sampling distribution.
+    """
+
+    _name = "PPO"
+
+    def __init__(self, config: PPOConfig, model, tokenizer, prompts: Sequence, reward_fn: RewardFn, peft_config,
+                 reward_model_path: str | None = None, accelerator=None, sft_adapter: str | None = None,
+                 sampling: GenerationConfig | None = None):
+        if not prompts:
+            raise PPOError("no training prompts (the data set is empty)")
+        self.config = config
+        self.sampling = sampling if sampling is not None else PPOSamplingArguments().build()
+        check_ppo_sampling(self.sampling)
+        self.sft_adapter = sft_adapter
+        self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available())
+        dist = str(self.accelerator.distributed_type)
+        if "DEEPSPEED" in dist or "FSDP" in dist:
+            raise PPOError(f"PPOTrainer supports single-process and DDP launches, not {dist}; use "
+                           "accelerate_configs/multi_gpu.yaml")
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        self.reward_fn = reward_fn
+        self.device = self.accelerator.device
+        torch.manual_seed(config.seed)
+        self.model, rm_head = add_policy_and_value_adapters(model, peft_config, reward_model_path)
+        self.value_head = ValueHead(self.model.get_base_model().config.hidden_size, config.value_head_init_std)
+        self.value_initialised_from_rm = rm_head is not None
+        if rm_head is not None:
+            with torch.no_grad():
+                self.value_head.summary.weight.copy_(rm_head[:1].to(self.value_head.summary.weight.dtype))
+        self.model.to(self.device)
+        self.value_head.to(self.device)
+        self.model.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
+        self._activate(POLICY)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        broadcast_from_main(self.trainable, self.world)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.step = 0
+        self.output_dir = Path(config.output_dir)
+        self.log_path = self.output_dir / "ppo_log.jsonl"
+        self.log_history: list[dict] = []
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+    def _activate(self, adapter: str):
+        activate_adapter(self.model, adapter)
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def weights_digest(self) -> float:
+        """Sum of |w| over the trainable tensors: a cheap fingerprint to check that ranks agree."""
+        return float(sum(p.detach().double().abs().sum() for p in self.trainable))
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def prompts_for_step(self, step: int) -> list:
+        """This rank's prompts for ``step``: a seeded permutation per pass over the data, sliced by step and rank."""
+        per_rank = self.config.per_device_rollout_batch_size
+        global_batch = per_rank * self.world
+        n = len(self.prompts)
+        start = step * global_batch + self.accelerator.process_index * per_rank
+        out, cache = [], {}
+        for pos in range(start, start + per_rank):
+            epoch, offset = divmod(pos, n)
+            if epoch not in cache:
+                g = torch.Generator().manual_seed(self.config.seed + 1000003 * epoch)
+                cache[epoch] = torch.randperm(n, generator=g).tolist()
+            out.append(self.prompts[cache[epoch][offset]])
+        return out
+
+    def _encode_prompt(self, prompt) -> list[int]:
+        ids = self.tokenizer(render_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        return ids[-self.sampling.max_prompt_tokens :] if self.sampling.max_prompt_tokens else ids
+
+    # ---- forwards -----------------------------------------------------------------------------------------
+    def _gather_answer(self, per_position: torch.Tensor, starts: torch.Tensor, steps: int) -> torch.Tensor:
+        """Pick positions starts + t, t < steps (the states that predict answer token t)."""
+        index = (starts[:, None] + torch.arange(steps, device=starts.device)[None, :]).clamp(max=per_position.shape[1] - 1)
+        if per_position.dim() == 3:
+            index = index[..., None].expand(-1, -1, per_position.shape[-1])
+        return torch.gather(per_position, 1, index)
+
+    def _policy_logits(self, batch: Rollout | dict, reference: bool = False) -> torch.Tensor:
+        ids, attn, starts, steps = batch["input_ids"], batch["attention_mask"], batch["starts"], batch["answer_ids"].shape[1]
+        if reference:
+            with self.model.disable_adapter():
+                logits = self.model(input_ids=ids, attention_mask=attn).logits
+        else:
+            self._activate(POLICY)
+            logits = self.model(input_ids=ids, attention_mask=attn).logits
+        return self._gather_answer(logits, starts, steps)
+
+    def _values(self, batch) -> torch.Tensor:
+        self._activate(VALUE)
+        try:
+            decoder = self.model.get_base_model().get_decoder()
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        except (AttributeError, NotImplementedError):
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+            hidden = out.hidden_states[-1]
+        self._activate(POLICY)
+        return self.value_head(self._gather_answer(hidden, batch["starts"], batch["answer_ids"].shape[1]))
+
+    # ---- one PPO iteration -----------------------------------------------------------------------------
+    def rollout_generation_config(self, step: int) -> GenerationConfig:
+        """The sampling settings of ``step``'s rollouts on this rank: ``sampling``, sampled, seeded by step and rank."""
+        seed = self.config.seed + 7919 * step + 104729 * self.accelerator.process_index
+        return replace(self.sampling, do_sample=True, top_p=1.0, seed=seed)
+
+    def rollout(self, step: int) -> tuple[dict, dict]:
+        cfg, temperature = self.config, self.sampling.temperature
+        prompts = self.prompts_for_step(step)
+        self._activate(POLICY)
+        gens = generate(self.model, self.tokenizer, prompts, self.rollout_generation_config(step),
+                        desc=f"PPO step {step} rollouts")
+        prompt_ids = [self._encode_prompt(p) for p in prompts]
+        answers = [g.token_ids or [] for g in gens]
+        if any(not a for a in answers):  # max_new_tokens >= 1, so only a degenerate generate() gets here
+            raise PPOError("generate() returned an empty answer with no EOS token")
+        width = max(len(p) + len(a) for p, a in zip(prompt_ids, answers))
+        steps = max(len(a) for a in answers)
+        B = len(prompts)
+        input_ids = torch.full((B, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((B, width), dtype=torch.long)
+        answer_ids = torch.full((B, steps), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, steps))
+        for i, (p, a) in enumerate(zip(prompt_ids, answers)):
+            input_ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+            attention[i, : len(p) + len(a)] = 1
+            answer_ids[i, : len(a)] = torch.tensor(a)
+            mask[i, : len(a)] = 1
+        starts = torch.tensor([len(p) - 1 for p in prompt_ids])
+        batch = {k: v.to(self.device) for k, v in dict(input_ids=input_ids, attention_mask=attention, starts=starts,
+                                                        answer_ids=answer_ids, mask=mask).items()}
+        completions = [g.text for g in gens]
+        raw = [float(s) for s in self.reward_fn(prompts, completions)]
+        if len(raw) != B or not all(math.isfinite(s) for s in raw):
+            raise PPOError(f"reward_fn returned {len(raw)} scores for {B} answers or a non-finite score: {raw[:8]}")
+        scores = torch.tensor(raw, device=self.device)
+        no_eos = torch.tensor([g.finish_reason != "stop" for g in gens], device=self.device)
+        if cfg.reward_clip is not None:
+            scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+        if cfg.missing_eos_penalty is not None:
+            scores = scores - cfg.missing_eos_penalty * no_eos.float()
+        m = batch["mask"]
+        with torch.no_grad():
+            logits = self._policy_logits(batch)
+            logprobs = logprobs_from_logits(logits, batch["answer_ids"], temperature) * m
+            entropy = masked_mean(entropy_from_logits(logits, temperature), m)
+            del logits
+            ref_logprobs = logprobs_from_logits(self._policy_logits(batch, reference=True), batch["answer_ids"],
+                                                temperature) * m
+            values = self._values(batch) * m
+        rewards, kl = token_rewards(scores, logprobs, ref_logprobs, m, cfg.kl_coef)
+        advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, m)
+        batch.update(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, rewards=rewards,
+                     advantages=advantages, returns=returns)
+        kl_seq = kl.sum(1)
+        stats = {
+            "score": float(torch.tensor(raw).mean()),
+            "score_shaped": float(scores.mean()),
+            "kl": float(kl_seq.mean()),
+            "non_score_reward": float((-cfg.kl_coef * kl_seq).mean()),
+            "entropy": float(entropy),
+            "answer_length": float(m.sum(1).mean()),
+            "no_eos_fraction": float(no_eos.float().mean()),
+            "value_mean": float(masked_mean(values, m)),
+        }
+        return batch, stats
+
+    def train_on_rollout(self, batch: dict) -> dict:
+        cfg = self.config
+        B = batch["input_ids"].shape[0]
+        sums: dict[str, float] = {}
+        count = 0
+        g = torch.Generator().manual_seed(cfg.seed + 31 * self.step)
+        for _ in range(cfg.num_ppo_epochs):
+            order = torch.randperm(B, generator=g)
+            for lo in range(0, B, cfg.per_device_mini_batch_size):
+                idx = order[lo : lo + cfg.per_device_mini_batch_size].to(self.device)
+                mb = {k: v[idx] for k, v in batch.items()}
+                # trim right padding shared by the whole minibatch
+                answer_len = int(mb["mask"].sum(1).max())
+                seq_len = int(mb["attention_mask"].sum(1).max())
+                mb["answer_ids"], mb["mask"] = mb["answer_ids"][:, :answer_len], mb["mask"][:, :answer_len]
+                for k in ("logprobs", "values", "advantages", "returns"):
+                    mb[k] = mb[k][:, :answer_len]
+                mb["input_ids"], mb["attention_mask"] = mb["input_ids"][:, :seq_len], mb["attention_mask"][:, :seq_len]
+                m = mb["mask"]
+                logits = self._policy_logits(mb)
+                new_logprobs = logprobs_from_logits(logits, mb["answer_ids"], self.sampling.temperature)
+                pg_loss, pg_stats = policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], m, cfg.cliprange)
+                new_values = self._values(mb)
+                vf_loss, vf_clipfrac = value_loss(new_values, mb["values"], mb["returns"], m, cfg.cliprange_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                average_gradients(self.trainable, self.world)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                self.optimizer.step()
+                for k, v in {"policy_loss": pg_loss.detach(), "value_loss": vf_loss.detach(),
+                             "clipfrac": pg_stats["clipfrac"], "approx_kl": pg_stats["approx_kl"],
+                             "value_clipfrac": vf_clipfrac}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+        return {k: v / count for k, v in sums.items()}
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def _checkpoints(self) -> list[Path]:
+        found = [p for p in self.output_dir.glob("checkpoint-*") if (p / "state.pt").is_file()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+    def save_checkpoint(self):
+        if self.accelerator.is_main_process:
+            target = self.output_dir / f"checkpoint-{self.step}"
+            tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            torch.save({
+                "step": self.step,
+                "trainable": [p.detach().cpu() for p in self.trainable],
+                "optimizer": self.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "config": self.config.to_dict(),
+                "sampling": asdict(self.sampling),
+            }, tmp / "state.pt")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)  # a checkpoint folder exists only once complete
+            limit = self.config.save_total_limit
+            for old in self._checkpoints()[: -limit] if limit else []:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def maybe_resume(self) -> bool:
+        if not self.config.resume:
+            return False
+        checkpoints = self._checkpoints()
+        if not checkpoints:
+            return False
+        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
+        if len(state["trainable"]) != len(self.trainable):
+            raise PPOError(f"checkpoint {checkpoints[-1]} does not match this model (different LoRA settings?)")
+        with torch.no_grad():
+            for p, saved in zip(self.trainable, state["trainable"]):
+                p.copy_(saved.to(p.device, p.dtype))
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        if self.log_path.is_file():  # drop rows logged after the checkpoint: they will be redone
+            rows = read_jsonl(self.log_path)  # tolerant: a kill can tear the last line
+            self.log_history = [r for r in rows if r.get("step", 0) <= self.step]
+            if self.accelerator.is_main_process:
+                self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.log_history))
+        self.accelerator.wait_for_everyone()
+        logger.info("resumed from %s at step %d", checkpoints[-1], self.step)
+        return True
+
+    # ---- main loop ---------------------------------------------------------------------------------------
+    def train(self) -> list[dict]:
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.maybe_resume()
+        while self.step < cfg.max_steps:
+            t0 = time.time()
+            batch, stats = self.rollout(self.step)
+            stats.update(self.train_on_rollout(batch))
+            self.step += 1
+            stats = mean_across_ranks(stats, self.world, self.device)
+            stats.update(step=self.step, seconds=round(time.time() - t0, 3))
+            if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
+                self.log_history.append(stats)
+                if self.accelerator.is_main_process:
+                    with self.log_path.open("a") as f:
+                        f.write(json.dumps(stats) + "\n")
+                    logger.info("step %d | score %.3f | kl %.3f | entropy %.3f | pg %.4f | vf %.4f | clip %.3f | "
+                                "approx_kl %.4f | len %.1f", self.step, stats["score"], stats["kl"], stats["entropy"],
+                                stats["policy_loss"], stats["value_loss"], stats["clipfrac"], stats["approx_kl"],
+                                stats["answer_length"])
+            if self.step % cfg.save_steps == 0 or self.step == cfg.max_steps:
+                self.save_checkpoint()
+        return self.log_history
+
+    def save_model(self, output_dir: str | None = None) -> Path:
+        """Save ``adapter/`` (the PPO adapter; it applies on top of the SFT-merged backbone), ``base_adapter/`` (the
+        same policy as ONE LoRA adapter on the base model, SFT adapter folded in exactly), both with the tokenizer,
+        ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
+        target = Path(output_dir or self.output_dir)
+        digests = gather_objects(self.weights_digest(), self.world)
+        if self.accelerator.is_main_process:
+            target.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(target / "adapter", selected_adapters=[POLICY])
+            self.tokenizer.save_pretrained(target / "adapter")
+            save_policy_adapter(self.model, POLICY, self.sft_adapter, target / "base_adapter", self.tokenizer)
+            self.model.save_pretrained(target / "value", selected_adapters=[VALUE])
+            torch.save(self.value_head.state_dict(), target / "value" / "value_head.pt")
+            summary = {"steps": self.step, "weights_digest_per_rank": digests,
+                       "value_initialised_from_reward_model": self.value_initialised_from_rm}
+            (target / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            if self.log_path.is_file():
+                plot_log(self.log_path, target / "reward_curve.png")
+        self.accelerator.wait_for_everyone()
+        return target
+
+
+
+def plot_log(log_path: str | Path, png_path: str | Path, keys: Sequence[str] = ("score", "kl", "entropy")) -> Path:
+    """Plot the logged curves (one panel per key) against the step."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after choosing the backend
+
+    rows = read_jsonl(log_path)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for ax, key in zip(axes, keys):
+        ax.plot([r["step"] for r in rows], [r.get(key, float("nan")) for r in rows], marker=".")
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+    return Path(png_path)
+
