@@ -14,7 +14,7 @@ module adds a *gate* behind that filter and picks among several teacher samples:
     ``judge``  keep r(k+1) only if the pairwise judge (:class:`citing_trl.evaluation.judge.PairwiseJudge`, the
                same teacher, cache and ledger) prefers it to r(k) after its both-orders rule: on more aspects
                than it prefers r(k) (a flip between the two orders is a tie; with one aspect: a win).
-    ``reward`` keep r(k+1) only if the reward model (:class:`citing_trl.baselines.reward_model.RewardScorer`)
+    ``reward`` keep r(k+1) only if the reward model (:class:`citing_trl.reward.RewardScorer`)
                scores it above r(k) by more than ``gate_margin``.
 
 A revision identical to the draft (kept by ``keep_identical``) is still checked by the ``gold`` gate (a kept
@@ -189,7 +189,7 @@ def make_gate(mode: str, *, teacher=None, reward_model: str | None = None, margi
         if scorer is None:
             if not reward_model:
                 raise ValueError("--revision_gate reward needs --gate_reward_model (a reward model folder or adapter)")
-            from citing_trl.baselines.reward_model import RewardScorer
+            from citing_trl.reward import RewardScorer
 
             scorer = RewardScorer.load(reward_model)
         return RewardGate(scorer, margin)
