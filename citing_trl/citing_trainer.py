@@ -20,6 +20,8 @@ from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.verification import gate_label
+
 logger = logging.getLogger(__name__)
 
 REVISION_COLUMNS = ("instruction", "input", "criteria", "response", "revision")
@@ -94,7 +96,7 @@ def verification_card_lines(v: dict | None) -> list[str]:
     """Model-card lines for the revision gate, best-of-K and the round's fix/break counts."""
     if not v:
         return []
-    lines = [f"- Revision gate: `{v['revision_gate']}`" + (f" (margin {v['gate_margin']})" if v["revision_gate"] == "reward" else "")
+    lines = [f"- Revision gate: {gate_label(v)}"
              + f"; identical revisions kept: {v['keep_identical']}; teacher samples per row: {v['teacher_num_samples']}"
              + (f" at temperature {v['teacher_temperature']}" if v["teacher_num_samples"] > 1 else "")]
     for name, label in (("proposed", "teacher proposed, before the gate"), ("kept", "kept and trained on")):

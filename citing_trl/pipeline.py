@@ -415,12 +415,11 @@ class CitingPipeline:
             before = self.teacher.ledger.summary()
             from citing_trl.verification import make_gate, per_kept_row, print_round_report
 
-            gate = make_gate(self.args.revision_gate, teacher=self.teacher, reward_model=self.args.gate_reward_model,
-                             margin=self.args.gate_margin)
+            gate = make_gate(self.args, teacher=self.teacher)
             accepted, rejected, counts, report = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
-                gate=gate, gate_mode=self.args.revision_gate, num_samples=self.args.teacher_num_samples,
+                gate=gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
