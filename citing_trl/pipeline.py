@@ -418,9 +418,8 @@ class CitingPipeline:
         """Line 8: the student pi(k) writes r(k); every rank generates its share into its own file (appended
         batch by batch, so a killed run resumes). Returns r(k) of every row."""
         state = self.state
-        model, tokenizer = load_model(
-            self.model_args.model_name_or_path, adapter=str(adapter), dtype=self.model_args.dtype, device=str(state.device)
-        )
+        model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter),
+                                      dtype=self.model_args.dtype, device=str(state.device))
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count

@@ -122,8 +122,8 @@ def teacher_revisions(
     through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
     gate, ``gate_mode`` optional and then the gate's name).
 
-    Returns a Selection (accepted records, rejected records, reason counts, verification report). Counts partition the rows:
-    ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
+    Returns a Selection (accepted records, rejected records, reason counts, verification report). Counts partition
+    the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
     ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap but ending on a complete
     sentence) and one key per rejection reason.
 

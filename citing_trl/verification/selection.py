@@ -52,7 +52,8 @@ def select_revisions(
     """
     gate = NoGate() if gate is None else gate
     if gate_mode is not None and gate_mode != gate.name:
-        raise ValueError(f"select_revisions: gate_mode {gate_mode!r} names another gate than the one given ({gate.name!r})")
+        raise ValueError(f"select_revisions: gate_mode {gate_mode!r} names another gate than the one given "
+                         f"({gate.name!r})")
     scores = GoldScores()
     per_row: list[list[Candidate]] = []
     format_reasons: list[list[str | None]] = []
