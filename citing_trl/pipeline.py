@@ -6,6 +6,7 @@
       instructions.jsonl   line 6      the curriculum instructions with their matched category/criteria
       round_<k>/           lines 7-11  rollouts.jsonl (r(k)), revisions.jsonl (accepted r(k+1)),
                                        rejected.jsonl, adapter/ (pi(k+1)), summary.json
+                                       (a round's result: citing_trl/round_result.py)
       final/               the last round's adapter + model card
       teacher_cache.jsonl  every teacher answer ever received (nothing is paid for twice)
 
