@@ -53,7 +53,7 @@ def main():
         t1 = time.time()
         samples = teacher.complete_samples(requests, k, desc=f"teacher K={k}")
         seconds = time.time() - t1
-        accepted, _, counts, report = select_revisions(rows, responses, samples, gate, gate_mode=args.gate,
+        accepted, _, counts, report = select_revisions(rows, responses, samples, gate,
                                                        keep_identical=True, keep_complete_truncated=True)
         kept_fb = report["fix_break"]["kept"]
         table.append({"k": k, "temperature": temperature, "rows": len(rows), "kept": len(accepted),

@@ -31,8 +31,9 @@ def main():
 
     from citing_trl.evaluation.gold import GOLD_SOURCES, is_correct
     from citing_trl.models import load_model
-    from citing_trl.revision import clean_revision, reject_reason, revision_requests
+    from citing_trl.revision import revision_requests
     from citing_trl.teacher import Teacher, TeacherConfig
+    from citing_trl.verification import clean_revision, reject_reason
 
     rows, responses = student_drafts(args)
     gold_rows = [r for r in rows if r["source"] in GOLD_SOURCES and r["answers"]]

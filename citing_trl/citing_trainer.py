@@ -20,6 +20,9 @@ from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.errors import ConfigError, DataError
+from citing_trl.verification import gate_label
+
 logger = logging.getLogger(__name__)
 
 REVISION_COLUMNS = ("instruction", "input", "criteria", "response", "revision")
@@ -56,10 +59,11 @@ class CitingConfig(SFTConfig):
 
     def __post_init__(self):
         if self.completion_only_loss is False:
-            raise ValueError("CITING trains on the revision only (Eq. 4); completion_only_loss cannot be False.")
+            raise ConfigError("CITING trains on the revision only (Eq. 4); completion_only_loss cannot be False.",
+                              flag="completion_only_loss")
         self.completion_only_loss = True
         if not 0.0 <= self.replay_fraction <= 1.0:
-            raise ValueError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}")
+            raise ConfigError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}", flag="replay_fraction")
         super().__post_init__()
 
 
@@ -69,7 +73,7 @@ def revision_to_prompt_completion(row: dict) -> dict:
 
     missing = [c for c in REVISION_COLUMNS if c not in row or row[c] is None]
     if missing:
-        raise ValueError(f"revision row {row.get('id', '?')!r} lacks {missing}")
+        raise DataError(f"revision row {row.get('id', '?')!r} lacks {missing}")
     return {
         "prompt": revision_messages(row["instruction"], row["input"], row["criteria"], row["response"]),
         "completion": [{"role": "assistant", "content": row["revision"]}],
@@ -94,7 +98,7 @@ def verification_card_lines(v: dict | None) -> list[str]:
     """Model-card lines for the revision gate, best-of-K and the round's fix/break counts."""
     if not v:
         return []
-    lines = [f"- Revision gate: `{v['revision_gate']}`" + (f" (margin {v['gate_margin']})" if v["revision_gate"] == "reward" else "")
+    lines = [f"- Revision gate: {gate_label(v)}"
              + f"; identical revisions kept: {v['keep_identical']}; teacher samples per row: {v['teacher_num_samples']}"
              + (f" at temperature {v['teacher_temperature']}" if v["teacher_num_samples"] > 1 else "")]
     for name, label in (("proposed", "teacher proposed, before the gate"), ("kept", "kept and trained on")):
@@ -173,7 +177,7 @@ class CitingTrainer(SFTTrainer):
                 f"(prompt pr(x, c, r) longer than max_length={max_length} leaves no revision token to learn)"
             )
             if kept == 0:
-                raise ValueError(message + "; raise max_length or shorten the criteria/answers")
+                raise ConfigError(message + "; raise max_length or shorten the criteria/answers", flag="max_length")
             logger.warning(message)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):

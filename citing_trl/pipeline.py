@@ -6,6 +6,7 @@
       instructions.jsonl   line 6      the curriculum instructions with their matched category/criteria
       round_<k>/           lines 7-11  rollouts.jsonl (r(k)), revisions.jsonl (accepted r(k+1)),
                                        rejected.jsonl, adapter/ (pi(k+1)), summary.json
+                                       (a round's result: citing_trl/round_result.py)
       final/               the last round's adapter + model card
       teacher_cache.jsonl  every teacher answer ever received (nothing is paid for twice)
 
@@ -25,7 +26,10 @@ from pathlib import Path
 
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
-from citing_trl.revision import student_rollouts, teacher_revisions
+from citing_trl.models import load_model
+from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
+from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
+from citing_trl.verification import make_gate, per_kept_row, print_round_report
 
 logger = logging.getLogger(__name__)
 
@@ -368,101 +372,106 @@ class CitingPipeline:
         return read_jsonl(path)
 
     # -- lines 7-11: curriculum rounds ---------------------------------------------------------------
-    def round(self, k: int, adapter: Path, rows: list[dict], rubric, previous: dict[str, str] | None) -> Path:
+    def round(self, k: int, adapter: Path, rows: list[dict], rubric, previous: dict[str, str] | None) -> RoundResult:
+        """Round k: the student pi(k) answers (line 8), the teacher revises and the gate checks (line 9), the
+        student learns (line 10). Returns the round's result; a finished round is read from disk, not rerun."""
         rdir = self.out / f"round_{k}"
         summary_path = rdir / "summary.json"
         if summary_path.exists():
             logger.info("round %d already finished; skipping", k)
-            return rdir / "adapter"
+            return RoundResult.load(rdir, k)
         rdir.mkdir(parents=True, exist_ok=True)
         if self.state.is_main_process and (self.out / "final").exists():
             shutil.rmtree(self.out / "final")  # a round is (re)running: the old final adapter is stale
         timings: dict[str, float] = {}
-        state = self.state
 
-        # line 8: the student pi(k) writes r(k); every rank generates its share
         t0 = time.time()
-        from citing_trl.models import load_model
+        responses = self._rollouts(k, adapter, rows, previous, rdir)
+        timings["rollouts_s"] = time.time() - t0
+        result = self._revisions(k, rows, responses, rdir, timings)
 
-        model, tokenizer = load_model(
-            self.model_args.model_name_or_path, adapter=str(adapter), dtype=self.model_args.dtype, device=str(state.device)
-        )
-        gen = GenerationConfig(
+        # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
+        t2 = time.time()
+        trainer = self._train_round(k, adapter, result, rubric, rdir)
+        timings["training_s"] = time.time() - t2
+        result.train_loss = trainer.state.log_history[-1].get("train_loss")
+        result.adapter = rdir / "adapter"
+        del trainer
+        free_memory()
+        if self.state.is_main_process:
+            summary = result.summary(instructions=len(rows), teacher_model=self.args.teacher_model,
+                                     revision_settings=self.revision_settings(rows), timings=timings)
+            summary_path.write_text(json.dumps(summary, indent=2))
+            self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
+        self.state.wait_for_everyone()
+        return result
+
+    def _rollout_config(self, k: int) -> GenerationConfig:
+        return GenerationConfig(
             max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
             do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
-            show_progress=state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
+            show_progress=self.state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
             no_repeat_ngram_size=self.args.rollout_no_repeat_ngram_size,
         )
+
+    def _rollouts(self, k: int, adapter: Path, rows: list[dict], previous: dict[str, str] | None,
+                  rdir: Path) -> dict[str, str]:
+        """Line 8: the student pi(k) writes r(k); every rank generates its share into its own file (appended
+        batch by batch, so a killed run resumes). Returns r(k) of every row."""
+        state = self.state
+        model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter),
+                                      dtype=self.model_args.dtype, device=str(state.device))
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
-        on_disk = self._round_outputs(k, full=True)  # any shard layout: a resume with another process count
-        student_rollouts(model, tokenizer, rows, shard, gen, previous=use_previous, rank=state.process_index,
-                         world_size=state.num_processes, desc=f"round {k}: student answers r({k})", done=on_disk)
+        on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
+        mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
+                                rank=state.process_index, world_size=state.num_processes,
+                                desc=f"round {k}: student answers r({k})", done=on_disk)
         del model
         free_memory()
         state.wait_for_everyone()
-        timings["rollouts_s"] = time.time() - t0
+        if state.num_processes > 1:
+            return read_rollouts(rdir)  # the other ranks' shares are in their files
+        return {i: rec["response"] for i, rec in mine.items()}
 
-        # line 9: the teacher revises r(k) -> r(k+1) (main process; the cache makes a rerun free)
-        revisions_path = rdir / "revisions.jsonl"
+    def _revisions(self, k: int, rows: list[dict], responses: dict[str, str], rdir: Path,
+                   timings: dict[str, float]) -> RoundResult:
+        """Line 9: the teacher revises r(k) -> r(k+1) and the gate checks each revision (main process; the
+        teacher's cache makes a rerun free). Other processes, and a run resuming after this stage, read the
+        result from disk."""
+        result: RoundResult | None = None
 
         def revise():
+            nonlocal result
             t1 = time.time()
-            responses = self._round_outputs(k)
             missing = [r["id"] for r in rows if r["id"] not in responses]
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
             before = self.teacher.ledger.summary()
-            from citing_trl.verification import make_gate, per_kept_row, print_round_report
-
-            gate = make_gate(self.args.revision_gate, teacher=self.teacher, reward_model=self.args.gate_reward_model,
-                             margin=self.args.gate_margin)
-            accepted, rejected, counts, report = teacher_revisions(
+            gate = make_gate(self.args, teacher=self.teacher)
+            selection = teacher_revisions(
                 self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
-                gate=gate, gate_mode=self.args.revision_gate, num_samples=self.args.teacher_num_samples,
+                gate=gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
-            usage.update(per_kept_row(usage, len(accepted)))
-            (rdir / "verification.json").write_text(json.dumps(self._verification(report), indent=2))
-            print_round_report(k, report, usage)
-            accepted = [{**r, "round": k} for r in accepted]
-            write_jsonl(rdir / "rejected.jsonl", rejected)
-            (rdir / "revision_counts.json").write_text(json.dumps(counts, indent=2))
-            (rdir / "teacher_usage.json").write_text(json.dumps(usage, indent=2))
+            usage.update(per_kept_row(usage, len(selection.accepted)))
+            result = RoundResult(
+                k, responses, accepted=[{**r, "round": k} for r in selection.accepted], rejected=selection.rejected,
+                counts=selection.counts, usage=usage, verification=self._verification(selection.report),
+            )
+            result.save(rdir)  # revisions.jsonl, the stage's done marker, last
+            print_round_report(k, selection.report, usage)
             self.teacher.ledger.print(title=f"Teacher usage after round {k}")
-            if not accepted:  # nothing is marked done: a rerun with other settings asks again (cache permitting)
-                raise RuntimeError(
-                    f"round {k}: the teacher produced no usable revision {counts}; see {rdir / 'rejected.jsonl'}"
+            if not result.accepted:  # nothing is marked done: a rerun with other settings asks again (cache permitting)
+                raise NoRevisionsError(
+                    f"round {k}: the teacher produced no usable revision {result.counts}; see {rdir / 'rejected.jsonl'}"
                 )
-            write_jsonl(revisions_path, accepted)  # the round's done-marker for this stage: written last
             timings["revisions_s"] = time.time() - t1
 
-        self._main_first(revise, revisions_path)
-        accepted = read_jsonl(revisions_path)
-
-        # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
-        t2 = time.time()
-        trainer = self._train_round(k, adapter, accepted, rubric, rdir)
-        timings["training_s"] = time.time() - t2
-        train_loss = trainer.state.log_history[-1].get("train_loss")
-        del trainer
-        free_memory()
-        if state.is_main_process:
-            counts = json.loads((rdir / "revision_counts.json").read_text())
-            summary = {
-                "round": k, "instructions": len(rows), "revision_counts": counts, "trained_rows": len(accepted),
-                "train_loss": train_loss,
-                "teacher_model": self.args.teacher_model, "revision_settings": self.revision_settings(rows),
-                "teacher_usage": json.loads((rdir / "teacher_usage.json").read_text()),
-                "verification": json.loads((rdir / "verification.json").read_text()),
-                "timings_s": timings,
-            }
-            summary_path.write_text(json.dumps(summary, indent=2))
-            self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
-        state.wait_for_everyone()
-        return rdir / "adapter"
+        self._main_first(revise, rdir / "revisions.jsonl")
+        return result if result is not None else RoundResult.load(rdir, k)
 
     def _verification(self, report: dict) -> dict:
         """What decided the round's training rows, for summary.json and the model card."""
@@ -473,8 +482,6 @@ class CitingPipeline:
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
         """How this run's revisions were made and filtered: the round summary and the model card record it."""
-        from citing_trl.revision import gold_answers
-
         a = self.args
         out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
                "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
@@ -486,7 +493,7 @@ class CitingPipeline:
             out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
         return out
 
-    def _train_round(self, k: int, adapter: Path, accepted: list[dict], rubric, rdir: Path):
+    def _train_round(self, k: int, adapter: Path, result: RoundResult, rubric, rdir: Path):
         from datasets import Dataset
 
         from citing_trl.citing_trainer import CitingTrainer
@@ -496,10 +503,10 @@ class CitingPipeline:
         replay = load_rows(self.data_args) if self.training_args.replay_fraction > 0 else None
         args = _stage_args(self.training_args, rdir / "adapter")
         trainer = CitingTrainer(
-            model=model, args=args, revision_dataset=Dataset.from_list(accepted), replay_dataset=replay,
+            model=model, args=args, revision_dataset=Dataset.from_list(result.accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
-            verification=json.loads((rdir / "verification.json").read_text()),
+            verification=result.verification,
             revision_settings=self.revision_settings(),
         )
         trainer.train()
@@ -520,8 +527,8 @@ class CitingPipeline:
         rows = self.matched_instructions(rubric)
         previous = None
         for k in range(self.args.num_rounds):
-            adapter = self.round(k, adapter, rows, rubric, previous)
-            previous = self._round_outputs(k)
+            result = self.round(k, adapter, rows, rubric, previous)
+            adapter, previous = result.adapter, result.responses
         final = self.out / "final"
         if self.state.is_main_process and not (final / "adapter_config.json").exists():
             tmp = self.out / "final.tmp"
@@ -538,12 +545,3 @@ class CitingPipeline:
             self._teacher.ledger.save(self.out / "teacher_usage.json")
         self.state.wait_for_everyone()
         return final
-
-    def _round_outputs(self, k: int, full: bool = False) -> dict:
-        """The student's answers of round k (every shard file), which it revises in round k+1
-        (rollout_mode='revise'). ``full`` returns whole records instead of the answer texts."""
-        rdir = self.out / f"round_{k}"
-        out: dict = {}
-        for f in sorted(rdir.glob("rollouts*.jsonl")):
-            out.update({r["id"]: r if full else r["response"] for r in read_jsonl(f)})
-        return out

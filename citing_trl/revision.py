@@ -5,7 +5,8 @@ in later rounds it revises its previous draft with the revision prompt pr(x, c, 
 f(k-1)_CITING that the paper asks the teacher to revise next (§3.3). ``rollout_mode="answer"`` makes every
 round answer from scratch instead.
 
-Line 9: the teacher revises (x, c, r(k)) -> r(k+1). Unusable revisions are rejected and counted by reason.
+Line 9: the teacher revises (x, c, r(k)) -> r(k+1). Unusable revisions are rejected and counted by reason:
+the format filter and the revision gate of :mod:`citing_trl.verification` decide which become training rows.
 
 Both steps write to disk as they go (JSONL, one record per instruction id), so an interrupted round picks up
 where it stopped: finished rollouts are not regenerated and finished teacher requests are served from the
@@ -21,15 +22,10 @@ from pathlib import Path
 
 from citing_trl.generation import GenerationConfig, Generation, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
-from citing_trl.prompts import (
-    instruction_messages, reference_revision_messages, revision_messages, revision_prompt,
-)
+from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
+from citing_trl.verification import KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, Selection, select_revisions
 
 logger = logging.getLogger(__name__)
-
-REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
-KEPT_TRUNCATED = "kept_truncated"  # cut at the token cap but ends on a complete sentence (keep_complete_truncated)
-KEPT_IDENTICAL = "kept_identical"  # a revision equal to the draft, kept as a training row (keep_identical)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,43 +92,6 @@ def student_rollouts(
 # Line 9: teacher revisions
 # --------------------------------------------------------------------------------------------------
 
-_SPACE = re.compile(r"\s+")
-
-
-def _norm(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().lower()
-
-
-_LABEL = re.compile(
-    r"^\s*(?:#+\s*)?(?:improved answer|revised response|revised answer|revision)\b\s*(?::|-|\n)\s*", re.I
-)
-
-
-def clean_revision(text: str) -> str:
-    """Strip a leading label such as '### Improved answer:' that some teachers repeat from the prompt."""
-    return _LABEL.sub("", (text or "").strip(), count=1).strip()
-
-
-def is_identical(response: str, revision: str) -> bool:
-    """The teacher kept the draft as it is (up to whitespace and case)."""
-    return _norm(revision) == _norm(response)
-
-
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
-_SENTENCES = re.compile(r"[^.!?]+[.!?]+")
-
-
-def ends_complete_sentence(text: str) -> bool:
-    """True when ``text`` ends with a sentence mark (. ! ?, maybe closed by a quote or bracket) and repeats no
-    sentence of 4+ words: a revision cut at the token cap right after a finished sentence is a whole answer,
-    while one that loops ("The answer is yes. The answer is yes. ...") still is not."""
-    text = text.strip()
-    if not _SENTENCE_END.search(text):
-        return False
-    sentences = [_norm(s) for s in _SENTENCES.findall(text)]
-    long = [s for s in sentences if len(s.split()) >= 4]
-    return len(long) == len(set(long))
-
 
 def gold_answers(row: dict) -> list[str]:
     """The row's gold answers (``answers``, else ``output``), [] when it has none."""
@@ -140,28 +99,6 @@ def gold_answers(row: dict) -> list[str]:
     if not answers and isinstance(row.get("output"), str) and row["output"].strip():
         answers = [row["output"]]
     return answers
-
-
-def reject_reason(
-    row: dict, response: str, revision: str, finish_reason: str | None = None, reject_truncated: bool = True,
-    keep_identical: bool = False, keep_complete_truncated: bool = False,
-) -> str | None:
-    """Why a teacher revision cannot be a training target (None if it can). A revision identical to the
-    draft is rejected unless ``keep_identical`` (then it teaches the student to keep a good answer). With
-    ``reject_truncated``, a revision cut at the token cap is rejected unless ``keep_complete_truncated`` and
-    it ends on a complete sentence (:func:`ends_complete_sentence`)."""
-    if not revision.strip():
-        return "empty"
-    if is_identical(response, revision):
-        return None if keep_identical else "identical"
-    prompt = revision_prompt(row["instruction"], row.get("input") or "", row["criteria"], response)
-    markers = ("### Task", "### Draft answer", "### Standards")
-    if sum(m in revision for m in markers) >= 2 or (len(revision) > 80 and _norm(revision) in _norm(prompt)):
-        return "echoes_prompt"
-    if reject_truncated and finish_reason == "length":
-        if not (keep_complete_truncated and ends_complete_sentence(revision)):
-            return "truncated"
-    return None
 
 
 def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
@@ -178,33 +115,32 @@ def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference
 def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
     reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
-    reference: bool = False, gate=None, gate_mode: str = "none", num_samples: int = 1,
+    reference: bool = False, gate: Gate | None = None, gate_mode: str | None = None, num_samples: int = 1,
     temperature: float | None = None,
-):
+) -> Selection:
     """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
-    through the format filter and the gate (:func:`citing_trl.verification.select_revisions`).
+    through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
+    gate, ``gate_mode`` optional and then the gate's name).
 
-    Returns (accepted records, rejected records, reason counts, verification report). Counts partition the rows:
-    ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
+    Returns a Selection (accepted records, rejected records, reason counts, verification report). Counts partition
+    the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
     ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap but ending on a complete
     sentence) and one key per rejection reason.
 
     ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
     answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
     student's training prompt pr(x, c, r(k)) never contains it."""
-    from citing_trl.verification import select_revisions
-
     requests = revision_requests(rows, responses, reference)
     sampling = {} if temperature is None else {"temperature": temperature}
     if num_samples > 1:
         samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)
     else:
         samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, **sampling)]
-    accepted, rejected, counts, report = select_revisions(
+    selection = select_revisions(
         rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
         keep_identical=keep_identical, keep_complete_truncated=keep_complete_truncated,
     )
-    for reason, n in counts.items():
+    for reason, n in selection.counts.items():
         if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
             logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
-    return accepted, rejected, counts, report
+    return selection

@@ -23,7 +23,7 @@ from trl import ModelConfig
 from citing_trl.citing_trainer import CitingConfig
 from citing_trl.pipeline import CitingArguments, CitingPipeline
 from citing_trl.jsonl import read_jsonl
-from citing_trl.revision import is_identical
+from citing_trl.verification import is_identical
 from citing_trl.sft import DataArguments
 from tests.conftest import REPO
 from tests.fault_server import FaultServer

@@ -8,7 +8,8 @@ import json
 import pytest
 from datasets import Dataset
 
-from citing_trl.revision import ends_complete_sentence, reject_reason, teacher_revisions
+from citing_trl.revision import teacher_revisions
+from citing_trl.verification import ends_complete_sentence, reject_reason
 from citing_trl.teacher import Completion
 
 ROW = {"id": "q1", "instruction": "Is the sky blue?", "input": "Passage: The sky looks blue by day.",

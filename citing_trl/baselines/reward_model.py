@@ -13,7 +13,8 @@ Scoring. :class:`RewardScorer` tokenizes every (prompt, completion) with the sam
 uses (``trl.data_utils._tokenize`` on ``prompt + [assistant turn]``), right-pads with the saved pad token and
 reads the pooled logit, so train-time and score-time text are identical (tested). Completions arrive as
 text and are re-tokenized with the reward model's own tokenizer: a policy with a different tokenizer works;
-token ids are never passed between the two.
+token ids are never passed between the two. The scorer lives in the core (:mod:`citing_trl.reward`), so the
+revision gate uses it without importing the baselines.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from pathlib import Path
 from trl import RewardConfig
 
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
+from citing_trl.reward import META_FILE, RewardScorer, load_backbone  # noqa: F401  (the scorer lives in the core)
 
 logger = logging.getLogger(__name__)
-
-META_FILE = "reward_model.json"
 
 
 @dataclass
@@ -69,20 +69,6 @@ def reward_lora_config(model_args):
         target_modules=model_args.lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
         task_type="SEQ_CLS", modules_to_save=["score"], use_rslora=model_args.use_rslora,
     )
-
-
-def load_backbone(name_or_path: str, tokenizer, dtype=None):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from citing_trl.models import resolve_model_path
-
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_path(name_or_path), num_labels=1, dtype=torch_dtype or "auto"
-    )
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model
 
 
 def train_reward_model(pref_args: PreferenceArguments, training_args: RewardModelConfig, model_args):
@@ -131,73 +117,3 @@ def pair_accuracy(scorer: "RewardScorer", pairs: list[dict]) -> dict:
     wins = sum(c > r for c, r in zip(chosen, rejected))
     return {"held_out_accuracy": wins / len(pairs), "held_out_margin": sum(c - r for c, r in zip(chosen, rejected))
             / len(pairs)}
-
-
-class RewardScorer:
-    """Scores (prompt messages, completion text) pairs with a trained reward model (contract C3)."""
-
-    def __init__(self, model, tokenizer, batch_size: int = 8, device=None):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.device = device or next(model.parameters()).device
-
-    @classmethod
-    def load(cls, path_or_adapter: str | Path, base_model: str | None = None, device: str | None = None,
-             batch_size: int = 8) -> "RewardScorer":
-        """A reward model folder written by :func:`train_reward_model` (LoRA adapter + score head + tokenizer),
-        or a full sequence-classification model folder. ``base_model`` overrides the recorded backbone."""
-        from transformers import AutoTokenizer
-
-        path = Path(path_or_adapter)
-        if not path.is_dir():
-            raise FileNotFoundError(f"reward model {path}: no such folder")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
-        if meta.get("pad_token"):
-            tokenizer.pad_token = meta["pad_token"]
-        elif tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base = base_model or meta.get("base_model")
-            if not base:
-                base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            model = load_backbone(base, tokenizer)
-            model = PeftModel.from_pretrained(model, str(path))
-        else:
-            model = load_backbone(str(path), tokenizer)
-        if device:
-            model.to(device)
-        return cls(model, tokenizer, batch_size=batch_size, device=device)
-
-    def encode(self, prompt: list[dict], completion: str) -> list[int]:
-        """Token ids exactly as RewardTrainer builds them for a conversational pair."""
-        from trl.data_utils import _tokenize
-
-        return list(_tokenize(self.tokenizer, prompt + [{"role": "assistant", "content": completion}],
-                              tools=None)["input_ids"])
-
-    def score(self, prompts: list[list[dict]], completions: list[str]) -> list[float]:
-        import torch
-
-        if len(prompts) != len(completions):
-            raise ValueError(f"score(): {len(prompts)} prompts but {len(completions)} completions")
-        encoded = [self.encode(p, c) for p, c in zip(prompts, completions)]
-        pad = self.tokenizer.pad_token_id
-        scores: list[float] = [0.0] * len(encoded)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        with torch.no_grad():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):  # right padding, as TRL's DataCollatorForPreference
-                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[row, : len(encoded[i])] = 1
-                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
-                for row, i in enumerate(idx):
-                    scores[i] = float(out.logits[row, 0])
-        return scores

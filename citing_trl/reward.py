@@ -1,0 +1,113 @@
+"""Scoring answers with a trained reward model (contract C3), shared by the CITING core and the baselines.
+
+The ``reward`` revision gate (:mod:`citing_trl.verification.reward`) and the RL baselines (PPO, RLOO, RAFT, RRHF)
+score text with the same :class:`RewardScorer`; training a reward model lives with the baselines
+(:mod:`citing_trl.baselines.reward_model`), which import this module, never the other way round.
+
+A reward model folder is a LoRA adapter with its saved ``score`` head and tokenizer (as
+``train_reward_model`` writes it, with ``reward_model.json`` naming the backbone and pad token), or a full
+sequence-classification model. :meth:`RewardScorer.encode` builds token ids with the very TRL function
+``RewardTrainer`` tokenizes with (``prompt + [assistant turn]``, no extra EOS), right-pads with the saved pad
+token and reads the pooled logit, so train-time and score-time text are identical. Completions arrive as text
+and are re-tokenized with the reward model's own tokenizer: a policy with another tokenizer works.
+
+torch, transformers and peft are imported when a model is loaded or scored, so importing the gates (and hence
+parsing a recipe's flags) stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from citing_trl.errors import UserError
+from citing_trl.models import resolve_model_path
+
+META_FILE = "reward_model.json"
+
+
+class RewardModelError(UserError, FileNotFoundError):
+    """The reward model folder does not exist (``--gate_reward_model``, ``--reward_model`` ...)."""
+
+
+def load_backbone(name_or_path: str, tokenizer, dtype=None):
+    """The backbone as ``AutoModelForSequenceClassification(num_labels=1)``, padding with ``tokenizer``'s pad."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(name_or_path), num_labels=1, dtype=torch_dtype or "auto"
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+class RewardScorer:
+    """Scores (prompt messages, completion text) pairs with a trained reward model (contract C3)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, device=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = device or next(model.parameters()).device
+
+    @classmethod
+    def load(cls, path_or_adapter: str | Path, base_model: str | None = None, device: str | None = None,
+             batch_size: int = 8) -> "RewardScorer":
+        """A reward model folder written by ``train_reward_model`` (LoRA adapter + score head + tokenizer),
+        or a full sequence-classification model folder. ``base_model`` overrides the recorded backbone."""
+        from transformers import AutoTokenizer
+
+        path = Path(path_or_adapter)
+        if not path.is_dir():
+            raise RewardModelError(f"reward model {path}: no such folder")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
+        if meta.get("pad_token"):
+            tokenizer.pad_token = meta["pad_token"]
+        elif tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if (path / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            base = base_model or meta.get("base_model")
+            if not base:
+                base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            model = load_backbone(base, tokenizer)
+            model = PeftModel.from_pretrained(model, str(path))
+        else:
+            model = load_backbone(str(path), tokenizer)
+        if device:
+            model.to(device)
+        return cls(model, tokenizer, batch_size=batch_size, device=device)
+
+    def encode(self, prompt: list[dict], completion: str) -> list[int]:
+        """Token ids exactly as RewardTrainer builds them for a conversational pair."""
+        from trl.data_utils import _tokenize
+
+        return list(_tokenize(self.tokenizer, prompt + [{"role": "assistant", "content": completion}],
+                              tools=None)["input_ids"])
+
+    def score(self, prompts: list[list[dict]], completions: list[str]) -> list[float]:
+        import torch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"score(): {len(prompts)} prompts but {len(completions)} completions")
+        encoded = [self.encode(p, c) for p, c in zip(prompts, completions)]
+        pad = self.tokenizer.pad_token_id
+        scores: list[float] = [0.0] * len(encoded)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                width = max(len(encoded[i]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):  # right padding, as TRL's DataCollatorForPreference
+                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                    mask[row, : len(encoded[i])] = 1
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+                for row, i in enumerate(idx):
+                    scores[i] = float(out.logits[row, 0])
+        return scores
