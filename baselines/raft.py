@@ -9,7 +9,7 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments, SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer
-from citing_trl.baselines.reward_model import RewardScorer
+from citing_trl.reward import RewardScorer
 from citing_trl.cli import run_main
 from citing_trl.errors import ConfigError
 from citing_trl.sft import DataArguments, load_rows

@@ -11,7 +11,7 @@ from peft import get_peft_model
 from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments, SamplingArguments, load_policy, teacher_revisions
-from citing_trl.baselines.reward_model import RewardScorer
+from citing_trl.reward import RewardScorer
 from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
 from citing_trl.cli import run_main
 from citing_trl.jsonl import read_jsonl

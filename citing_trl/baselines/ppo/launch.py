@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments, check_ppo_sampling
 from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
-from citing_trl.baselines.reward_model import RewardScorer  # contract C3
+from citing_trl.reward import RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 from citing_trl.prompts import instruction_messages
