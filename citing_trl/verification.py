@@ -332,7 +332,8 @@ def print_round_report(k: int, report: dict, usage: dict, console=None) -> None:
 
 
 def check_settings(args) -> None:
-    """Parse-time checks of the verification settings of CitingArguments (one line naming the flag)."""
+    """Parse-time checks of the verification settings of CitingArguments (one line naming the flag); that
+    best-of-K needs a teacher temperature > 0 is checked with the teacher's settings (citing_config.check_settings)."""
     from citing_trl.cli import check, check_choice
 
     check_choice("revision_gate", args.revision_gate, GATE_MODES)
@@ -340,9 +341,6 @@ def check_settings(args) -> None:
           "is needed by --revision_gate reward (a reward model folder or adapter)", args.gate_reward_model)
     check(isinstance(args.teacher_num_samples, int) and args.teacher_num_samples >= 1, "teacher_num_samples",
           "must be a whole number >= 1", args.teacher_num_samples)
-    check(args.teacher_num_samples == 1 or args.teacher_temperature > 0, "teacher_temperature",
-          f"must be > 0 with --teacher_num_samples {args.teacher_num_samples} (greedy samples are all the same)",
-          args.teacher_temperature)
 
 
 def per_kept_row(usage: dict, kept: int) -> dict:
