@@ -22,6 +22,7 @@ from citing_trl.configs import prefixed
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
 from citing_trl.teacher import TeacherConfig
+from citing_trl.verification import check_settings as check_gate_settings
 
 # --teacher_*: every TeacherConfig field. The recipe's teacher is the SmolLM2 Hub id (the embedded copy offline).
 TeacherArguments = prefixed(TeacherConfig, "teacher_", name="TeacherArguments", defaults={"model": SMOLLM2_HUB_ID})
@@ -135,9 +136,7 @@ class CitingArguments:
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
-        from citing_trl.verification import check_settings as check_gate  # lazy: verification imports the baselines
-
-        check_gate(self)  # revision_gate, gate_reward_model, teacher_num_samples
+        check_gate_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
 
 
 def check_settings(citing: CitingArguments, teacher: TeacherConfig) -> None:
