@@ -19,6 +19,7 @@ from trl import SFTConfig
 
 from citing_trl.cli import check, check_choice, check_path
 from citing_trl.configs import prefixed
+from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
 from citing_trl.teacher import TeacherConfig
@@ -52,10 +53,12 @@ class CitingConfig(SFTConfig):
     replay_seed: int = field(default=0, metadata={"help": "Seed for choosing the replayed SFT rows."})
 
     def __post_init__(self):
-        check(self.completion_only_loss is not False, "completion_only_loss",
-              "cannot be false: CITING trains on the revision only (Eq. 4)", self.completion_only_loss)
+        if self.completion_only_loss is False:
+            raise ConfigError("CITING trains on the revision only (Eq. 4); completion_only_loss cannot be False.",
+                              flag="completion_only_loss")
         self.completion_only_loss = True
-        check(0.0 <= self.replay_fraction <= 1.0, "replay_fraction", "must be in [0, 1]", self.replay_fraction)
+        if not 0.0 <= self.replay_fraction <= 1.0:
+            raise ConfigError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}", flag="replay_fraction")
         super().__post_init__()
 
 
