@@ -73,9 +73,6 @@ class CompareArguments:
         default="python", metadata={"help": "How training scripts start: 'python', or e.g. 'accelerate launch "
                                             "--config_file accelerate_configs/multi_gpu.yaml'."}
     )
-    judge_backend: str = field(default="none", metadata={"help": "recipes/evaluate.py judge: none, local or openai."})
-    judge_model: str | None = field(default=None, metadata={"help": "Judge model (served name or local path)."})
-    judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL of the judge."})
     lock: str | None = field(
         default=None,
         metadata={"help": "A lock file (shared machine): stages run only while this process holds it (flock)."},
@@ -138,11 +135,9 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
                                    "--adapter", adapter, *test, "--num_revisions", "0",
                                    "--output_dir", str(out / "answers" / name), *extra.get("answers", [])]
     answers = [f"{n}={out / 'answers' / n / 'answers.jsonl'}" for n in systems]
-    judge = ["--judge_backend", a.judge_backend]
-    if a.judge_model:
-        judge += ["--judge_model", a.judge_model]
-    if a.judge_base_url:
-        judge += ["--judge_base_url", a.judge_base_url]
+    # gold metrics only unless the evaluate stage's flags choose a judge ("evaluate=--judge_backend local ..."):
+    # the judge's settings are recipes/evaluate.py's own --judge_* flags, not declared again here
+    judge = ["--judge_backend", "none"]
     cmds["evaluate"] = [*py, "recipes/evaluate.py", "--answers", *answers, "--reference", "citing", *judge,
                         "--output_dir", str(out / "eval"), *extra.get("evaluate", [])]
     return cmds

@@ -74,8 +74,9 @@ def run_mode(mode: str, args, tok, rows, device: str):
     from trl import SFTConfig, SFTTrainer
 
     from citing_trl.citing_trainer import CitingConfig, CitingTrainer, build_citing_dataset
+    from citing_trl.models import resolve_dtype
 
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype)
     cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=max(2048, args.seq_len), **SHAPES[args.shape],
                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     attn = "flash_attention_2" if mode == "sft_padding_free" and device == "cuda" else "sdpa"

@@ -1,4 +1,4 @@
-"""CitingConfig and CitingTrainer: curriculum instruction tuning on teacher revisions (Algorithm 1 line 10, Eq. 4).
+"""CitingTrainer: curriculum instruction tuning on teacher revisions (Algorithm 1 line 10, Eq. 4).
 
 A round's training row is built from a revision record (instruction x, input, criteria c, student answer
 r(k), teacher revision r(k+1)):
@@ -8,18 +8,19 @@ r(k), teacher revision r(k+1)):
 
 and the loss is the negative log-likelihood of the completion tokens only, exactly Eq. 4. CitingTrainer is
 an SFTTrainer over that generated data set; everything SFTTrainer supports (packing, padding-free
-batches, LoRA via peft, DeepSpeed/FSDP through accelerate) is available unchanged.
+batches, LoRA via peft, DeepSpeed/FSDP through accelerate) is available unchanged. Its settings,
+:class:`~citing_trl.citing_config.CitingConfig`, live in ``citing_config.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
+from citing_trl.citing_config import CitingConfig
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.verification import gate_label
 
@@ -39,32 +40,6 @@ CITING_PAPER = {
         "}"
     ),
 }
-
-
-@dataclass
-class CitingConfig(SFTConfig):
-    """Training settings for one CITING round. Every SFTConfig field applies; the fields below are added.
-
-    Completion-only loss is always on: the prompt pr(x, c, r(k)) is context, never a target.
-    """
-
-    replay_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "Mix this many original SFT rows (instruction -> ground truth), as a fraction of the round's "
-            "revision rows, into each round to counter the forgetting the paper reports at round 4. 0 disables."
-        },
-    )
-    replay_seed: int = field(default=0, metadata={"help": "Seed for choosing the replayed SFT rows."})
-
-    def __post_init__(self):
-        if self.completion_only_loss is False:
-            raise ConfigError("CITING trains on the revision only (Eq. 4); completion_only_loss cannot be False.",
-                              flag="completion_only_loss")
-        self.completion_only_loss = True
-        if not 0.0 <= self.replay_fraction <= 1.0:
-            raise ConfigError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}", flag="replay_fraction")
-        super().__post_init__()
 
 
 def revision_to_prompt_completion(row: dict) -> dict:

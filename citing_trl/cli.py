@@ -44,11 +44,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return UserError, DataError, ModelLoadError, TeacherError, FileNotFoundError
 
 
-def run_main(main: Callable[[], object]) -> None:
-    """Run a recipe's ``main``; a user error prints one line and exits 2 (see the module docstring)."""
+def run_main(main: Callable[[], object], prog: str | None = None) -> None:
+    """Run a recipe's ``main``; a user error prints one line and exits 2 (see the module docstring). ``prog``
+    starts the line (``evaluate.py: error: ...``, as argparse writes its own errors)."""
     try:
         main()
     except user_errors() as err:
         message = " ".join(str(err).split())  # one line, whatever the exception's own formatting
-        print(f"error: {message}", file=sys.stderr)
+        print(f"{prog + ': ' if prog else ''}error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -26,21 +26,27 @@ from citing_trl.errors import ConfigError
 
 
 def prefixed(base: type, prefix: str, *, name: str | None = None, only: tuple[str, ...] | None = None,
-             defaults: dict[str, Any] | None = None, doc: str | None = None) -> type:
+             defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None,
+             doc: str | None = None) -> type:
     """A dataclass exposing the init fields of ``base`` as ``prefix + field``.
 
     ``only`` keeps a subset of the fields (the others keep the base class's defaults); ``defaults`` changes a
-    default for this view (the judge's temperature, say) without declaring the field again. The view's
-    ``build(**overrides)`` returns a ``base`` instance; ``fields_of(view)`` lists the base names it carries."""
-    defaults = dict(defaults or {})
+    default for this view (the judge's temperature, say) and ``helps`` a help text (a choice only this recipe
+    adds), without declaring the field again. The view's ``build(**overrides)`` returns a ``base`` instance;
+    ``fields_of(view)`` lists the base names it carries."""
+    defaults, helps = dict(defaults or {}), dict(helps or {})
     base_fields = [f for f in dataclasses.fields(base) if f.init and (only is None or f.name in only)]
-    unknown = set(defaults) - {f.name for f in base_fields} | set(only or ()) - {f.name for f in dataclasses.fields(base)}
+    carried = {f.name for f in base_fields}
+    unknown = (set(defaults) | set(helps)) - carried | set(only or ()) - {f.name for f in dataclasses.fields(base)}
     if unknown:
         raise TypeError(f"prefixed({base.__name__}): no such field(s) {sorted(unknown)}")
     names = tuple(f.name for f in base_fields)
+    # every flag of this view the message names (``--mode ... needs --backend openai``), longest name first
+    own_flags = re.compile(r"--(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")\b")
     specs = []
     for f in base_fields:
-        kwargs: dict[str, Any] = {"metadata": f.metadata}
+        metadata = {**f.metadata, "help": helps[f.name]} if f.name in helps else f.metadata
+        kwargs: dict[str, Any] = {"metadata": metadata}
         if f.name in defaults:
             value = defaults[f.name]
             if isinstance(value, (list, dict, set)):
@@ -61,7 +67,7 @@ def prefixed(base: type, prefix: str, *, name: str | None = None, only: tuple[st
         except ConfigError as err:
             if err.flag is None or err.flag not in names:
                 raise
-            message = re.sub(rf"--{re.escape(err.flag)}\b", f"--{prefix}{err.flag}", str(err), count=1)
+            message = own_flags.sub(lambda m: f"--{prefix}{m.group(1)}", str(err))
             raise ConfigError(message, flag=prefix + err.flag) from None
 
     def __post_init__(self):

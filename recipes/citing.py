@@ -3,25 +3,28 @@
     accelerate launch recipes/citing.py --config recipes/configs/citing_demo.yaml
 
 Rerunning the same command resumes an interrupted run; see citing_trl/pipeline.py for the output layout.
+The flags: DataArguments, CitingConfig (training), ModelConfig, CitingArguments (the curriculum), --teacher_*
+(TeacherConfig) and --rollout_* (the student's GenerationConfig).
 """
 
 import logging
 
 from trl import ModelConfig, TrlParser
 
-from citing_trl.citing_trainer import CitingConfig
+from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
 from citing_trl.cli import run_main
 from citing_trl.hub import push_run
-from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.pipeline import CitingPipeline
 from citing_trl.sft import DataArguments
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments))
-    data_args, training_args, model_args, citing_args = parser.parse_args_and_config()
+    parser = TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments, TeacherArguments, RolloutArguments))
+    data_args, training_args, model_args, citing_args, teacher_args, rollout_args = parser.parse_args_and_config()
     push, training_args.push_to_hub = training_args.push_to_hub, False  # rounds never push; the run does, once
-    pipeline = CitingPipeline(data_args, training_args, model_args, citing_args)
+    pipeline = CitingPipeline(data_args, training_args, model_args, citing_args, teacher_args.build(),
+                              rollout_args.build())
     final = pipeline.run()
     if pipeline.state.is_main_process:
         print(f"CITING finished: final adapter in {final}")

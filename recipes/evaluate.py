@@ -6,29 +6,24 @@ and self-revision steps), Figure 2 and the judge's usage (paper §4.1, §4.4-4.5
         --judge_base_url https://api.openai.com/v1
 
 `--judge_backend none` writes the gold metrics only; `local` judges with an in-process model (default: the
-embedded SmolLM2-135M). Rerunning the same command reads every verdict back from the judge cache.
+embedded SmolLM2-135M). Rerunning the same command reads every verdict back from the judge cache. The flags:
+EvaluationArguments and --judge_* (the judge's TeacherConfig), see citing_trl/evaluation/config.py.
 """
 
 import logging
-import sys
 
 from trl import TrlParser
 
-from citing_trl.evaluation.reports import AnswersError
-from citing_trl.evaluation.runner import EvaluationArguments, print_summary, run_evaluation
-from citing_trl.teacher import TeacherError
+from citing_trl.cli import run_main
+from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
+from citing_trl.evaluation.runner import print_summary, run_evaluation
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = TrlParser((EvaluationArguments,)).parse_args_and_config()
-    try:
-        summary = run_evaluation(args)
-    except (ValueError, AnswersError, TeacherError) as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        sys.exit(1 if isinstance(err, TeacherError) else 2)
-    print_summary(summary)
+    args, judge_args = TrlParser((EvaluationArguments, JudgeArguments)).parse_args_and_config()
+    print_summary(run_evaluation(args, judge_config(args, judge_args)))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, prog="evaluate.py")  # a user error (bad flag, bad answers file, silent judge): one line, exit 2

@@ -10,46 +10,41 @@
 --dataset takes the same values as training ('demo', a family, alpaca) or a plain JSONL of instructions.
 Writes <output_dir>/answers.jsonl (id, source, instruction, input, answers, response, responses), the file
 recipes/evaluate.py reads. Rerunning the same command resumes; another model in the same folder is refused.
+The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig's --max_new_tokens, --batch_size,
+--repetition_penalty, --no_repeat_ngram_size, --seed); see citing_trl/self_revision.py.
 """
 
 import logging
-import sys
 
 import torch
-
 from trl import TrlParser
 
 from citing_trl.cli import run_main
-from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_model
-from citing_trl.self_revision import ANSWERS_FILE, InferenceArguments, check_output_dir, match_rows, self_revise
+from citing_trl.self_revision import (
+    ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
+)
 from citing_trl.sft import DataArguments, load_rows
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data_args, args = TrlParser((DataArguments, InferenceArguments)).parse_args_and_config()
+    parser = TrlParser((DataArguments, InferenceArguments, AnswerGenerationArguments))
+    data_args, args, gen_args = parser.parse_args_and_config()
+    gen = gen_args.build()
     settings = {"model_name_or_path": args.model_name_or_path, "adapter": args.adapter, "dataset": data_args.dataset,
                 "dataset_split": data_args.dataset_split, "max_samples": data_args.max_samples,
-                "dataset_seed": data_args.dataset_seed, "max_new_tokens": args.max_new_tokens,
+                "dataset_seed": data_args.dataset_seed, "max_new_tokens": gen.max_new_tokens,
                 "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
-                "repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
-    try:
-        if args.num_revisions < 0:
-            raise ValueError(f"--num_revisions must be >= 0, got {args.num_revisions}")
-        check_output_dir(args.output_dir, settings)
-    except ValueError as err:
-        print(f"infer.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+                "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
+    check_output_dir(args.output_dir, settings)
     rows = load_rows(data_args)
     rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                           repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
     results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
     print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
 
 
 if __name__ == "__main__":
-    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
+    run_main(main)  # a user error (bad flag, missing file, bad row, another run's folder) prints one line, exit 2

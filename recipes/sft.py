@@ -5,6 +5,7 @@
 
 from trl import ModelConfig, SFTConfig, TrlParser
 
+from citing_trl.cli import run_main
 from citing_trl.sft import DataArguments, run_sft
 
 
@@ -15,4 +16,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2

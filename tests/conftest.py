@@ -35,13 +35,20 @@ def start_client(tmp_path: Path, code: str, *argv) -> subprocess.Popen:
 
 
 def tiny_citing_parts(tmp_path: Path, model_dir: Path, data, **citing):
-    """(data, training, model, citing) arguments of a CitingPipeline on a tiny model: LoRA r4 on q/v, one
-    epoch per stage at batch 4 on CPU, output in ``tmp_path/run``; ``citing`` are CitingArguments fields."""
+    """(data, training, model, citing, teacher, rollout) arguments of a CitingPipeline on a tiny model: LoRA r4
+    on q/v, one epoch per stage at batch 4 on CPU, output in ``tmp_path/run``; ``citing`` are the recipe's flags
+    (CitingArguments fields, --teacher_* and --rollout_*), split among the dataclasses as its parser does."""
+    from dataclasses import fields
+
     from trl import ModelConfig
 
-    from citing_trl.citing_trainer import CitingConfig
-    from citing_trl.pipeline import CitingArguments
+    from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
 
+    citing = {"rubric": "default", "rollout_batch_size": 4, **citing}
+    parts = [{k: v for k, v in citing.items() if k in {f.name for f in fields(cls)}}
+             for cls in (CitingArguments, TeacherArguments, RolloutArguments)]
+    unknown = set(citing) - {k for part in parts for k in part}
+    assert not unknown, f"no such CITING flag(s): {sorted(unknown)}"
     training = CitingConfig(
         output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, report_to="none", max_length=1024,
         per_device_train_batch_size=4, num_train_epochs=1, save_strategy="no", gradient_checkpointing=False,
@@ -49,7 +56,8 @@ def tiny_citing_parts(tmp_path: Path, model_dir: Path, data, **citing):
     )
     model = ModelConfig(model_name_or_path=str(model_dir), use_peft=True, lora_r=4, lora_alpha=8,
                         lora_target_modules=["q_proj", "v_proj"])
-    return data, training, model, CitingArguments(rubric="default", rollout_batch_size=4, **citing)
+    return (data, training, model, CitingArguments(**parts[0]), TeacherArguments(**parts[1]).build(),
+            RolloutArguments(**parts[2]).build())
 
 
 @pytest.fixture(scope="session")

@@ -59,3 +59,14 @@ def test_finished_stage_is_skipped_and_failure_stops(tmp_path, capsys):
     with pytest.raises(SystemExit, match="stage broken failed"):
         cmp.run_stage("broken", [sys.executable, "-c", "raise SystemExit(3)"], a)
     assert not (tmp_path / ".stages" / "broken.done").exists()
+
+
+def test_judge_settings_are_the_evaluate_stage_flags(tmp_path):
+    """compare.py declares no judge field of its own: gold only by default, a judge through evaluate's flags."""
+    cmp = compare_module()
+    cmds = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path)))
+    assert cmds["evaluate"][cmds["evaluate"].index("--judge_backend") + 1] == "none"
+    chosen = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path),
+                                                     extra_args=["evaluate=--judge_backend local"]))["evaluate"]
+    positions = [i for i, flag in enumerate(chosen) if flag == "--judge_backend"]
+    assert [chosen[i + 1] for i in positions] == ["none", "local"]  # the stage's own flag comes last and wins

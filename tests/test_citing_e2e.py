@@ -20,8 +20,8 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from citing_trl.citing_trainer import CitingConfig
-from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
+from citing_trl.pipeline import CitingPipeline
 from citing_trl.jsonl import read_jsonl
 from citing_trl.verification import is_identical
 from citing_trl.sft import DataArguments
@@ -65,13 +65,15 @@ def test_smollm2_with_served_teacher(tmp_path, smollm2_dir, serve_smollm2):
     model = ModelConfig(model_name_or_path=str(smollm2_dir), use_peft=True, lora_r=8, lora_alpha=16,
                         lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     citing = CitingArguments(
-        num_rounds=1, num_instructions=4, sft_num_train_epochs=1, rubric="default", rollout_max_new_tokens=32,
-        rollout_batch_size=4, teacher_backend="openai", teacher_base_url=serve_smollm2.base_url,
-        teacher_model=serve_smollm2.model, teacher_max_tokens=64, teacher_max_concurrency=2,
+        num_rounds=1, num_instructions=4, sft_num_train_epochs=1, rubric="default",
         # a 135M teacher rarely finishes within a small budget; keep its cut-off revisions for this test
         reject_truncated=False,
     )
-    final = CitingPipeline(data, training, model, citing).run()
+    rollout = RolloutArguments(rollout_max_new_tokens=32, rollout_batch_size=4).build()
+    teacher = TeacherArguments(teacher_backend="openai", teacher_base_url=serve_smollm2.base_url,
+                               teacher_model=serve_smollm2.model, teacher_max_tokens=64,
+                               teacher_max_concurrency=2).build()
+    final = CitingPipeline(data, training, model, citing, teacher, rollout).run()
     run = tmp_path / "run"
     summary = json.loads((run / "round_0" / "summary.json").read_text())
     assert summary["teacher_usage"]["requests_sent"] == 4

@@ -54,11 +54,10 @@ def test_bad_flags_fail_at_parse_time(flags, needles):
     """The recipe's own parser (in-process, so each case costs no interpreter start)."""
     from trl import ModelConfig, TrlParser
 
-    from citing_trl.citing_trainer import CitingConfig
-    from citing_trl.pipeline import CitingArguments
+    from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
     from citing_trl.sft import DataArguments
 
-    parser = TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments))
+    parser = TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments, TeacherArguments, RolloutArguments))
     with pytest.raises(ConfigError) as err:
         parser.parse_args_and_config(args=["--config", str(DEMO), *flags])
     message = str(err.value)

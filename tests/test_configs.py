@@ -65,3 +65,24 @@ def test_view_parses_with_trl_parser(tmp_path):
     assert knobs.build().size == 4 and knobs.k_tags == ["a", "b"]
     gen = rollout.build()
     assert isinstance(gen, GenerationConfig) and gen.max_new_tokens == 32 and gen.do_sample is True
+
+
+def test_view_renames_every_flag_of_its_own_in_a_message_and_takes_help_overrides():
+    @dataclass
+    class Pair:
+        mode: str = field(default="live", metadata={"help": "Mode."})
+        backend: str = field(default="local", metadata={"help": "Backend."})
+
+        def __post_init__(self):
+            check(self.mode == "live" or self.backend == "remote", "mode", "'batch' needs --backend remote", self.mode)
+
+    View = prefixed(Pair, "t_", helps={"backend": "Backend, or `none`."})
+    with pytest.raises(ConfigError) as err:
+        View(t_mode="batch")
+    assert str(err.value) == "--t_mode 'batch' needs --t_backend remote, got 'batch'"
+    assert {f.name: f.metadata["help"] for f in fields(View)} == {"t_mode": "Mode.", "t_backend": "Backend, or `none`."}
+    only_mode = prefixed(Pair, "u_", only=("mode",))  # a flag the view does not carry keeps its base name
+    with pytest.raises(ConfigError, match="--u_mode 'batch' needs --backend remote"):
+        only_mode(u_mode="batch")
+    with pytest.raises(TypeError, match="no such field"):
+        prefixed(Pair, "v_", only=("mode",), helps={"backend": "x"})

@@ -9,7 +9,8 @@ import pytest
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.evaluation.reports import family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2
-from citing_trl.evaluation.runner import EvaluationArguments, run_evaluation
+from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
+from citing_trl.evaluation.runner import run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -20,6 +21,12 @@ from test_evaluation_judge import prefers_good  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ASPECTS = ["articulate", "in-depth", "comprehensive"]
 
+
+def parsed(**flags):
+    """(EvaluationArguments, the judge's TeacherConfig) from recipes/evaluate.py's flags, split as its parser does."""
+    judge = {k: flags.pop(k) for k in list(flags) if k in JudgeArguments.__dataclass_fields__}
+    args = EvaluationArguments(**flags)
+    return args, judge_config(args, JudgeArguments(**judge))
 
 def judged(family, verdicts, len_ref=10, len_other=10):
     return [{"family": family, "verdicts": {"articulate": v, "in-depth": "tie", "comprehensive": "a"},
@@ -146,11 +153,11 @@ def test_evaluate_recipe_gold_only(tmp_path):
 def test_evaluation_with_judge_tables_figure_and_free_rerun(tmp_path):
     paths = _answer_files(tmp_path)
     with FaultServer(reply=prefers_good) as server:
-        args = EvaluationArguments(answers=[f"citing={paths['citing']}", f"sft={paths['sft']}"], reference="citing",
-                                   output_dir=str(tmp_path / "out"), judge_backend="openai", judge_model="judge",
-                                   judge_base_url=server.base_url, judge_api_key_env="CITING_TEST_NO_SUCH_KEY",
-                                   bootstrap_samples=200)
-        summary = run_evaluation(args)
+        args = parsed(answers=[f"citing={paths['citing']}", f"sft={paths['sft']}"], reference="citing",
+                      output_dir=str(tmp_path / "out"), judge_backend="openai", judge_model="judge",
+                      judge_base_url=server.base_url, judge_api_key_env="CITING_TEST_NO_SUCH_KEY",
+                      bootstrap_samples=200)
+        summary = run_evaluation(*args)
         # table 1: 4 common ids (q1, q2, q3, q5) x 2 orders; table 2: citing@1 vs citing@0, 5 ids x 2 orders
         assert server.total_hits == 8 + 10
         t1 = json.loads((tmp_path / "out" / "table1.json").read_text())["rows"]
@@ -165,7 +172,7 @@ def test_evaluation_with_judge_tables_figure_and_free_rerun(tmp_path):
         assert (tmp_path / "out" / "fig2.png").read_bytes()[:4] == b"\x89PNG"
         assert len((tmp_path / "out" / "verdicts.jsonl").read_text().splitlines()) == 4 + 5
         assert summary["table1"] == t1
-        again = run_evaluation(args)
+        again = run_evaluation(*args)
         assert server.total_hits == 18  # rerun: every verdict read back from the judge cache
         assert again["judge_usage"]["requests_sent"] == 0
 
@@ -176,12 +183,12 @@ def test_evaluation_judge_through_the_batch_api_matches_live_and_reruns_free(tmp
                   judge_backend="openai", judge_model="judge", judge_api_key_env="CITING_TEST_NO_SUCH_KEY",
                   bootstrap_samples=200)
     with FaultServer(reply=prefers_good) as live_server:
-        live = run_evaluation(EvaluationArguments(**common, output_dir=str(tmp_path / "live"),
-                                                  judge_base_url=live_server.base_url))
+        live = run_evaluation(*parsed(**common, output_dir=str(tmp_path / "live"),
+                                      judge_base_url=live_server.base_url))
     with BatchServer(reply=prefers_good, polls_to_finish=2) as server:
-        args = EvaluationArguments(**common, output_dir=str(tmp_path / "batch"), judge_base_url=server.base_url,
-                                   judge_batch=True, judge_batch_poll_interval=0.01)
-        summary = run_evaluation(args)
+        args = parsed(**common, output_dir=str(tmp_path / "batch"), judge_base_url=server.base_url,
+                      judge_batch=True, judge_batch_poll_interval=0.01)
+        summary = run_evaluation(*args)
         # every one of the 18 judge requests (table 1: 4 pairs, table 2: 5 pairs, both orders) in one batch
         assert len(server.batches) == 1 and server.live_calls == []
         (batch_id,) = server.batches
@@ -189,19 +196,19 @@ def test_evaluation_judge_through_the_batch_api_matches_live_and_reruns_free(tmp
         assert summary["table1"] == live["table1"] and summary["table2"] == live["table2"]
         usage = json.loads((tmp_path / "batch" / "judge_usage.json").read_text())
         assert usage["judge"]["batch"] is True and usage["batches_submitted"] == 1 and usage["unparsed"] == 0
-        again = run_evaluation(args)
+        again = run_evaluation(*args)
         assert len(server.batches) == 1 and server.uploads == 1  # rerun: read back from the judge cache
         assert again["judge_usage"]["requests_sent"] == 0
     with pytest.raises(ValueError, match="--judge_batch needs --judge_backend openai"):
-        EvaluationArguments(**{**common, "judge_backend": "local"}, judge_batch=True).validate()
+        parsed(**{**common, "judge_backend": "local"}, judge_batch=True)
 
 
 def test_evaluation_with_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
     paths = _answer_files(tmp_path)
-    args = EvaluationArguments(answers=[f"citing={paths['citing']}", f"sft={paths['sft']}"], reference="citing",
-                               output_dir=str(tmp_path / "out"), judge_backend="local", judge_model=str(tiny_model_dir),
-                               judge_max_parse_retries=1, judge_max_tokens=8, bootstrap_samples=50)
-    summary = run_evaluation(args)
+    args = parsed(answers=[f"citing={paths['citing']}", f"sft={paths['sft']}"], reference="citing",
+                  output_dir=str(tmp_path / "out"), judge_backend="local", judge_model=str(tiny_model_dir),
+                  judge_max_parse_retries=1, judge_max_tokens=8, bootstrap_samples=50)
+    summary = run_evaluation(*args)
     t1 = json.loads((tmp_path / "out" / "table1.json").read_text())["rows"]
     for r in t1:  # a random model rarely gives a verdict: every pair is a verdict or a counted unparsed
         groups = {"all": 4, "world_knowledge": 1, "reading_comprehension": 2, "commonsense": 1}

@@ -46,9 +46,9 @@ def test_plain_answers_need_no_rubric_and_feed_the_evaluation(tmp_path, tiny_mod
 def test_demo_inference_config_parses():
     from trl import TrlParser
 
-    from citing_trl.self_revision import InferenceArguments
+    from citing_trl.self_revision import AnswerGenerationArguments, InferenceArguments
     from citing_trl.sft import DataArguments
 
-    data_args, args = TrlParser((DataArguments, InferenceArguments)).parse_args_and_config(
+    data_args, args, _ = TrlParser((DataArguments, InferenceArguments, AnswerGenerationArguments)).parse_args_and_config(
         args=["--config", str(REPO / "recipes" / "configs" / "infer" / "demo.yaml"), "--adapter", "x"])
     assert (data_args.dataset, data_args.dataset_split, args.num_revisions) == ("demo", "test", 0)

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from citing_trl.citing_trainer import CitingConfig
-from citing_trl.pipeline import CitingArguments
+from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
 from citing_trl.sft import DataArguments
 from tests.conftest import REPO
 
@@ -17,7 +16,7 @@ CPU = ["--bf16", "false", "--use_cpu", "true", "--gradient_checkpointing", "fals
 
 def parser_for(path: Path) -> TrlParser:
     if path.name.startswith("citing"):
-        return TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments))
+        return TrlParser((DataArguments, CitingConfig, ModelConfig, CitingArguments, TeacherArguments, RolloutArguments))
     return TrlParser((DataArguments, SFTConfig, ModelConfig))
 
 
@@ -33,10 +32,10 @@ def test_config_parses(path):
     if "llama7b" in path.name:  # the paper's setting, §4.2
         assert training_args.num_train_epochs == 4 and training_args.learning_rate == 1e-5
     if path.name.startswith("citing"):
-        citing = parsed[3]
-        assert citing.num_rounds >= 1 and citing.teacher_backend in {"local", "openai"}
+        citing, teacher, rollout = parsed[3], parsed[4].build(), parsed[5].build()
+        assert citing.num_rounds >= 1 and teacher.backend in {"local", "openai"}
         if "llama7b" in path.name:
-            assert citing.num_instructions == 1000 and citing.rollout_max_new_tokens == 512
+            assert citing.num_instructions == 1000 and rollout.max_new_tokens == 512
 
 
 def test_demo_configs_run_offline_by_default():

@@ -102,3 +102,34 @@ def test_sft_adapter_loads_and_generates(tmp_path, tiny_model_dir):
     out = generate(model, tok, [[{"role": "user", "content": "Name a colour."}]], GenerationConfig(max_new_tokens=5, show_progress=False))
     assert out[0].completion_tokens > 0
     assert (tmp_path / "sft" / "merged" / "config.json").exists()
+
+
+def test_lora_config_is_trls_with_the_suites_defaults():
+    """TRL's get_peft_config builds it; LoRA stays on without --use_peft and adapts q/k/v/o by default."""
+    from peft import LoraConfig
+    from trl import ModelConfig, get_peft_config
+
+    from citing_trl.sft import lora_config
+
+    plain = lora_config(ModelConfig(lora_r=8, lora_alpha=16))
+    assert isinstance(plain, LoraConfig) and (plain.r, plain.lora_alpha, plain.task_type) == (8, 16, "CAUSAL_LM")
+    assert set(plain.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    given = ModelConfig(use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"], use_rslora=True)
+    assert lora_config(given).to_dict() == get_peft_config(given).to_dict()
+    reward = lora_config(given, lora_task_type="SEQ_CLS", lora_modules_to_save=["score"])
+    assert reward.task_type == "SEQ_CLS" and reward.modules_to_save == ["score"] and reward.use_rslora
+
+
+def test_one_dtype_resolver():
+    import torch
+
+    from citing_trl.cli import ConfigError
+    from citing_trl.models import resolve_dtype
+
+    assert resolve_dtype(None) == resolve_dtype("auto") == "auto"
+    assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype("float32") is torch.float32
+    assert resolve_dtype(torch.float16) is torch.float16
+    assert resolve_dtype("half") is torch.float16  # torch's own aliases are names of a dtype too
+    for bad in ("bf16", "tensor", 16):  # torch.tensor is a function, not a dtype
+        with pytest.raises(ConfigError, match="--dtype must be one of auto, float32, bfloat16, float16"):
+            resolve_dtype(bad)

@@ -244,6 +244,7 @@ def test_fix_break_arithmetic_on_hand_built_rows():
 
 
 def test_bad_gate_settings_fail_at_parse_time():
+    from citing_trl.citing_config import TeacherArguments, check_settings
     from citing_trl.cli import ConfigError
 
     with pytest.raises(ConfigError, match="--revision_gate must be one of none, gold, judge, reward, got 'oracle'"):
@@ -251,7 +252,7 @@ def test_bad_gate_settings_fail_at_parse_time():
     with pytest.raises(ConfigError, match="--gate_reward_model is needed"):
         CitingArguments(revision_gate="reward")
     with pytest.raises(ConfigError, match="--teacher_temperature must be > 0 with --teacher_num_samples 4"):
-        CitingArguments(teacher_num_samples=4)
+        check_settings(CitingArguments(teacher_num_samples=4), TeacherArguments().build())
     with pytest.raises(ConfigError, match="--teacher_num_samples must be a whole number"):
         CitingArguments(teacher_num_samples=0)
 

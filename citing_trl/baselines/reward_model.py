@@ -62,13 +62,10 @@ def reward_tokenizer(name_or_path: str):
 
 
 def reward_lora_config(model_args):
-    from peft import LoraConfig
+    """The student's LoRA settings for a sequence-classification backbone whose score head is trained in full."""
+    from citing_trl.sft import lora_config
 
-    return LoraConfig(
-        r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="SEQ_CLS", modules_to_save=["score"], use_rslora=model_args.use_rslora,
-    )
+    return lora_config(model_args, lora_task_type="SEQ_CLS", lora_modules_to_save=["score"])
 
 
 def train_reward_model(pref_args: PreferenceArguments, training_args: RewardModelConfig, model_args):

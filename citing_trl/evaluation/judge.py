@@ -193,6 +193,11 @@ class JudgeStats:
                 "first_position_win_share": self.first_position_win_share}
 
 
+def verdict_tokens(mode: str, num_aspects: int) -> int:
+    """The default token budget of one verdict: a short JSON object (``joint``) or one word (``per_aspect``)."""
+    return 24 + 12 * num_aspects if mode == "joint" else 24
+
+
 class PairwiseJudge:
     """``PairwiseJudge(teacher).compare([{"instruction", "input", "a", "b"}, ...])`` -> one dict per item,
     aspect -> "a" | "b" | "tie" | "unparsed" (after the both-orders rule)."""
@@ -207,7 +212,7 @@ class PairwiseJudge:
         if max_parse_retries < 0:
             raise ValueError(f"PairwiseJudge: max_parse_retries must be >= 0, got {max_parse_retries}")
         self.teacher, self.mode, self.max_parse_retries = teacher, mode, max_parse_retries
-        self.max_tokens = max_tokens if max_tokens is not None else (24 + 12 * len(self.aspects) if mode == "joint" else 24)
+        self.max_tokens = max_tokens if max_tokens is not None else verdict_tokens(mode, len(self.aspects))
         self.stats = JudgeStats()
 
     # one "unit" = one request in one order; it answers ``keys`` for ``aspects``

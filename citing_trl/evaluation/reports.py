@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.data import FAMILIES
+from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
 from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
@@ -23,7 +24,7 @@ from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
 
 
-class AnswersError(ValueError):
+class AnswersError(UserError, ValueError):
     """An answers file that cannot be used; the message names the file, the line and the field."""
 
 

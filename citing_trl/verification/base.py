@@ -190,11 +190,9 @@ def gate_label(record: dict) -> str:
 
 def check_settings(args) -> None:
     """Parse-time checks of the verification settings of the recipe's arguments (one line naming the flag):
-    the gate is a registered one, its own settings (:meth:`Gate.check_settings`), best-of-K sampling."""
+    the gate is a registered one, its own settings (:meth:`Gate.check_settings`), best-of-K's sample count. That best-of-K needs a teacher
+    temperature > 0 is checked with the teacher's settings (:func:`citing_trl.citing_config.check_settings`)."""
     check_choice("revision_gate", args.revision_gate, gate_names())
     GATES[args.revision_gate].check_settings(args)
     check(isinstance(args.teacher_num_samples, int) and args.teacher_num_samples >= 1, "teacher_num_samples",
           "must be a whole number >= 1", args.teacher_num_samples)
-    check(args.teacher_num_samples == 1 or args.teacher_temperature > 0, "teacher_temperature",
-          f"must be > 0 with --teacher_num_samples {args.teacher_num_samples} (greedy samples are all the same)",
-          args.teacher_temperature)

@@ -14,7 +14,7 @@ from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
 from citing_trl.reward import RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
-from citing_trl.models import load_student_tokenizer, resolve_model_path
+from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import load_rows, lora_config
 
@@ -34,8 +34,7 @@ def build_reward_fn(args: RLHFArguments) -> RewardFn:
 def load_rlhf_policy(model_args, sft_adapter: str | None):
     """Backbone with the SFT adapter merged in, and the tokenizer saved with that adapter (chat template)."""
     path = resolve_model_path(model_args.model_name_or_path)
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(model_args.dtype))
     tokenizer = load_student_tokenizer(path, sft_adapter)
     return merge_sft_adapter(model, sft_adapter), tokenizer
 

