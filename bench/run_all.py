@@ -8,7 +8,7 @@ Each benchmark runs as a child process (through bench/_peak.py) and writes its f
 script reads them, takes each child's peak RSS from wait4() (the child and everything it waited for, e.g.
 the demo's recipe process; a server child it only terminates is not counted) and, on a GPU, its peak
 torch-allocated memory, and prints one table: figures and the ratios that each benchmark measured side by
-side in its own run. Results go to bench/results/latest.{json,md} (the README quotes the .md) together with
+side in its own run. Results go to bench/results/latest.{json,md} (docs/scale.md quotes the .md) together with
 the machine they came from. With --lock, each benchmark holds that flock while it runs (shared machines).
 No thresholds: nothing here passes or fails on a timing.
 """

@@ -104,7 +104,7 @@ class CitingArguments:
         metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
                   "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
                   "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
-                  "See citing_trl/verification.py."},
+                  "See citing_trl/verification/ (one class per gate, one registry)."},
     )
     gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
     gate_reward_model: str | None = field(
