@@ -37,11 +37,8 @@ def check_path(flag: str, value: str | None, kind: str = "file", must_contain: s
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from citing_trl.data import DataError
-    from citing_trl.models import ModelLoadError
-    from citing_trl.teacher import TeacherError
-
-    return UserError, DataError, ModelLoadError, TeacherError, FileNotFoundError
+    """What :func:`run_main` prints as one line: the :class:`UserError` family, and a missing file a flag named."""
+    return UserError, FileNotFoundError
 
 
 def run_main(main: Callable[[], object], prog: str | None = None) -> None:

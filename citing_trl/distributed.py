@@ -9,14 +9,15 @@ path. :func:`check_shared_output_dir` proves it before any work starts.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from pathlib import Path
 
+from citing_trl.errors import UserError
 
-class SharedDirError(RuntimeError):
-    pass
+
+class SharedDirError(UserError, RuntimeError):
+    """The ranks do not share the output folder (each needs to see what the main process writes)."""
 
 
 def check_shared_output_dir(output_dir: str | Path) -> None:

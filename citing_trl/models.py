@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ EMBEDDED_ALIASES = {"embedded", "embedded:smollm2", "smollm2-135m-instruct", "Sm
 CACHE_ENV = "CITING_TRL_CACHE"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
 
 
