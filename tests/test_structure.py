@@ -220,3 +220,21 @@ def test_round_modules_are_in_no_import_circle(module):
     graph = import_graph()
     assert module in graph, f"{module} is not a module of the package"
     assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
+
+
+def test_every_error_class_is_a_user_error():
+    """One user-error family: each ``*Error`` class the project defines derives from UserError, so ``run_main``
+    prints it as one line (internal control-flow exceptions are not named ``*Error``)."""
+    import importlib
+    import inspect
+
+    from citing_trl.errors import UserError
+
+    outside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = importlib.import_module(module_name(path))
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__
+                    and name.endswith("Error") and not issubclass(obj, UserError)):
+                outside.append(f"{module.__name__}.{name}")
+    assert not outside, f"not in the UserError family: {outside}"
