@@ -20,10 +20,10 @@ from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.judge import MODES, verdict_tokens
 from citing_trl.prompts import JUDGE_ASPECTS
+from citing_trl.teacher.backends import backend_names
 from citing_trl.teacher import TeacherConfig
 
 # `none` is the evaluation's own choice; the others are the teacher's backends
-JUDGE_BACKENDS = ("none", "local", "openai")
 
 
 @dataclass
@@ -127,7 +127,7 @@ class JudgeArguments(_JudgeView):
     ``--judge_max_tokens`` (see the module docstring). Build the judge's settings with :func:`judge_config`."""
 
     def __post_init__(self):
-        check_choice("judge_backend", self.judge_backend, JUDGE_BACKENDS)
+        check_choice("judge_backend", self.judge_backend, ("none", *backend_names()))  # none: gold metrics only
         # every other field by TeacherConfig's own rules (a `none` judge is never built, so any backend serves)
         probe = {"backend": "local"} if self.judge_backend == "none" else {}
         if self.judge_max_tokens is None:
