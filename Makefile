@@ -16,7 +16,7 @@ QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_ARGS ?=
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
-.PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test bench
+.PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast bench
 
 setup:
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -57,8 +57,13 @@ qa-demo-eval:
 sft-demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/sft.py --config recipes/configs/sft_demo.yaml
 
+# Every test, slow ones included (what CI runs).
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# The edit loop: skips the tests marked `slow` (real SmolLM2 runs, served models, launcher subprocesses).
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # Every benchmark, one table (bench/results/latest.md). BENCH_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
 BENCH_ARGS ?=

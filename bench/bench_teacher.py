@@ -22,9 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from fault_server import FaultServer  # noqa: E402
+from tests.helpers.fault_server import FaultServer  # noqa: E402
 
 from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
 
@@ -36,7 +35,7 @@ def fault_server(latency: float, in_process: bool):
         with FaultServer(latency=latency) as server:
             yield server.base_url
         return
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_server.py"), "--latency", str(latency)],
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "helpers" / "fault_server.py"), "--latency", str(latency)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -26,7 +26,7 @@ from citing_trl.jsonl import read_jsonl
 from citing_trl.verification import is_identical
 from citing_trl.sft import DataArguments
 from tests.conftest import REPO
-from tests.fault_server import FaultServer
+from tests.helpers.fault_server import FaultServer
 
 
 def completion_loss(model_dir, adapter, rows) -> float:

@@ -2,16 +2,13 @@
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from citing_trl.evaluation.judge import PairwiseJudge, combine, parse_verdicts
 from citing_trl.teacher import Teacher, TeacherConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fault_server import FaultServer  # noqa: E402
+from tests.helpers.fault_server import FaultServer
 
 ASPECTS = ["articulate", "in-depth", "comprehensive"]
 

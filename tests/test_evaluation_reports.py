@@ -13,9 +13,8 @@ from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, ju
 from citing_trl.evaluation.runner import run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_server import BatchServer  # noqa: E402
-from fault_server import FaultServer  # noqa: E402
+from tests.helpers.batch_server import BatchServer
+from tests.helpers.fault_server import FaultServer
 from test_evaluation_judge import prefers_good  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import pytest
 
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, UsageLedger, parse_retry_after
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import start_client  # noqa: E402
-from fault_server import Fault, FaultServer, request_key  # noqa: E402
+from tests.helpers.fault_server import Fault, FaultServer, request_key
 
 
 def msgs(text: str, system: str | None = None) -> list[dict]:

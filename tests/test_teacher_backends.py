@@ -134,12 +134,9 @@ def test_backends_use_only_the_public_context_and_choices_are_listed_once():
 def test_a_resumed_batch_caches_the_lines_of_the_earlier_call_too(tmp_path, monkeypatch):
     """A batch submitted for requests [a, b] and resumed by a call that asks only for [a]: b's answer is read
     back from the batch's lines file and cached too, so asking for b later sends nothing."""
-    import sys
-
     import openai.resources.batches as batches_api
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from batch_server import BatchServer
+    from tests.helpers.batch_server import BatchServer
 
     cache = tmp_path / "c.jsonl"
     real_create = batches_api.Batches.create

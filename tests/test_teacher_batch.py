@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, cache_key
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_server import BatchServer  # noqa: E402
+from tests.helpers.batch_server import BatchServer
 from conftest import start_client  # noqa: E402
 
 

@@ -4,15 +4,12 @@ with complete_detailed, `n` when the server honours it, one request per sample w
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from citing_trl.teacher import Teacher, TeacherConfig, cache_key
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fault_server import FaultServer, request_key  # noqa: E402
+from tests.helpers.fault_server import FaultServer, request_key
 
 
 def msgs(text: str) -> list[dict]:

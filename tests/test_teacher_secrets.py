@@ -4,7 +4,6 @@ a failing request whose server echoes the key produces an error message masked t
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import pytest
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.teacher import secrets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fault_server import Fault, FaultServer  # noqa: E402
+from tests.helpers.fault_server import Fault, FaultServer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "citing_trl" / "teacher"
 SECRET = "sk-citing-secrets-Hq4Tz9Vb2Nc7Xe1Lm6Pw0"

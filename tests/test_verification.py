@@ -11,7 +11,7 @@ from citing_trl.pipeline import CitingArguments, CitingPipeline
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
-from oracle_server import oracle_server
+from tests.helpers.oracle_server import oracle_server
 
 QA_ROWS = [
     {"instruction": "Answer the following question: which planet is called the red planet?", "output": "Mars"},
@@ -264,7 +264,7 @@ def test_bad_gate_settings_fail_at_parse_time():
 import re  # noqa: E402
 import threading  # noqa: E402
 
-from fault_server import FaultServer  # noqa: E402
+from tests.helpers.fault_server import FaultServer
 
 from citing_trl.revision import teacher_revisions  # noqa: E402
 from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402

@@ -1,7 +1,7 @@
 """Gold accuracy of self-revision steps r(0)..r(M) with 95% bootstrap CIs and fix/break between steps
 (the measurement of issue 13; manual use, not a test).
 
-    python tests/score_self_revision.py --data "<load_instructions spec>" --split test \
+    python -m tests.helpers.score_self_revision --data "<load_instructions spec>" --split test \
         --run SFT=outputs/infer_sft --run CITING=outputs/infer_citing
 
 Each ``--run NAME=DIR`` is a ``recipes/infer.py`` output folder (``answers.jsonl``: id, responses

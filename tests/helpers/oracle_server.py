@@ -9,7 +9,7 @@ contains; the longest contained task wins. Prompts about no known task get ``fal
     with oracle_server(rows) as server:          # rows: dicts with instruction, input, output
         ... TeacherConfig(backend="openai", base_url=server.base_url, model="oracle") ...
 
-Run ``python tests/oracle_server.py --data boolq:../shared/data/boolq_dev.jsonl --port 8124`` to keep one up
+Run ``python -m tests.helpers.oracle_server --data boolq:../shared/data/boolq_dev.jsonl --port 8124`` to keep one up
 for a measurement (every split of each ``--data`` spec is loaded, so training and held-out rows both match).
 """
 
@@ -18,12 +18,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fault_server import FaultServer  # noqa: E402
+from tests.helpers.fault_server import FaultServer
 
-from citing_trl.prompts import instruction_text  # noqa: E402
+from citing_trl.prompts import instruction_text
 
 
 class OracleAnswers:
