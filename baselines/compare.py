@@ -35,6 +35,7 @@ from trl import TrlParser
 
 from citing_trl import stages
 from citing_trl.cli import check, run_main
+from citing_trl.models import load_student_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("citing", "ppo", "rrhf", "raft", "dpo")
@@ -148,7 +149,6 @@ def merge_sft(base: str, adapter: str, target: str) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from citing_trl.models import load_student_tokenizer, resolve_model_path
 
     if (Path(target) / "config.json").is_file():
         return

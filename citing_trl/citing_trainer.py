@@ -23,6 +23,8 @@ from trl import SFTTrainer
 from citing_trl.citing_config import CitingConfig
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.verification import gate_label
+from citing_trl.prompts import revision_messages
+from citing_trl.sft import to_prompt_completion
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ CITING_PAPER = {
 
 def revision_to_prompt_completion(row: dict) -> dict:
     """One revision record -> conversational {prompt, completion} for Eq. 4."""
-    from citing_trl.prompts import revision_messages
 
     missing = [c for c in REVISION_COLUMNS if c not in row or row[c] is None]
     if missing:
@@ -59,7 +60,6 @@ def build_citing_dataset(revisions, replay=None, replay_fraction: float = 0.0, s
     """Revision records (+ optional replayed SFT rows) -> the data set CitingTrainer trains on."""
     from datasets import concatenate_datasets
 
-    from citing_trl.sft import to_prompt_completion
 
     rows = revisions.map(revision_to_prompt_completion, remove_columns=revisions.column_names, desc="CITING rows")
     if replay is not None and replay_fraction > 0 and len(replay):

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from citing_trl.models import resolve_model_path
+from citing_trl.cli import check, check_choice
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,7 +78,6 @@ class GenerationConfig:
 
     def __post_init__(self):
         """Each rule names the field as a flag; a prefixed view (``--rollout_*``, ``--sample_*``) renames it."""
-        from citing_trl.cli import check, check_choice
 
         check_choice("backend", self.backend, ("transformers", "vllm"))  # also $CITING_GENERATION_BACKEND
         for name in ("max_new_tokens", "batch_size"):
@@ -384,7 +386,6 @@ def _vllm_target(model, config: GenerationConfig) -> tuple[str, str | None, obje
 def _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine) -> list[Generation]:
     base, lora_path, tmp = _vllm_target(model, config)
     if engine is None:
-        from citing_trl.models import resolve_model_path
 
         engine = vllm_engine(resolve_model_path(base), gpu_memory_utilization=config.vllm_gpu_memory_utilization)
     eos_ids = _eos_ids(model, tokenizer)

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 from citing_trl.errors import ConfigError, UserError
+from citing_trl.prompts import REVISION_HEADER
+from citing_trl.data import load_demo
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +186,6 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, vocab_size: int = 51
     output_dir = Path(output_dir)
     if (output_dir / "config.json").is_file():
         return output_dir
-    from citing_trl.prompts import REVISION_HEADER
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
@@ -195,7 +196,6 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, vocab_size: int = 51
         "### Task ### Draft answer ### Standards ### Improved answer user assistant system",
     ]
     try:
-        from citing_trl.data import load_demo
 
         corpus += [r["instruction"] + " " + r["output"] for r in load_demo()]
     except Exception:  # data module absent or broken: the fixed corpus is enough for a random model

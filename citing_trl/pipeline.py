@@ -26,11 +26,15 @@ from pathlib import Path
 from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_settings
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
-from citing_trl.models import load_model
+from citing_trl.models import ModelLoadError, load_model, resolve_model_path
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
 from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
-from citing_trl.teacher import TeacherConfig
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.verification import make_gate, per_kept_row, print_round_report
+from citing_trl.sft import load_rows, load_student_for_training, run_sft
+from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
+from citing_trl.citing_trainer import CitingTrainer
+from citing_trl.distributed import check_shared_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,6 @@ class CitingPipeline:
     @property
     def teacher(self):
         if self._teacher is None:
-            from citing_trl.teacher import Teacher
 
             self._teacher = Teacher(self.teacher_config, cache_path=self.out / "teacher_cache.jsonl")
         return self._teacher
@@ -130,8 +133,6 @@ class CitingPipeline:
         if not (self.state.is_main_process and self.teacher_needed()):
             self.state.wait_for_everyone()
             return
-        from citing_trl.models import ModelLoadError, resolve_model_path
-        from citing_trl.teacher import Teacher, TeacherError
 
         config = self.teacher_config
         if config.backend == "local":
@@ -167,7 +168,6 @@ class CitingPipeline:
         if (target / "adapter_config.json").exists():
             logger.info("SFT adapter found at %s; skipping SFT", target)
             return target
-        from citing_trl.sft import run_sft
 
         t0 = time.time()
         extra = {}
@@ -182,8 +182,6 @@ class CitingPipeline:
 
     # -- line 5: rubric ----------------------------------------------------------------------------
     def rubric(self):
-        from citing_trl.rubric import Rubric, default_rubric, design_rubric
-
         path = self.out / "rubric.json"
 
         def make():
@@ -210,8 +208,6 @@ class CitingPipeline:
 
     # -- line 6: matching ----------------------------------------------------------------------------
     def train_rows(self) -> list[dict]:
-        from citing_trl.sft import load_rows
-
         rows = load_rows(self.data_args)
         if self.args.num_instructions and len(rows) > self.args.num_instructions:
             rows = rows.shuffle(seed=self.data_args.dataset_seed).select(range(self.args.num_instructions))
@@ -221,7 +217,6 @@ class CitingPipeline:
         path = self.out / "instructions.jsonl"
 
         def make():
-            from citing_trl.rubric import RubricMatcher, assign_criteria, load_embedder
 
             t0 = time.time()
             matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
@@ -354,8 +349,6 @@ class CitingPipeline:
     def _train_round(self, k: int, adapter: Path, result: RoundResult, rubric, rdir: Path):
         from datasets import Dataset
 
-        from citing_trl.citing_trainer import CitingTrainer
-        from citing_trl.sft import load_rows, load_student_for_training
 
         model, tokenizer, _ = load_student_for_training(self.model_args, adapter=str(adapter))
         replay = load_rows(self.data_args) if self.training_args.replay_fraction > 0 else None
@@ -376,7 +369,6 @@ class CitingPipeline:
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
-        from citing_trl.distributed import check_shared_output_dir
 
         check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
         self.preflight()

@@ -24,6 +24,7 @@ from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import write_jsonl
 from citing_trl.revision import student_rollouts
+from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
 
 @dataclass
@@ -113,7 +114,6 @@ def check_output_dir(output_dir: str | Path, settings: dict) -> None:
 
 def match_rows(dataset, rubric_path: str | None, embedding_model: str) -> list[dict]:
     """Attach category + criteria to every row by rubric matching."""
-    from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
     rubric = Rubric.load(rubric_path) if rubric_path else default_rubric()
     matcher = RubricMatcher(rubric, load_embedder(embedding_model))

@@ -14,6 +14,11 @@ from pathlib import Path
 
 from trl import get_peft_config
 
+from citing_trl.data import SPLITS, load_instructions, local_files_in_spec
+from citing_trl.prompts import instruction_messages
+from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
+from citing_trl.cli import check, check_choice
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,9 +42,6 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        from citing_trl.cli import check, check_choice
-        from citing_trl.data import SPLITS, local_files_in_spec
-
         check(bool(self.dataset and self.dataset.strip()), "dataset", "must not be empty", self.dataset)
         check_choice("dataset_split", self.dataset_split, SPLITS)
         if self.max_samples is not None:
@@ -49,8 +51,6 @@ class DataArguments:
 
 
 def load_rows(data_args: DataArguments):
-    from citing_trl.data import load_instructions
-
     return load_instructions(
         data_args.dataset, split=data_args.dataset_split, limit=data_args.max_samples, seed=data_args.dataset_seed
     )
@@ -58,7 +58,6 @@ def load_rows(data_args: DataArguments):
 
 def to_prompt_completion(dataset):
     """(instruction, input, output) rows -> conversational {prompt, completion} rows for SFTTrainer."""
-    from citing_trl.prompts import instruction_messages
 
     def convert(row):
         return {
@@ -85,7 +84,6 @@ def load_student_for_training(model_args, adapter: str | None = None):
     peft_config is set only when a fresh adapter must be created by the trainer."""
     from transformers import AutoModelForCausalLM
 
-    from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 
     path = resolve_model_path(model_args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(model_args.dtype))

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.errors import UserError
-from citing_trl.jsonl import iter_jsonl
+from citing_trl.jsonl import iter_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages
+from citing_trl.data import load_instructions
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,6 @@ def _round_dirs(run_dir: Path) -> list[Path]:
 def pairs_from_run(run_dir: str | Path, pair_source: str = "revision", gold: dict[str, dict] | None = None,
                    stats: Counter | None = None) -> list[dict]:
     """Preference pairs from a CITING run's rounds (see module docstring)."""
-    from citing_trl.jsonl import read_jsonl
 
     run_dir = Path(run_dir)
     stats = stats if stats is not None else Counter()
@@ -265,7 +265,6 @@ def load_preferences(args: PreferenceArguments) -> tuple[list[dict], Counter]:
         raise PreferenceError("--preferences is empty: give a CITING run folder, a preference file or a Hub id")
     path = Path(spec).expanduser()
     if spec.startswith("choices:"):  # gold answer ≻ a wrong choice, from QA rows with a closed answer set
-        from citing_trl.data import load_instructions
 
         rows = load_instructions(spec[len("choices:"):], split="train")
         pairs = multiple_choice_pairs(rows, seed=args.preference_seed)
@@ -273,7 +272,6 @@ def load_preferences(args: PreferenceArguments) -> tuple[list[dict], Counter]:
     elif path.is_dir():
         gold = None
         if args.gold_dataset:
-            from citing_trl.data import load_instructions
 
             gold = {}
             for r in load_instructions(args.gold_dataset, split="train"):

@@ -28,6 +28,8 @@ from trl import RewardConfig
 
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 from citing_trl.reward import META_FILE, RewardScorer, load_backbone  # noqa: F401  (the scorer lives in the core)
+from citing_trl.models import load_tokenizer, resolve_model_path
+from citing_trl.sft import lora_config
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,6 @@ class RewardModelConfig(RewardConfig):
 
 def reward_tokenizer(name_or_path: str):
     """The backbone's tokenizer with a pad token that is not its EOS, when the vocabulary has one."""
-    from citing_trl.models import load_tokenizer
 
     tokenizer = load_tokenizer(name_or_path)
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -63,7 +64,6 @@ def reward_tokenizer(name_or_path: str):
 
 def reward_lora_config(model_args):
     """The student's LoRA settings for a sequence-classification backbone whose score head is trained in full."""
-    from citing_trl.sft import lora_config
 
     return lora_config(model_args, lora_task_type="SEQ_CLS", lora_modules_to_save=["score"])
 
@@ -74,7 +74,6 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     from transformers import set_seed
     from trl import RewardTrainer
 
-    from citing_trl.models import resolve_model_path
 
     pairs, stats = load_preferences(pref_args)
     train, held = split_pairs(pairs, pref_args.eval_fraction, pref_args.preference_seed)

@@ -38,6 +38,7 @@ import string
 from collections.abc import Iterable, Sequence
 
 from citing_trl.data import NO_ANSWER
+from citing_trl.evaluation.stats import bootstrap_ci
 
 SPAN_SOURCES = frozenset({"squad_v2", "quac"})
 OPEN_SOURCES = frozenset({"nq_open", "trivia_qa"})
@@ -283,7 +284,6 @@ def gold_metrics(rows: Iterable[dict], ci: bool = False, n_boot: int = 2000, see
     source also gets ``"ci": {metric: [low, high]}``, a percentile bootstrap interval over rows. With ``pooled``
     (and at least one scored row) ``"_all"`` pools every scored row: ``correct`` is the share right under its
     source's primary metric (as :func:`is_correct`); ``_``-keys are not sources."""
-    from citing_trl.evaluation.stats import bootstrap_ci
 
     per_source: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
     right: list[float] = []  # every scored row, in row order: right (1.0) or not under its primary metric

@@ -7,10 +7,15 @@ this package) stays cheap and a run answered from the cache never loads the mode
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+from citing_trl.generation import GenerationConfig, generate
+from citing_trl.models import load_model
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
-from citing_trl.teacher.config import TeacherConfig
 from citing_trl.teacher.errors import TeacherError
+
+if TYPE_CHECKING:  # the config module imports this registry: a runtime import would be a circle
+    from citing_trl.teacher.config import TeacherConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +38,7 @@ class LocalBackend(TeacherBackend):
                 "no_repeat_ngram_size": config.no_repeat_ngram_size or None}
 
     def run(self, jobs: list[Job], desc: str) -> None:
-        from citing_trl.generation import GenerationConfig, generate  # torch: only when answers are needed
-
         if self.model is None:
-            from citing_trl.models import load_model
-
             logger.info("loading local teacher %s", self.config.model)
             self.model, self.tokenizer = load_model(self.config.model)
         units = [(job, key, sample) for job in jobs for key, sample in zip(job.keys, job.samples)]
