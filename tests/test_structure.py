@@ -238,3 +238,16 @@ def test_every_error_class_is_a_user_error():
                     and name.endswith("Error") and not issubclass(obj, UserError)):
                 outside.append(f"{module.__name__}.{name}")
     assert not outside, f"not in the UserError family: {outside}"
+
+
+def test_project_imports_sit_at_module_top():
+    """Imports of the project's own modules are at module level (lazy loading is for package exports only)."""
+    inside = []
+    for path in sorted(PACKAGE.rglob("*.py")) + sorted((REPO / "recipes").glob("*.py")) + sorted(
+            (REPO / "baselines").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("citing_trl"):
+                    inside.append(f"{path.relative_to(REPO)}:{node.lineno} ({fn.name})")
+    assert not inside, f"imports inside functions: {inside}"
