@@ -81,7 +81,8 @@ class EvaluationArguments:
             out[name.strip()] = path.strip()
         return out
 
-    def validate(self) -> None:
+    def __post_init__(self):
+        """Every check at parse time, like every other settings class (one line naming the flag)."""
         names = self.systems()
         if self.reference is not None and self.reference not in names:
             raise ConfigError(f"--reference {self.reference!r} is not one of the --answers names {list(names)}",

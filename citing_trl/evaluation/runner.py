@@ -30,7 +30,6 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
     """Everything ``recipes/evaluate.py`` writes; returns a summary dict. ``judge`` is the judge's TeacherConfig
     (see :func:`~citing_trl.evaluation.config.judge_config`); None writes the gold metrics only. ``teacher``
     replaces the judge client built from it (tests)."""
-    args.validate()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = args.systems()
