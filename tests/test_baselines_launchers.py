@@ -53,6 +53,7 @@ def citing_like_run(tiny_model_dir, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_launchers_end_to_end(tiny_model_dir, citing_like_run, tmp_path):
     run, model = citing_like_run, ["--model_name_or_path", str(tiny_model_dir)]
     rm = tmp_path / "rm"
@@ -80,6 +81,7 @@ def test_launchers_end_to_end(tiny_model_dir, citing_like_run, tmp_path):
     assert (tmp_path / "raft" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_dpo_launches_from_yaml_and_steps(tiny_model_dir, citing_like_run, tmp_path):
     run = citing_like_run
     launch("dpo.py", "dpo_demo.yaml", "--model_name_or_path", str(tiny_model_dir), *TRAIN,
@@ -92,6 +94,7 @@ def test_dpo_launches_from_yaml_and_steps(tiny_model_dir, citing_like_run, tmp_p
     assert any(not (before[k] == after[k]).all() for k in before)  # one optimisation step changed it
 
 
+@pytest.mark.slow
 def test_launcher_bad_input_is_one_line(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x1", "prompt": "hi", "chosen": "a"}) + "\n")

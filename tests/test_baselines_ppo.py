@@ -375,6 +375,7 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
     assert combined.peft_config["default"].r == 4 + 16  # SFT rank + rloo_demo.yaml's lora_r
 
 
+@pytest.mark.slow
 def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter, tmp_path):
     """accelerate_configs/cpu_2proc.yaml: two gloo ranks sample different prompts, average gradients and end
     with identical weights."""
@@ -452,6 +453,7 @@ def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
         assert "HuggingFaceTB/SmolLM2-135M-Instruct" in text
 
 
+@pytest.mark.slow
 def test_killed_ppo_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_adapter, tmp_path):
     """kill -9 during training, rerun the same command: it continues from the newest checkpoint to max_steps."""
     import signal

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_run_all_builds_one_table_with_memory_next_to_each_benchmark(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", "judge", "teacher",
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -29,6 +32,7 @@ def test_run_all_builds_one_table_with_memory_next_to_each_benchmark(tmp_path):
     assert "judge" in proc.stdout and "peak RSS" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_benchmark_is_reported_not_hidden(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", "rollouts",
                            "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path)], cwd=REPO,
@@ -39,6 +43,7 @@ def test_a_failing_benchmark_is_reported_not_hidden(tmp_path):
     assert "failed" in (tmp_path / "latest.md").read_text()
 
 
+@pytest.mark.slow
 def test_partial_runs_combine_into_one_table(tmp_path):
     for name in ("judge", "teacher"):
         proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", name, "--out",
@@ -54,6 +59,7 @@ def test_partial_runs_combine_into_one_table(tmp_path):
     assert md.index("teacher client") < md.index("calls/pair")
 
 
+@pytest.mark.slow
 def test_gpu_sft_bench_runs_every_mode_at_a_tiny_shape_on_cpu(tmp_path):
     """bench/bench_gpu_sft.py is meant for a GPU (LLaMA-7B shape); at the tiny shape on CPU it must still train
     each mode and report tokens/s and an MFU from the given peak."""

@@ -35,6 +35,7 @@ def assert_one_line_error(proc, *needles):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_negative_rounds_fail_at_once(tmp_path):
     proc = run_recipe(tmp_path, "--config", str(DEMO), "--output_dir", str(tmp_path / "run"), "--num_rounds", "-1")
     assert_one_line_error(proc, "--num_rounds", "-1")
@@ -64,6 +65,7 @@ def test_bad_flags_fail_at_parse_time(flags, needles):
     assert "\n" not in message and all(n in message for n in needles), message
 
 
+@pytest.mark.slow
 def test_malformed_row_names_file_and_row(tmp_path, tiny_model_dir):
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi"}) + "\n{not json\n")
@@ -73,6 +75,7 @@ def test_malformed_row_names_file_and_row(tmp_path, tiny_model_dir):
     assert not (tmp_path / "run" / "sft" / "adapter_config.json").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_teacher_fails_before_sft(tmp_path, tiny_model_dir):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here
     proc = run_recipe(tmp_path, "--config", str(DEMO), "--output_dir", str(tmp_path / "run"),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,6 +41,7 @@ def launch_two_ranks(tmp_path: Path, *args: str) -> list[dict]:
     return [json.loads((tmp_path / f"result.{rank}.json").read_text()) for rank in (0, 1)]
 
 
+@pytest.mark.slow
 def test_two_ranks_see_the_same_output_folder(tmp_path):
     results = launch_two_ranks(tmp_path)
     assert [r["ok"] for r in results] == [True, True]
@@ -46,6 +49,7 @@ def test_two_ranks_see_the_same_output_folder(tmp_path):
     assert not list((tmp_path / "shared").glob(".citing-shared-check-*"))  # the probe file is removed
 
 
+@pytest.mark.slow
 def test_a_folder_that_is_not_shared_is_refused_on_every_rank(tmp_path):
     results = launch_two_ranks(tmp_path, "per-rank")
     assert [r["ok"] for r in results] == [False, False]

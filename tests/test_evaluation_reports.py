@@ -120,6 +120,7 @@ def _answer_files(tmp_path):
     return paths
 
 
+@pytest.mark.slow
 def test_evaluate_recipe_gold_only(tmp_path):
     paths = _answer_files(tmp_path)
     out = tmp_path / "out"

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from citing_trl.jsonl import read_jsonl
 from tests.conftest import REPO
 
@@ -16,6 +18,7 @@ def run(*argv):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
 
 
+@pytest.mark.slow
 def test_plain_answers_need_no_rubric_and_feed_the_evaluation(tmp_path, tiny_model_dir):
     out = tmp_path / "base"
     args = ["recipes/infer.py", "--model_name_or_path", tiny_model_dir, "--dataset", f"trivia_qa:{FIXTURE}",

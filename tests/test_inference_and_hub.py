@@ -43,6 +43,7 @@ def test_self_revise_saves_every_step_and_resumes(tmp_path, tiny_model_dir):
     assert len(read_jsonl(tmp_path / "step_2.jsonl")) == 5
 
 
+@pytest.mark.slow
 def test_infer_recipe_on_plain_jsonl(tmp_path, tiny_model_dir):
     data = tmp_path / "questions.jsonl"
     data.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in

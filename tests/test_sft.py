@@ -64,6 +64,7 @@ def test_sft_rows_are_prompt_completion():
     assert rows[0]["completion"] == [{"role": "assistant", "content": "4"}]
 
 
+@pytest.mark.slow
 def test_sft_recipe_two_processes(tmp_path, tiny_model_dir):
     """accelerate launch with the 2-process CPU config runs two gloo ranks and saves one adapter."""
     data = write_rows(tmp_path / "rows.jsonl")

@@ -90,7 +90,7 @@ def launchers() -> list[Path]:
 
 @pytest.mark.parametrize(
     "script",
-    [pytest.param(p, marks=[pytest.mark.slow] if p.parent.name == "baselines" else [], id=f"{p.parent.name}/{p.name}")
+    [pytest.param(p, marks=[pytest.mark.slow], id=f"{p.parent.name}/{p.name}")
      for p in launchers()],
 )
 def test_launcher_help_exits_0(script):
