@@ -19,7 +19,7 @@ from citing_trl.data import FAMILIES
 from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
 from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
-from citing_trl.evaluation.stats import bootstrap_ci, length_controlled_win_rate
+from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
 
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
 
@@ -187,7 +187,7 @@ def gold_markdown(gold: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 
 TABLE_COLUMNS = ["comparison", "family", "aspect", "n", "unparsed", "win_pct", "tie_pct", "lose_pct",
-                 "win_ci_low_pct", "win_ci_high_pct", "pref_pct", "lc_win_pct", "mean_len_ref", "mean_len_other"]
+                 "win_ci_low_pct", "win_ci_high_pct", "pref_pct", "lc_win_pct", "lc_separated", "lc_low_pct", "lc_high_pct", "mean_len_ref", "mean_len_other"]
 
 
 def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str], n_boot: int = 2000,
@@ -198,7 +198,10 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
     Per family (and ``all`` when there are several) and aspect: ``n`` readable verdicts, ``unparsed`` (left
     out), win/tie/lose % of the reference, a paired bootstrap 95% CI of the win % (pairs resampled),
     ``pref_pct`` = win % + tie % / 2, ``lc_win_pct`` = its length-controlled version
-    (:func:`length_controlled_win_rate`), and the mean answer lengths in words over all pairs of the group."""
+    (:func:`~citing_trl.evaluation.stats.length_controlled`), and the mean answer lengths in words over all
+    pairs of the group. When every win and loss agrees with which answer is longer, the LC rate is not
+    determined by the data: ``lc_separated`` is True and ``lc_low_pct``/``lc_high_pct`` = 0/100 (otherwise
+    False and None); ``lc_win_pct`` keeps the regularised fit, but the tables print the interval instead."""
     families = sorted({j["family"] for j in judged})
     groups = [(f, [j for j in judged if j["family"] == f]) for f in families]
     if len(families) > 1:
@@ -213,12 +216,14 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
             wins = [1.0 if j["verdicts"][aspect] == "a" else 0.0 for j in ok]
             lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
             prefs = [{"a": 1.0, "tie": 0.5, "b": 0.0}[j["verdicts"][aspect]] for j in ok]
-            lc = length_controlled_win_rate(prefs, [j["len_ref"] - j["len_other"] for j in ok])
+            lc = length_controlled(prefs, [j["len_ref"] - j["len_other"] for j in ok])
             rows.append({
                 "comparison": comparison, "family": family, "aspect": aspect, "n": n,
                 "unparsed": len(group) - n, "win_pct": pct("a"), "tie_pct": pct("tie"), "lose_pct": pct("b"),
                 "win_ci_low_pct": 100 * lo, "win_ci_high_pct": 100 * hi,
-                "pref_pct": pct("a") + pct("tie") / 2 if n else float("nan"), "lc_win_pct": 100 * lc,
+                "pref_pct": pct("a") + pct("tie") / 2 if n else float("nan"), "lc_win_pct": 100 * lc.value,
+                "lc_separated": lc.separated, "lc_low_pct": None if lc.low is None else 100 * lc.low,
+                "lc_high_pct": None if lc.high is None else 100 * lc.high,
                 "mean_len_ref": sum(j["len_ref"] for j in group) / len(group),
                 "mean_len_other": sum(j["len_other"] for j in group) / len(group),
             })
@@ -231,6 +236,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def lc_cell(row: dict) -> str:
+    """The LC win % as a table shows it: the value, or "undetermined (LOW-HIGH)" when the verdicts are
+    separated by length (see :func:`pairwise_rows`)."""
+    if row.get("lc_separated"):
+        return f"undetermined ({_fmt(row['lc_low_pct'])}-{_fmt(row['lc_high_pct'])})"
+    return _fmt(row["lc_win_pct"])
+
+
 def table_markdown(title: str, rows: list[dict], notes: Sequence[str] = ()) -> str:
     head = ["comparison", "family", "aspect", "n", "win %", "tie %", "lose %", "win 95% CI", "LC win %",
             "unparsed", "len ref", "len other"]
@@ -239,7 +252,7 @@ def table_markdown(title: str, rows: list[dict], notes: Sequence[str] = ()) -> s
     for r in rows:
         ci = f"{_fmt(r['win_ci_low_pct'])}-{_fmt(r['win_ci_high_pct'])}"
         cells = [r["comparison"], r["family"], r["aspect"], r["n"], r["win_pct"], r["tie_pct"], r["lose_pct"], ci,
-                 r["lc_win_pct"], r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
+                 lc_cell(r), r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

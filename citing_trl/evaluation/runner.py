@@ -13,7 +13,7 @@ from pathlib import Path
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config  # noqa: F401 (re-exported)
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
-    DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, load_answers, n_words,
+    DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, lc_cell, load_answers, n_words,
     pairwise_rows, plot_fig2, step_fix_break, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
@@ -104,7 +104,8 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
         lines = [f"Judge: {judge.model} ({judge.backend}, {args.judge_mode}); both orders per pair, a "
                  "verdict that changes with the order is a tie. Win/tie/lose are the first-named system's; the "
                  "win CI is a paired bootstrap over pairs; LC win % is the length-controlled preference "
-                 "(ties half) at zero length difference; lengths in words."]
+                 "(ties half) at zero length difference, \"undetermined\" when every win and loss agrees with which "
+                 "answer is longer; lengths in words."]
         for label in labels:
             s = per_comparison[label]
             rate, share = s["consistency_rate"], s["first_position_win_share"]
@@ -162,7 +163,7 @@ def print_summary(summary: dict, console=None) -> None:
         for r in rows:
             f = lambda v: "-" if v != v else f"{v:.1f}"  # noqa: E731
             table.add_row(r["comparison"], r["family"], r["aspect"], str(r["n"]), f(r["win_pct"]), f(r["tie_pct"]),
-                          f(r["lose_pct"]), f"{f(r['win_ci_low_pct'])}-{f(r['win_ci_high_pct'])}", f(r["lc_win_pct"]),
+                          f(r["lose_pct"]), f"{f(r['win_ci_low_pct'])}-{f(r['win_ci_high_pct'])}", lc_cell(r),
                           str(r["unparsed"]), f"{r['mean_len_ref']:.0f}/{r['mean_len_other']:.0f}")
         console.print(table)
     usage = summary.get("judge_usage")
