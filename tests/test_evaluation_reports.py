@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from citing_trl.data import NO_ANSWER
-from citing_trl.evaluation.reports import family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2
+from citing_trl.errors import UserError
+from citing_trl.evaluation.reports import AnswersError, family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
 from citing_trl.evaluation.runner import run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
@@ -221,3 +222,25 @@ def test_evaluation_with_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
 def test_family_mapping():
     assert family_of("squad_v2") == "reading_comprehension" and family_of("piqa") == "commonsense"
     assert family_of("alpaca") == "alpaca" and family_of("demo") == "demo" and family_of("user") == "user"
+
+
+@pytest.mark.parametrize("with_judge", [False, True])
+def test_answers_files_without_a_shared_id_are_one_clear_error(tmp_path, with_judge):
+    rows = [{"id": f"q{i}", "source": "alpaca", "instruction": "Say hi", "input": "", "response": "hi"} for i in (1, 2)]
+    files = {"citing": tmp_path / "citing.jsonl", "sft": tmp_path / "sft.jsonl"}
+    files["citing"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files["sft"].write_text("".join(json.dumps(dict(r, id=r["id"] + "-other")) + "\n" for r in rows))
+    out = tmp_path / "out"
+    flags = dict(answers=[f"citing={files['citing']}", f"sft={files['sft']}"], reference="citing", output_dir=str(out))
+    if with_judge:  # a judge client that must never be asked
+        flags.update(judge_backend="openai", judge_model="judge", judge_base_url="http://127.0.0.1:9/v1",
+                     judge_api_key_env="CITING_TEST_NO_SUCH_KEY")
+    else:
+        flags.update(judge_backend="none")
+    with pytest.raises(AnswersError) as err:
+        run_evaluation(*parsed(**flags))
+    assert isinstance(err.value, UserError)
+    message = str(err.value)
+    assert f"citing ({files['citing']})" in message and f"sft ({files['sft']})" in message
+    assert "share no row id" in message
+    assert sorted(p.name for p in out.iterdir()) == []  # no table, figure or gold report was written

@@ -13,12 +13,18 @@ from pathlib import Path
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config  # noqa: F401 (re-exported)
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
-    DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, lc_cell, load_answers, n_words,
+    AnswersError, DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, lc_cell, load_answers, n_words,
     pairwise_rows, plot_fig2, step_fix_break, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
 
 logger = logging.getLogger(__name__)
+
+def _source(system: str, files: dict) -> str:
+    """``system (file)`` for an answers file's system, or a self-revision step ``NAME@j`` of one."""
+    path = files.get(system, files.get(system.rsplit("@", 1)[0]))
+    return f"{system} ({path})" if path is not None else system
+
 
 def _pair_items(ref: dict[str, dict], other: dict[str, dict], ids: list[str]) -> list[dict]:
     return [{"id": i, "instruction": ref[i]["instruction"], "input": ref[i]["input"], "a": ref[i]["response"],
@@ -46,16 +52,20 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
                 systems[step] = step_rows
                 indexed[step] = {r["id"]: r for r in step_rows}
 
-    gold = gold_report(systems, n_boot=args.bootstrap_samples, seed=args.seed)
-    (out / "gold.json").write_text(json.dumps(gold, indent=2) + "\n")
-    (out / "gold.md").write_text(gold_markdown(gold))
-
     # comparisons: (label, table, reference-side system, other system)
     table1 = [(f"{reference} vs {n}", reference, n) for n in files if n != reference]
     table2 = [(f"{new} vs {old}", new, old) for old, new in zip(args.round_names(), args.round_names()[1:])]
     for name, names in steps.items():
         table2 += [(f"{new} vs {old}", new, old) for old, new in zip(names, names[1:])]
     pairs = {label: (a, b, align(a, indexed[a], b, indexed[b], issues)) for label, a, b in table1 + table2}
+    for label, (a, b, ids) in pairs.items():
+        if not ids:
+            raise AnswersError(f"{_source(a, files)} and {_source(b, files)} share no row id, so they cannot be "
+                               f"compared ({label}); check that both answer the same test rows")
+
+    gold = gold_report(systems, n_boot=args.bootstrap_samples, seed=args.seed)
+    (out / "gold.json").write_text(json.dumps(gold, indent=2) + "\n")
+    (out / "gold.md").write_text(gold_markdown(gold))
     order2 = [args.round_names()] + list(steps.values())
     table2_extra = {"gold": {n: gold[n] for seq in order2 for n in seq},
                     "fix_break": {k: v for seq in order2 if seq for k, v in step_fix_break(systems, seq).items()}}
