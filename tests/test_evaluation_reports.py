@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.errors import UserError
-from citing_trl.evaluation.reports import AnswersError, family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2
+from citing_trl.evaluation.reports import (
+    AnswersError, family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2, strict_json, write_table,
+)
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
 from citing_trl.evaluation.runner import run_evaluation
 from citing_trl.teacher import Teacher, TeacherConfig
@@ -244,3 +247,25 @@ def test_answers_files_without_a_shared_id_are_one_clear_error(tmp_path, with_ju
     assert f"citing ({files['citing']})" in message and f"sft ({files['sft']})" in message
     assert "share no row id" in message
     assert sorted(p.name for p in out.iterdir()) == []  # no table, figure or gold report was written
+
+
+def _strict_loads(text):
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_tables_with_no_readable_verdict_are_strict_json(tmp_path):
+    # every verdict of "articulate" unreadable: its win %, CI and LC are NaN, which json.dumps writes as NaN
+    rows = [{"family": "f", "verdicts": {"articulate": "unparsed", "in-depth": "a", "comprehensive": "b"},
+             "len_ref": 3, "len_other": 4}] * 3
+    table = pairwise_rows("x vs y", rows, ASPECTS, n_boot=20)
+    art = next(r for r in table if r["aspect"] == "articulate")
+    assert art["n"] == 0 and art["win_pct"] != art["win_pct"]  # NaN in memory
+    write_table(tmp_path, "table1", "t", table, {"judge": {"x vs y": {"rate": float("inf")}}})
+    data = _strict_loads((tmp_path / "table1.json").read_text())
+    row = next(r for r in data["rows"] if r["aspect"] == "articulate")
+    assert row["win_pct"] is None and row["lc_win_pct"] is None and row["win_ci_low_pct"] is None
+    assert data["judge"]["x vs y"]["rate"] is None
+    assert strict_json({"a": [np.float32("nan"), np.float64(1.5), (2, float("-inf"))], "b": True}) == \
+        '{"a": [null, 1.5, [2, null]], "b": true}'

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import numbers
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +28,23 @@ FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source i
 
 class AnswersError(UserError, ValueError):
     """An answers file that cannot be used; the message names the file, the line and the field."""
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite number (also numpy's) replaced by None, through dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def strict_json(value, indent: int | None = None) -> str:
+    """Strict JSON text (RFC 8259) for every JSON file the evaluation writes: NaN and infinities, which
+    ``json.dumps`` would write as the non-JSON tokens ``NaN``/``Infinity``, become ``null``."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
 
 
 def family_of(source: str) -> str:
@@ -291,7 +310,7 @@ def write_table(out_dir: Path, stem: str, title: str, rows: list[dict], extra: d
         text += steps_markdown(extra)
     (out_dir / f"{stem}.md").write_text(text)
     (out_dir / f"{stem}.csv").write_text(table_csv(rows))
-    (out_dir / f"{stem}.json").write_text(json.dumps({"rows": rows, **(extra or {})}, indent=2) + "\n")
+    (out_dir / f"{stem}.json").write_text(strict_json({"rows": rows, **(extra or {})}, indent=2) + "\n")
 
 
 def step_fix_break(systems: dict[str, list[dict]], order: Sequence[str]) -> dict[str, dict]:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, ju
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
     AnswersError, DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, lc_cell, load_answers, n_words,
-    pairwise_rows, plot_fig2, step_fix_break, write_table,
+    pairwise_rows, plot_fig2, step_fix_break, strict_json, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
 
@@ -64,12 +63,12 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
                                f"compared ({label}); check that both answer the same test rows")
 
     gold = gold_report(systems, n_boot=args.bootstrap_samples, seed=args.seed)
-    (out / "gold.json").write_text(json.dumps(gold, indent=2) + "\n")
+    (out / "gold.json").write_text(strict_json(gold, indent=2) + "\n")
     (out / "gold.md").write_text(gold_markdown(gold))
     order2 = [args.round_names()] + list(steps.values())
     table2_extra = {"gold": {n: gold[n] for seq in order2 for n in seq},
                     "fix_break": {k: v for seq in order2 if seq for k, v in step_fix_break(systems, seq).items()}}
-    (out / "issues.json").write_text(json.dumps(issues.to_dict(), indent=2) + "\n")
+    (out / "issues.json").write_text(strict_json(issues.to_dict(), indent=2) + "\n")
     summary = {"output_dir": str(out), "reference": reference, "gold": gold, "issues": issues.lines(),
                "table1": [], "table2": [], "table2_extra": table2_extra}
     if judge is None:
@@ -94,7 +93,7 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
     with (out / "verdicts.jsonl").open("w") as fh:
         for label, judged in by_label.items():
             for j in judged:
-                fh.write(json.dumps({"comparison": label, "id": j["id"], "family": j["family"],
+                fh.write(strict_json({"comparison": label, "id": j["id"], "family": j["family"],
                                      "verdicts": j["verdicts"], "orders": j["orders"]}) + "\n")
     per_comparison = {label: JudgeStats.of(judged).summary() for label, judged in by_label.items()}
     stats = pairwise.stats.summary()
@@ -104,7 +103,7 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
              **teacher.ledger.summary(), "consistency_rate": stats["consistency_rate"],
              "first_position_win_share": stats["first_position_win_share"], "unparsed": stats["unparsed"],
              "reasked": stats["reasked"], "judge_stats": stats, "per_comparison": per_comparison}
-    (out / "judge_usage.json").write_text(json.dumps(usage, indent=2) + "\n")
+    (out / "judge_usage.json").write_text(strict_json(usage, indent=2) + "\n")
 
     def rows_of(labels):
         return [r for label in labels for r in pairwise_rows(label, by_label[label], aspects,
