@@ -111,3 +111,23 @@ def test_build_candidates_samples_gold_and_revisions_then_trains(tiny_model_dir,
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     assert math.isfinite(trainer.state.log_history[0]["loss"])
     assert "rank_loss" in trainer.state.log_history[0]
+
+
+def test_candidates_cut_to_no_response_token_are_dropped_before_ranking(tiny_model_dir, tmp_path, caplog):
+    from citing_trl.models import load_model
+    from citing_trl.prompts import instruction_messages
+
+    _, tokenizer = load_model(str(tiny_model_dir), dtype="float32")
+    long_instruction = "Explain " + "very " * 60 + "carefully."
+    rows = [{"id": "long", "instruction": long_instruction, "input": "", "candidates": ["yes", "no", "maybe"],
+             "scores": [1.0, 2.0, 3.0]},
+            {"id": "short", "instruction": "Hi?", "input": "", "candidates": ["yes", "no"], "scores": [1.0, 2.0]}]
+    prompt_len = len(tokenizer.apply_chat_template(instruction_messages(long_instruction, ""), tokenize=True,
+                                                   add_generation_prompt=True, return_dict=True)["input_ids"])
+    args = RRHFConfig(output_dir=str(tmp_path / "out"), max_length=prompt_len, use_cpu=True)  # long prompt fills it
+    records, stats = build_candidates(rows, None, tokenizer, None, args)
+    assert [r["id"] for r in records] == ["short"] and records[0]["candidates"] == ["yes", "no"]
+    assert stats["dropped_empty_candidates"] == 3 and stats["skipped_no_candidates"] == 1 and stats["prompts"] == 1
+    assert "row long: dropping 3 of 3 candidates" in caplog.text
+    batch = RRHFCollator(tokenizer, args.max_length)(records)
+    assert (batch["response_mask"].sum(-1) > 0).all()

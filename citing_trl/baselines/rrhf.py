@@ -19,13 +19,22 @@ Deliberate differences from the official code (GanjinZero/RRHF ``train.py``), bo
   the batch (the official ``get_score`` divides by the padded width, repo issues #37/#42);
 * the cross-entropy term is taken per prompt on that prompt's best candidate and averaged over the prompts of
   the batch; the official code takes it from the first prompt only (it assumes one prompt per batch).
-Both coincide with the official loss for one prompt per batch and equal-length candidates.
+
+The SFT term also differs from the official one even for one prompt per batch and equal-length candidates:
+the official ``sft_loss`` is ``-logit_label[best].mean()``, a mean over the WHOLE padded row (prompt positions
+and padding hold zeros but are counted), i.e. the summed response log-probability divided by the padded width
+of the batch, T; here it is divided by the best candidate's own response length |y_best|. The official term
+is therefore this one times |y_best| / T (< 1 whenever the prompt is not empty), so at the same
+``rrhf_weight`` it weighs the SFT part less than here.
 
 Defaults: ``rrhf_weight = 1.0`` (the weight in the authors' training scripts; the code's field default is
 100), ``length_penalty = 1.0`` (the official default: the mean token log-probability).
 
-A prompt whose candidates all have the same reward cannot be ranked, and a prompt with no candidates cannot
-be trained on: both are skipped, counted and logged by row id (``build_candidates`` returns the counts).
+A candidate whose response is cut to zero tokens by ``max_length`` (the prompt fills it) would score
+p_i = 0, the best possible value, and distort the ranking: such candidates are dropped before ranking,
+counted (``dropped_empty_candidates``) and logged by row id. A prompt whose remaining candidates all have the
+same reward (or a single one) cannot be ranked, and a prompt with no candidates cannot be trained on: both are
+skipped, counted and logged by row id (``build_candidates`` returns the counts).
 """
 
 from __future__ import annotations
@@ -89,6 +98,19 @@ def check_group(row_id: str, candidates: list[str], scores: list[float], stats: 
     return True
 
 
+def drop_empty_candidates(row_id: str, tokenizer, prompt: list[dict], candidates: list[str], scores: list[float],
+                          max_length: int, stats: Counter) -> tuple[list[str], list[float]]:
+    """The candidates (and their scores) that keep at least one response token after cutting prompt + answer to
+    ``max_length`` (:func:`encode_candidate`); the others are counted in ``stats["dropped_empty_candidates"]``
+    and logged by row id."""
+    keep = [sum(encode_candidate(tokenizer, prompt, c, max_length)[1]) > 0 for c in candidates]
+    if dropped := keep.count(False):
+        stats["dropped_empty_candidates"] += dropped
+        logger.warning("RRHF: row %s: dropping %d of %d candidates: the prompt fills max_length=%d, so no response "
+                       "token is left", row_id, dropped, len(candidates), max_length)
+    return [c for c, k in zip(candidates, keep) if k], [s for s, k in zip(scores, keep) if k]
+
+
 def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions: dict[str, list[str]] | None = None,
                      path: str | Path | None = None, sampling: GenerationConfig | None = None
                      ) -> tuple[list[dict], Counter]:
@@ -141,6 +163,8 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
     records = []
     for r, prompt in zip(rows, prompts):
         cands, scores = list(r.get("candidates") or []), [float(s) for s in r.get("scores") or []]
+        if tokenizer is not None and len(cands) == len(scores):
+            cands, scores = drop_empty_candidates(r["id"], tokenizer, prompt, cands, scores, config.max_length, stats)
         if check_group(r["id"], cands, scores, stats):
             records.append({"id": r["id"], "prompt": prompt, "candidates": cands, "scores": scores})
     stats["prompts"] = len(records)
