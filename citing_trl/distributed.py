@@ -77,6 +77,10 @@ def _selftest() -> None:  # used by tests/test_distributed.py under a 2-process 
     except SharedDirError as err:
         result = {"rank": state.process_index, "ok": False, "error": str(err)}
     (base / f"result.{state.process_index}.json").write_text(json.dumps(result))
+    state.wait_for_everyone()
+    # join the gloo process group's threads before the interpreter exits: left to shutdown, a rank can die in
+    # C++ teardown ("terminate called without an active exception", SIGABRT) after its work is done
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":
