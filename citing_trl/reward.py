@@ -11,6 +11,10 @@ sequence-classification model. :meth:`RewardScorer.encode` builds token ids with
 token and reads the pooled logit, so train-time and score-time text are identical. Completions arrive as text
 and are re-tokenized with the reward model's own tokenizer: a policy with another tokenizer works.
 
+:class:`GoldScorer` is the verifiable reward (``reward: gold``): the row's source's primary gold metric, the very
+function the ``gold`` revision gate reads, behind the same ``score(prompts, completions)`` interface, so RAFT,
+RRHF, PPO and RLOO can get the signal CITING's gate gets.
+
 torch, transformers and peft are imported when a model is loaded or scored, so importing the gates (and hence
 parsing a recipe's flags) stays cheap.
 """
@@ -20,8 +24,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from citing_trl.errors import UserError
+from citing_trl.errors import DataError, UserError
+from citing_trl.evaluation.gold import GOLD_SOURCES, primary_metric, score_response
 from citing_trl.models import resolve_dtype, resolve_model_path
+from citing_trl.prompts import instruction_messages
 
 META_FILE = "reward_model.json"
 
@@ -109,3 +115,50 @@ class RewardScorer:
                 for row, i in enumerate(idx):
                     scores[i] = float(out.logits[row, 0])
         return scores
+
+
+class GoldScorer:
+    """Verifiable reward from gold answers: 1.0 when a completion is right under its row's source's primary gold
+    metric (:func:`citing_trl.evaluation.gold.primary_metric` of :func:`~citing_trl.evaluation.gold.score_response`:
+    accuracy of the extracted yes/no or option; ``answer_in_response`` for open QA, abstention right on
+    unanswerable SQuAD v2 / QuAC rows), else 0.0. It is the notion of *right* the ``gold`` gate uses.
+
+    ``rows`` are the training rows (``instruction``, ``input``, ``answers``, ``source``); a prompt is matched to
+    its row by the chat messages :func:`citing_trl.prompts.instruction_messages` builds for it (or by the raw
+    string, for plain-text prompts). A row without gold answers, or a prompt that matches no row, is an error:
+    a verifiable reward that silently scores 0 would train on noise."""
+
+    def __init__(self, rows, prompt_fn=None):
+        prompt_fn = prompt_fn or (lambda r: instruction_messages(r["instruction"], r.get("input") or ""))
+        self._rows: dict[str, dict] = {}
+        for row in rows:
+            answers = [a for a in (row.get("answers") or []) if isinstance(a, str)]
+            if row.get("source") not in GOLD_SOURCES or not answers:
+                raise DataError(f"reward gold: row {row.get('id')!r} (source {row.get('source')!r}) has no gold "
+                                f"answers; the gold reward needs a source with gold ({', '.join(sorted(GOLD_SOURCES))})")
+            self._rows[self.key(prompt_fn(row))] = row
+
+    @staticmethod
+    def key(prompt) -> str:
+        return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def row_for(self, prompt) -> dict:
+        row = self._rows.get(self.key(prompt))
+        if row is None:
+            raise DataError(f"reward gold: no training row has the prompt {str(prompt)[:120]!r}")
+        return row
+
+    def score_one(self, prompt, completion: str) -> float:
+        row = self.row_for(prompt)
+        scores = score_response(row["source"], completion, row["answers"], row.get("input") or "")
+        return float(scores[primary_metric(scores)])
+
+    def score(self, prompts, completions: list[str]) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"score(): {len(prompts)} prompts but {len(completions)} completions")
+        return [self.score_one(p, c) for p, c in zip(prompts, completions)]
+
+    __call__ = score  # a reward function f(prompts, completions) for PPO / RLOO
