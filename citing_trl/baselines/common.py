@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.cli import check_choice
 from citing_trl.configs import prefixed
 from citing_trl.generation import GenerationConfig, generate
 from citing_trl.jsonl import read_jsonl
@@ -51,6 +52,26 @@ class BaselineArguments:
         metadata={"help": "A CITING run folder whose teacher revisions (round_<k>/revisions.jsonl) join the RRHF "
                           "candidates; with --preferences unset, DPO takes its pairs from here too."},
     )
+
+
+REWARDS = ("model", "gold")
+
+
+@dataclass
+class RewardArguments:
+    """Which reward the reward-driven baselines (RAFT, RRHF, PPO, RLOO) optimise; parsed next to each one's own
+    arguments so the flag is declared once."""
+
+    reward: str = field(
+        default="model",
+        metadata={"help": "'model': a trained reward model (RRHF/RAFT --reward_model, PPO/RLOO --reward_model_path). "
+                          "'gold': the verifiable reward citing_trl.reward.GoldScorer, 1 when an answer is right under "
+                          "its source's primary gold metric (the notion of right the CITING gold gate uses), else 0; "
+                          "needs training rows with gold answers."},
+    )
+
+    def __post_init__(self):
+        check_choice("reward", self.reward, REWARDS)
 
 
 def load_policy(model_args, sft_adapter: str | None):
