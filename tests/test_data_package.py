@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import importlib
 from importlib import resources
 from pathlib import Path
@@ -79,3 +80,33 @@ def test_demo_file_is_package_data():
     assert resources.files("citing_trl").joinpath(D.DEMO_FILE).is_file()
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["citing_trl"]
     assert any(fnmatch.fnmatch(D.DEMO_FILE, p) for p in patterns), patterns
+
+
+def test_test_percent_holds_out_more_and_never_moves_test_rows_into_training():
+    rows = [{"id": f"squad_v2-{i}"} for i in range(600)]
+    default = {s: {r["id"] for r in splits.split_file_rows(rows, s, seed=42)} for s in splits.SPLITS}
+    wide = {s: {r["id"] for r in splits.split_file_rows(rows, s, seed=42, test_percent=50)} for s in splits.SPLITS}
+    assert splits.file_cuts(10) == splits.FILE_SPLIT
+    assert set().union(*wide.values()) == {r["id"] for r in rows}
+    assert not (wide["train"] & wide["test"]) and not (wide["validation"] & wide["test"])
+    assert default["test"] <= wide["test"] and wide["train"] <= default["train"]
+    assert 240 <= len(wide["test"]) <= 360 and 180 <= len(wide["train"]) <= 300
+    for bad in (5, 90, 12.5):
+        with pytest.raises(D.DataError, match="must be a whole percent from 10 to 80"):
+            splits.file_cuts(bad)
+
+
+def test_spec_percent_suffix_on_a_file_part(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "passage": "p", "answer": i % 2 == 0}) + "\n"
+                            for i in range(300)))
+    spec = f"boolq:{path}%40"
+    test, train = D.load_instructions(spec, split="test"), D.load_instructions(spec, split="train")
+    plain = D.load_instructions(f"boolq:{path}", split="test")
+    assert set(plain["id"]) <= set(test["id"]) and not set(train["id"]) & set(test["id"])
+    assert len(test) > 2 * len(plain)
+    capped = D.load_instructions(f"boolq:{path}%40@30", split="test")  # the cap applies after the split
+    assert len(capped) == 30 and set(capped["id"]) <= set(test["id"])
+    assert D.local_files_in_spec(f"boolq:{path}%40@30") == [str(path)]
+    with pytest.raises(D.DataError, match="applies to a '<source>:<file>' part only"):
+        D.load_instructions("boolq%40", split="test")

@@ -3,12 +3,13 @@
 ::
 
     spec  := part ("+" part)*
-    part  := name ["@" N]
+    part  := name ["%" P] ["@" N]
     name  := "demo" | FAMILY | SOURCE | SOURCE ":" (FILE | HUB_ID) | FILE
 
 ``FILE`` is a local ``.json``/``.jsonl`` path. ``@N`` keeps a seeded sample of at most N rows of that part's
 split (``"boolq:boolq_dev.jsonl@100"``). Parts joined with ``+`` form a mixture, shuffled with the seed;
-``limit`` then caps the whole, e.g. ``"boolq:PATH+commonsense_qa:PATH+nq_open:PATH+squad_v2:PATH"`` for QA.
+``%P`` (a ``SOURCE:FILE`` part only) holds out P % of that file as the test split instead of 10 %
+(``"squad_v2:dev.json%50@100"``; see :func:`citing_trl.data.splits.file_cuts`). ``limit`` then caps the whole, e.g. ``"boolq:PATH+commonsense_qa:PATH+nq_open:PATH+squad_v2:PATH"`` for QA.
 
 :func:`load_instructions` is the entry point for recipes; :func:`local_files_in_spec` lists the files a spec
 names so a launcher can check them before anything runs.
@@ -25,21 +26,26 @@ from citing_trl.data.loaders import load_demo, load_family, load_file, source_ro
 from citing_trl.data.readers import is_local
 from citing_trl.data.schema import COLUMNS, FEATURES, to_dataset
 from citing_trl.data.sources import FAMILIES, SOURCES
-from citing_trl.data.splits import check_split, sample_rows, split_file_rows
+from citing_trl.data.splits import TEST_PERCENT, check_split, sample_rows, split_file_rows
 from citing_trl.errors import DataError
 
 
-def _spec_rows(spec: str, split: str, seed: int) -> tuple[list[dict], datasets.Features]:
+def _spec_rows(spec: str, split: str, seed: int, test_percent: int | None = None) -> tuple[list[dict], datasets.Features]:
     """Rows of one (non-mixture) spec; see :func:`load_instructions`."""
     name, _, rest = spec.partition(":")
+    single_file = bool(rest) and name in SOURCES and name != "alpaca" and (is_local(rest) or Path(rest).is_file())
+    if test_percent is not None and not single_file:
+        raise DataError(f"data spec {spec!r}%{test_percent}: a held-out share '%P' applies to a '<source>:<file>' "
+                        "part only (Hub ids and families keep their own splits)")
     if spec == "demo":
         demo = load_demo(split)
         return demo.to_list(), demo.features
     if spec in FAMILIES:
         return load_family(spec, seed=seed, split=split).to_list(), FEATURES
     if spec in SOURCES or (rest and name in SOURCES):
-        if rest and name != "alpaca" and (is_local(rest) or Path(rest).is_file()):
-            return split_file_rows(source_rows(name, rest, "train", None, seed), split, seed), FEATURES
+        if single_file:
+            rows = source_rows(name, rest, "train", None, seed)
+            return split_file_rows(rows, split, seed, test_percent or TEST_PERCENT), FEATURES
         return source_rows(name, rest or None, split, None, seed), FEATURES
     if is_local(spec):
         return load_file(spec).to_list(), FEATURES
@@ -56,6 +62,14 @@ def _split_cap(part: str) -> tuple[str, int | None]:
     return head, int(tail)
 
 
+def _split_test_percent(part: str) -> tuple[str, int | None]:
+    """``name%P`` -> (name, P); a part without a trailing ``%<digits>`` is returned whole."""
+    head, pct, tail = part.rpartition("%")
+    if not pct or not tail.strip().isdigit() or is_local(part) or Path(part).exists():
+        return part, None
+    return head, int(tail)
+
+
 def local_files_in_spec(spec: str) -> list[str]:
     """The local .json/.jsonl files a spec names (for checking them before anything runs)."""
     out = []
@@ -63,6 +77,7 @@ def local_files_in_spec(spec: str) -> list[str]:
         part = part.strip()
         head, at, tail = part.rpartition("@")
         part = head if at and tail.isdigit() else part
+        part = _split_test_percent(part)[0]
         name, _, rest = part.partition(":")
         target = rest if rest and name in SOURCES else part
         if is_local(target):
@@ -95,10 +110,11 @@ def load_instructions(spec: str, split: str = "train", limit: int | None = None,
     rows, features, origins = [], FEATURES, set()
     for part in parts:
         part, cap = _split_cap(part) if len(parts) > 1 or "@" in part else (part, None)
+        part, test_percent = _split_test_percent(part)
         if part in origins:
             raise DataError(f"data spec {spec!r}: {part!r} appears twice")
         origins.add(part)
-        part_rows, features = _spec_rows(part, split, seed)
+        part_rows, features = _spec_rows(part, split, seed, test_percent)
         rows += sample_rows(part_rows, cap, seed)
     if len(parts) > 1:
         if features is not FEATURES:  # the demo's extra column cannot be mixed
