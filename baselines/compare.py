@@ -34,7 +34,8 @@ from pathlib import Path
 from trl import TrlParser
 
 from citing_trl import stages
-from citing_trl.cli import check, run_main
+from citing_trl.cli import check, check_choice, run_main
+from citing_trl.data.spec import with_part_cap
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,25 @@ class CompareArguments:
     )
     train_samples: int = field(default=48, metadata={"help": "Training prompts for SFT and every method."})
     test_samples: int = field(default=60, metadata={"help": "Held-out rows every system answers."})
+    test_per_source: int | None = field(
+        default=None,
+        metadata={"help": "Held-out rows per source of `dataset` (each part's '@N' cap is replaced by this one for the "
+                          "test split only; its splits are unchanged, so test rows never overlap training)."},
+    )
+    citing_revisions: int = field(
+        default=0,
+        metadata={"help": "Self-revision steps CITING takes when answering (Algorithm 1 line 14); every step r(0)..r(M) "
+                          "is scored, with fix/break between steps. The other systems answer once."},
+    )
+    reward: str = field(
+        default="model",
+        metadata={"help": "The reward RAFT, RRHF and PPO optimise: 'model' (the trained reward model) or 'gold' (the "
+                          "verifiable gold reward, the signal CITING's gold gate reads)."},
+    )
+    train_reward_model: bool = field(
+        default=False,
+        metadata={"help": "With reward 'gold': still train the reward model, to report its held-out pair accuracy."},
+    )
     rm_preferences: str = field(
         default="choices:commonsense_qa:../shared/data/commonsenseqa_dev.jsonl",
         metadata={"help": "Reward-model pairs (--preferences of baselines/reward_model.py); 'citing' = the CITING "
@@ -102,27 +122,31 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     sft = str(out / "citing" / "sft")
     rm = str(out / "reward_model")
     rm_prefs = str(out / "citing") if a.rm_preferences == "citing" else a.rm_preferences
+    # the reward RAFT, RRHF and PPO optimise: the trained reward model, or the gold reward (no model read)
+    rm_flag = {m: ["--reward", "model", "--reward_model_path" if m == "ppo" else "--reward_model", rm]
+               if a.reward == "model" else ["--reward", "gold"] for m in ("ppo", "rrhf", "raft")}
     cmds: dict[str, list[str]] = {
         "reward_model": [*launch, "baselines/reward_model.py", "--config", a.reward_model_config, *model,
                          "--preferences", rm_prefs, "--output_dir", rm, *extra.get("reward_model", [])],
         "citing": [*launch, "recipes/citing.py", "--config", a.citing_config, *model, *train_data,
                    "--num_instructions", str(a.train_samples), "--output_dir", str(out / "citing"), *extra.get("citing", [])],
         "ppo": [*launch, "baselines/ppo_rlhf.py", "--config", a.ppo_config, *model, *train_data, "--sft_adapter", sft,
-                "--reward_model_path", rm, "--output_dir", str(out / "ppo"), *extra.get("ppo", [])],
+                *rm_flag["ppo"], "--output_dir", str(out / "ppo"), *extra.get("ppo", [])],
         "rrhf": [*launch, "baselines/rrhf.py", "--config", a.rrhf_config, *model, *train_data, "--sft_adapter", sft,
-                 "--reward_model", rm, "--citing_run", str(out / "citing"), "--output_dir", str(out / "rrhf"),
+                 *rm_flag["rrhf"], "--citing_run", str(out / "citing"), "--output_dir", str(out / "rrhf"),
                  *extra.get("rrhf", [])],
         "raft": [*launch, "baselines/raft.py", "--config", a.raft_config, *model, *train_data, "--sft_adapter", sft,
-                 "--reward_model", rm, "--output_dir", str(out / "raft"), *extra.get("raft", [])],
+                 *rm_flag["raft"], "--output_dir", str(out / "raft"), *extra.get("raft", [])],
         "dpo": [*launch, "baselines/dpo.py", "--config", a.dpo_config, *model, "--sft_adapter", sft,
                 "--preferences", str(out / "citing"), "--output_dir", str(out / "dpo"), *extra.get("dpo", [])],
     }
     if a.rm_preferences == "citing":  # the reward model then learns from the CITING run: train it after CITING
         cmds = {"citing": cmds.pop("citing"), **cmds}
     cmds = {k: v for k, v in cmds.items() if k in ("citing", "reward_model") or k in a.methods}
-    if not any(m in a.methods for m in ("ppo", "rrhf", "raft")):
+    if not any(m in a.methods for m in ("ppo", "rrhf", "raft")) or (a.reward == "gold" and not a.train_reward_model):
         cmds.pop("reward_model")
-    test = ["--dataset", a.dataset, "--dataset_split", "test", "--max_samples", str(a.test_samples)]
+    test_spec = with_part_cap(a.dataset, a.test_per_source) if a.test_per_source else a.dataset
+    test = ["--dataset", test_spec, "--dataset_split", "test", "--max_samples", str(a.test_samples)]
     systems = {"sft": (a.model_name_or_path, sft), "citing": (a.model_name_or_path, str(out / "citing" / "final"))}
     for m in ("rrhf", "raft", "dpo"):
         if m in a.methods:
@@ -132,8 +156,10 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
         cmds["ppo_merge"] = [*py, str(Path(__file__).resolve()), "--merge_sft", a.model_name_or_path, sft,
                              str(out / "ppo" / "sft_merged")]
     for name, (base, adapter) in systems.items():
+        revise = (["--num_revisions", str(a.citing_revisions), "--rubric_path", str(out / "citing" / "rubric.json")]
+                  if name == "citing" and a.citing_revisions else ["--num_revisions", "0"])
         cmds[f"answers_{name}"] = [*py, "recipes/infer.py", "--config", a.infer_config, "--model_name_or_path", base,
-                                   "--adapter", adapter, *test, "--num_revisions", "0",
+                                   "--adapter", adapter, *test, *revise,
                                    "--output_dir", str(out / "answers" / name), *extra.get("answers", [])]
     answers = [f"{n}={out / 'answers' / n / 'answers.jsonl'}" for n in systems]
     # gold metrics only unless the evaluate stage's flags choose a judge ("evaluate=--judge_backend local ..."):
@@ -215,6 +241,8 @@ def main():
         merge_sft(*sys.argv[2:])
         return
     (a,) = TrlParser((CompareArguments,)).parse_args_and_config()
+    check_choice("reward", a.reward, ("model", "gold"))
+    check(a.citing_revisions >= 0, "citing_revisions", "must be >= 0", a.citing_revisions)
     unknown = sorted(set(a.methods) - set(METHODS))
     check(not unknown, "methods", f"must be some of {', '.join(METHODS)}; unknown", unknown)
     cmds = stage_commands(a)

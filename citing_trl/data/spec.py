@@ -70,6 +70,15 @@ def _split_test_percent(part: str) -> tuple[str, int | None]:
     return head, int(tail)
 
 
+def with_part_cap(spec: str, n: int) -> str:
+    """``spec`` with every part capped at ``n`` rows (``@n`` replaces any cap a part had); the parts, their
+    ``%P`` held-out shares and hence their splits are unchanged, so a test spec made from a training spec this
+    way never overlaps its training rows."""
+    if n < 1:
+        raise DataError(f"a per-part cap must be >= 1, got {n}")
+    return "+".join(f"{_split_cap(p.strip())[0]}@{n}" for p in spec.split("+"))
+
+
 def local_files_in_spec(spec: str) -> list[str]:
     """The local .json/.jsonl files a spec names (for checking them before anything runs)."""
     out = []
