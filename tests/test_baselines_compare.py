@@ -70,3 +70,27 @@ def test_judge_settings_are_the_evaluate_stage_flags(tmp_path):
                                                      extra_args=["evaluate=--judge_backend local"]))["evaluate"]
     positions = [i for i, flag in enumerate(chosen) if flag == "--judge_backend"]
     assert [chosen[i + 1] for i in positions] == ["none", "local"]  # the stage's own flag comes last and wins
+
+
+def test_gold_reward_test_caps_and_citing_self_revision(tmp_path):
+    """reward gold: no reward model read (nor trained unless asked); --test_per_source re-caps only the test
+    split of the same spec; CITING answers with its self-revision steps, the others once."""
+    cmp = compare_module()
+    spec = "boolq:b.jsonl@30+squad_v2:s.json%55@30"
+    a = cmp.CompareArguments(output_dir=str(tmp_path), dataset=spec, reward="gold", test_per_source=100,
+                             citing_revisions=2)
+    cmds = cmp.stage_commands(a)
+    assert "reward_model" not in cmds
+    for m in ("ppo", "rrhf", "raft"):
+        assert flag(cmds[m], "--reward") == "gold"
+        assert "--reward_model" not in cmds[m] and "--reward_model_path" not in cmds[m]
+        assert flag(cmds[m], "--dataset") == spec
+    assert flag(cmds["answers_sft"], "--dataset") == "boolq:b.jsonl@100+squad_v2:s.json%55@100"
+    assert flag(cmds["answers_citing"], "--num_revisions") == "2"
+    assert flag(cmds["answers_citing"], "--rubric_path") == str(tmp_path / "citing" / "rubric.json")
+    assert flag(cmds["answers_raft"], "--num_revisions") == "0"
+    kept = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), reward="gold", train_reward_model=True))
+    assert "reward_model" in kept and "--reward_model" not in kept["raft"]
+    model = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), reward="model"))
+    assert flag(model["raft"], "--reward") == "model" and flag(model["raft"], "--reward_model") == str(tmp_path / "reward_model")
+    assert flag(model["ppo"], "--reward_model_path") == str(tmp_path / "reward_model")
