@@ -70,9 +70,10 @@ BENCH_ARGS ?=
 bench: setup
 	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
 
-# CITING vs PPO-RLHF, RRHF, RAFT, DPO from one SFT start on CommonsenseQA (needs ../shared/data or a local copy;
-# set COMPARE_CONFIG for another). Stages are resumable; COMPARE_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
-COMPARE_CONFIG ?= baselines/configs/compare_demo.yaml
+# CITING vs SFT, sft_more, PPO-RLHF, RRHF, RAFT, DPO from one SFT start on the QA mixture (BoolQ, CommonsenseQA,
+# NQ-open, SQuAD v2; needs ../shared/data or a local copy; COMPARE_CONFIG=baselines/configs/compare_demo.yaml is the
+# small CommonsenseQA-only run). Stages are resumable; COMPARE_ARGS="--lock /tmp/citing-heavy.lock" on a shared box.
+COMPARE_CONFIG ?= baselines/configs/compare_qa.yaml
 COMPARE_ARGS ?=
 compare: setup
 	$(PYTHON) baselines/compare.py --config $(COMPARE_CONFIG) $(COMPARE_ARGS)
