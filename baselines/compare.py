@@ -1,9 +1,9 @@
 """One comparison run (paper §4.3, Table 1): CITING, PPO-RLHF, RRHF, RAFT and DPO from ONE SFT start, on QA data
 with gold answers, answered on a held-out split by the same generator and scored by recipes/evaluate.py.
 
-    python baselines/compare.py --config baselines/configs/compare_demo.yaml            # everything (make compare)
-    python baselines/compare.py --config baselines/configs/compare_demo.yaml --stages rrhf,raft
-    python baselines/compare.py --config baselines/configs/compare_demo.yaml --list_stages  # stages and their state
+    python baselines/compare.py --config baselines/configs/compare_qa.yaml              # everything (make compare)
+    python baselines/compare.py --config baselines/configs/compare_qa.yaml --stages rrhf,raft
+    python baselines/compare.py --config baselines/configs/compare_qa.yaml --list_stages  # stages and their state
 
 Stages, each a subprocess that writes under <output_dir>/<stage> and is skipped on a rerun once finished (a
 ``.done`` marker with its wall time is written after it exits 0, by :func:`citing_trl.stages.run_stage`; an

@@ -165,7 +165,7 @@ def test_compare_yamls_parse():
     mod = importlib.util.module_from_spec(spec)
     sys.modules["compare"] = mod
     spec.loader.exec_module(mod)
-    for setting in ("demo", "llama7b"):
+    for setting in ("demo", "qa", "llama7b"):
         (a,) = TrlParser((mod.CompareArguments,)).parse_args_and_config(
             args=["--config", str(REPO / "baselines" / "configs" / f"compare_{setting}.yaml")])
         cmds = mod.stage_commands(a)
