@@ -278,7 +278,8 @@ def test_printout_without_gold_says_so_and_compares_reference_overlap(tmp_path):
     citing = _write(tmp_path / "citing.jsonl", [dict(r, response=f"The capital is city {i} on the river.")
                                                 for i, r in enumerate(base)])
     sft = _write(tmp_path / "sft.jsonl", [dict(r, response="I do not know.") for r in base])
-    with FaultServer(reply=prefers_good) as server:
+    first_shown = lambda messages: json.dumps({k: "A" for k in ("articulate", "in-depth", "comprehensive")})  # noqa: E731
+    with FaultServer(reply=first_shown) as server:  # like the local judge of `make demo`: 0% order-consistent
         args = EvaluationArguments(answers=[f"citing={citing}", f"sft={sft}"], reference="citing",
                                    output_dir=str(tmp_path / "out"), bootstrap_samples=200)
         judge = judge_config(args, JudgeArguments(judge_backend="openai", judge_model="judge",
@@ -288,7 +289,8 @@ def test_printout_without_gold_says_so_and_compares_reference_overlap(tmp_path):
     text = _printed(summary)
     lead = text.index("citing vs sft: no gold answers on the 6 rows both answered (source demo)")
     assert "Token overlap with the reference answer" in text and "higher on 6 rows, lower on 0" in text
-    assert lead < text.index("Table 1 - judge judge (openai)")
+    table = text.index("Table 1 - judge judge (openai), order-consistent on 0.0% of judgements, 6 pairs")
+    assert lead < table < text.index("no evidence either way")
     overlap = _strict((tmp_path / "out" / "gold.json").read_text())["_reference_overlap"]["citing vs sft"]["_all"]
     assert overlap["n"] == 6 and overlap["diff"] > 0 and overlap["sign_p"] == pytest.approx(2 / 64)
     assert "## Rows without gold: token overlap with the reference answer" in (tmp_path / "out" / "gold.md").read_text()

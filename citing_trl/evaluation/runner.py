@@ -193,17 +193,22 @@ def _pct(value) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
+def _judge_consistency(summary: dict, rows: list[dict]) -> float | None:
+    """The judge's mean order consistency over the comparisons in ``rows`` (None if unknown)."""
+    per = (summary.get("judge_usage") or {}).get("per_comparison") or {}
+    rates = [per.get(label, {}).get("consistency_rate") for label in dict.fromkeys(r["comparison"] for r in rows)]
+    rates = [r for r in rates if r is not None]
+    return sum(rates) / len(rates) if rates else None
+
+
 def _judge_title(title: str, summary: dict, rows: list[dict]) -> str:
     """A judge table's title that says what the judge is: model, order consistency, pairs."""
-    usage = summary.get("judge_usage") or {}
-    judge = usage.get("judge") or {}
+    judge = (summary.get("judge_usage") or {}).get("judge") or {}
     labels = list(dict.fromkeys(r["comparison"] for r in rows))
     pairs = sum((summary.get("judge_pairs") or {}).get(label, 0) for label in labels)
-    rates = [(usage.get("per_comparison") or {}).get(label, {}).get("consistency_rate") for label in labels]
-    rates = [r for r in rates if r is not None]
-    consistency = _pct(sum(rates) / len(rates)) if rates else "-"
     return (f"{title} - judge {judge.get('model', '?')} ({judge.get('backend', '?')}), order-consistent on "
-            f"{consistency} of judgements, {pairs} pairs: win / tie / lose % of the first-named system")
+            f"{_pct(_judge_consistency(summary, rows))} of judgements, {pairs} pairs: win / tie / lose % of the "
+            "first-named system")
 
 
 def print_summary(summary: dict, console=None) -> None:
@@ -281,6 +286,10 @@ def print_summary(summary: dict, console=None) -> None:
                           f"{r['sign_p']:.3g}", lc_cell(r), str(r["unparsed"]),
                           f"{r['mean_len_ref']:.0f}/{r['mean_len_other']:.0f}")
         console.print(table)
+        consistency = _judge_consistency(summary, rows)
+        if consistency is not None and consistency < 0.5:
+            console.print(f"[yellow]{title}: a judge whose verdict survives swapping the answers on only "
+                          f"{_pct(consistency)} of judgements is no evidence either way (see docs/evaluation.md)[/yellow]")
     usage = summary.get("judge_usage")
     if usage:
         console.print(f"judge: {usage['requests']} requests ({usage['cache_hits']} cached, {usage['requests_sent']} "
