@@ -267,7 +267,9 @@ def test_printout_leads_with_the_paired_gold_comparison_and_labels_the_judge(tmp
     title = re.search(r"Table 1 - judge judge \(openai\), order-consistent on [0-9.]+% of judgements, 20 pairs", text)
     judge_table = title.start()
     assert lead < paired < judge_table
-    assert text.rstrip().splitlines()[-1].startswith("citing@0 vs sft (gold")  # the headline is the last word too
+    # the headline (the reference's final answers vs the others) is the last word too
+    assert text.rstrip().splitlines()[-1].startswith("citing vs sft (gold, pooled over 20 rows both answered)")
+    assert "citing@0 vs sft (gold" not in text  # earlier steps are in the tables, not the headline
     assert text.index("In short") > judge_table
 
 

@@ -155,6 +155,8 @@ def headline(summary: dict) -> list[str]:
     gold = summary["gold"]
     lines = []
     paired = gold.get("_paired") or (summary.get("table2_extra") or {}).get("paired") or {}
+    # the reference's own final answers against the others (its earlier steps stay in the tables)
+    paired = {k: v for k, v in paired.items() if v["after"] == summary["reference"]} or paired
     for label, entry in paired.items():
         m = entry["_all"]
         a, b = entry["after"], entry["before"]
