@@ -28,8 +28,10 @@ demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/citing.py --config $(DEMO_CONFIG) --output_dir $(DEMO_OUT)
 	$(MAKE) --no-print-directory demo-eval
 
-# CITING vs SFT on the demo's held-out test rows: both adapters answer with the same generator, then gold
-# metrics (where rows have gold) and the local judge; prints Table 1.
+# CITING vs SFT on the demo's held-out test rows: both adapters answer with the same generator, then
+# recipes/evaluate.py prints the offline comparison first (the demo rows have reference answers, no gold: a
+# paired token-overlap difference, said so in words) and the local judge's Table 1 below it, labelled with
+# the judge, its order consistency and n.
 demo-eval:
 	$(PYTHON) recipes/infer.py --config recipes/configs/infer/demo.yaml --adapter $(DEMO_OUT)/sft --output_dir $(DEMO_OUT)/eval/answers_sft
 	$(PYTHON) recipes/infer.py --config recipes/configs/infer/demo.yaml --adapter $(DEMO_OUT)/final --output_dir $(DEMO_OUT)/eval/answers_citing

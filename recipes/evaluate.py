@@ -1,5 +1,7 @@
-"""Evaluate answers files: gold metrics, Table 1 (reference vs each other system), Table 2 (consecutive rounds
-and self-revision steps), Figure 2 and the judge's usage (paper §4.1, §4.4-4.5).
+"""Evaluate answers files: gold metrics with chance levels, paired differences against the reference (paired
+bootstrap CI, exact McNemar test, fixed/broken), Table 1 (reference vs each other system), Table 2 (consecutive
+rounds and self-revision steps), Figure 2 and the judge's usage (paper §4.1, §4.4-4.5). The printout leads with
+the offline comparison (gold, else token overlap with the reference answers) and puts the judge's tables below.
 
     python recipes/evaluate.py --answers citing=outputs/infer_citing/answers.jsonl sft=outputs/infer_sft/answers.jsonl \
         --reference citing --output_dir outputs/eval --judge_backend openai --judge_model gpt-4o \

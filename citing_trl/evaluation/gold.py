@@ -28,6 +28,11 @@ source                    metrics (all fractions in [0, 1]; ``n`` = rows scored)
 occurs in the normalised response as a whole-word sequence ("paris" in "it is paris france", never "par" in
 "paris"). For squad_v2/quac a no-answer gold needs a no-answer response, and a no-answer response to an
 answerable question gets 0.
+
+Beside the metrics, :func:`gold_metrics` gives each source its chance level (:func:`chance_level`: the majority
+answer for yes/no, 1/k for k options, always abstaining or the commonest answer for SQuAD v2 / QuAC, 0 for open
+QA), flags a system whose interval reaches down to it, and splits SQuAD v2 / QuAC into HasAns / NoAns as the
+official script does.
 """
 
 from __future__ import annotations
@@ -251,6 +256,16 @@ def primary_metric(scores: dict[str, float]) -> str:
     return "accuracy" if "accuracy" in scores else "answer_in_response"
 
 
+def reference_overlap(response: str, answers: Sequence[str]) -> float | None:
+    """Token-overlap F1 (SQuAD normalisation) of a response with its closest reference answer, for rows whose
+    source has no gold metric but a reference text (the demo set, Alpaca). A proxy for closeness to the
+    reference, NOT correctness: a long right answer worded differently scores low. None without answers."""
+    answers = [a for a in (answers or []) if isinstance(a, str) and normalize_answer(a)]
+    if not answers:
+        return None
+    return max(_token_f1(a, response or "", normalize_answer) for a in answers)
+
+
 def fix_break(before: Sequence[bool | None], after: Sequence[bool | None]) -> dict:
     """Counts of how correctness changed between two steps over the same rows: ``wrong_to_right`` (fixed),
     ``right_to_wrong`` (broken), ``right_to_right``, ``wrong_to_wrong``, and ``no_gold`` (either is None)."""
@@ -277,34 +292,115 @@ def score_rows(rows: Iterable[dict]) -> list[tuple[str, dict[str, float]]]:
             for r in rows]
 
 
+def has_answer(source: str, answers: Sequence[str]) -> bool | None:
+    """SQuAD v2 / QuAC: False when the row's gold is "no answer" (every gold answer normalises to "" or is the
+    no-answer phrase), True otherwise; None for any other source or a row without gold."""
+    answers = [a for a in (answers or []) if isinstance(a, str)]
+    if source not in SPAN_SOURCES or not answers:
+        return None
+    return _span_golds(answers) != [""]
+
+
+def chance_level(source: str, rows: Sequence[dict]) -> dict | None:
+    """What a system that knows nothing scores on ``rows`` (dicts with ``answers`` and ``input``) of one source,
+    under its primary metric: ``{"level": fraction, "rule": words}``, or None when it is not known.
+
+    * yes/no (boolq): always giving the majority gold answer; the level is that answer's share of the rows.
+    * multiple choice: guessing, 1/k with k the options parsed from the row's ``input`` (the mean of 1/k over
+      the rows that list options; None when none does).
+    * SQuAD v2 / QuAC: the better of always abstaining (the share of no-answer rows) and always giving the
+      most common gold answer (the share of rows that accept it).
+    * open QA (nq_open, trivia_qa): 0.
+    """
+    rows = [r for r in rows if score_response(source, "", r.get("answers") or [], r.get("input") or "")]
+    if not rows:
+        return None
+    n = len(rows)
+    if source in YES_NO_SOURCES:
+        counts = collections.Counter((r["answers"][0] or "").strip().lower() for r in rows)
+        answer, k = counts.most_common(1)[0]
+        return {"level": k / n, "rule": f"majority answer '{answer}' ({k} of {n})"}
+    if source in CHOICE_SOURCES:
+        ks = [len(parse_options(r.get("input") or "")) for r in rows]
+        ks = [k for k in ks if k >= 2]
+        if not ks:
+            return None
+        kinds = sorted(set(ks))
+        rule = f"1/k, k = {kinds[0]} options" if len(kinds) == 1 else f"mean 1/k, k = {kinds[0]}-{kinds[-1]} options"
+        return {"level": sum(1 / k for k in ks) / len(ks), "rule": rule}
+    if source in SPAN_SOURCES:
+        abstain = sum(not has_answer(source, r["answers"]) for r in rows)
+        normalize = _normalizer(source)
+        common = collections.Counter(normalize(_span_golds(r["answers"])[0]) for r in rows
+                                     if has_answer(source, r["answers"]))
+        if common:
+            text, _ = common.most_common(1)[0]
+            hits = sum(bool(score_response(source, text, r["answers"])["answer_in_response"]) for r in rows
+                       if has_answer(source, r["answers"]))
+            if hits > abstain:
+                return {"level": hits / n, "rule": f"always answering '{text}' ({hits} of {n})"}
+        return {"level": abstain / n, "rule": f"always abstaining ({abstain} of {n} have no answer)"}
+    if source in OPEN_SOURCES:
+        return {"level": 0.0, "rule": "0 (open answers)"}
+    return None
+
+
 def gold_metrics(rows: Iterable[dict], ci: bool = False, n_boot: int = 2000, seed: int = 0,
                  confidence: float = 0.95, pooled: bool = False) -> dict[str, dict]:
     """Per source: ``{"n": rows scored, metric: mean, ...}`` over rows with ``source, response, answers``
     (and ``input``). Rows without gold are not in ``n`` (see :func:`unscored_counts`). With ``ci`` each
     source also gets ``"ci": {metric: [low, high]}``, a percentile bootstrap interval over rows. With ``pooled``
     (and at least one scored row) ``"_all"`` pools every scored row: ``correct`` is the share right under its
-    source's primary metric (as :func:`is_correct`); ``_``-keys are not sources."""
+    source's primary metric (as :func:`is_correct`); ``_``-keys are not sources.
 
-    per_source: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+    Every source with a known chance level gets ``"chance"`` (:func:`chance_level`); with ``ci`` also
+    ``"at_chance"``: True when the lower end of its primary metric's interval is at or below the chance level
+    (the data cannot tell the system from one that knows nothing). ``_all`` gets the pooled chance level (the
+    per-source levels weighted by rows) when every pooled source has one. SQuAD v2 / QuAC add the official
+    script's split: ``HasAns_exact``, ``HasAns_f1``, ``HasAns_total``, ``NoAns_exact``, ``NoAns_f1``,
+    ``NoAns_total`` (a part with no rows has only its ``_total``; the CIs cover the parts too)."""
+
+    rows = list(rows)
+    per_source: dict[str, list[tuple[dict, dict[str, float]]]] = collections.defaultdict(list)
     right: list[float] = []  # every scored row, in row order: right (1.0) or not under its primary metric
-    for source, scores in score_rows(rows):
+    for row, (source, scores) in zip(rows, score_rows(rows)):
         if scores:
-            per_source[source].append(scores)
+            per_source[source].append((row, scores))
             right.append(float(bool(scores[primary_metric(scores)])))
     out = {}
     for source in sorted(per_source):
-        scored = per_source[source]
+        scored = [s for _, s in per_source[source]]
         entry: dict = {"n": len(scored)}
-        for metric in METRICS[source]:
-            entry[metric] = sum(s[metric] for s in scored) / len(scored)
+        columns = {m: [s[m] for s in scored] for m in METRICS[source]}
+        totals = {}
+        if source in SPAN_SOURCES:
+            for part, wanted in (("HasAns", True), ("NoAns", False)):
+                mine = [s for r, s in per_source[source] if has_answer(source, r.get("answers")) is wanted]
+                totals[f"{part}_total"] = len(mine)
+                if mine:
+                    columns[f"{part}_exact"] = [s["exact_match"] for s in mine]
+                    columns[f"{part}_f1"] = [s["f1"] for s in mine]
+        for metric, values in columns.items():
+            entry[metric] = sum(values) / len(values)
+        entry.update(totals)
         if ci:
-            entry["ci"] = {m: list(bootstrap_ci([s[m] for s in scored], n_boot=n_boot, seed=seed,
-                                                confidence=confidence)) for m in METRICS[source]}
+            entry["ci"] = {m: list(bootstrap_ci(v, n_boot=n_boot, seed=seed, confidence=confidence))
+                           for m, v in columns.items()}
+        chance = chance_level(source, [r for r, _ in per_source[source]])
+        if chance is not None:
+            entry["chance"] = chance
+            if ci:
+                entry["at_chance"] = entry["ci"][primary_metric(scored[0])][0] <= chance["level"]
         out[source] = entry
     if pooled and right:
         out["_all"] = {"n": len(right), "correct": sum(right) / len(right)}
         if ci:
             out["_all"]["ci"] = {"correct": list(bootstrap_ci(right, n_boot=n_boot, seed=seed, confidence=confidence))}
+        if all("chance" in out[s] for s in per_source):
+            level = sum(out[s]["chance"]["level"] * out[s]["n"] for s in per_source) / len(right)
+            out["_all"]["chance"] = {"level": level, "rule": "per-source chance levels weighted by rows"}
+            if ci:
+                out["_all"]["at_chance"] = out["_all"]["ci"]["correct"][0] <= level
     return out
 
 

@@ -1,4 +1,5 @@
-"""Answers files in, reports out: data checks, gold tables, Tables 1-2 (pairwise) and Figure 2.
+"""Answers files in, reports out: data checks, gold tables (each system's own, and paired differences between
+systems, :mod:`citing_trl.evaluation.paired`), Tables 1-2 (pairwise) and Figure 2.
 
 An answers file (contract C6) is JSONL with ``id, source, instruction, input, answers, response`` per row and,
 for self-revision, ``responses`` = [r(0), ..., r(M)]. Any JSONL with ``id, instruction, response`` also works
@@ -20,7 +21,10 @@ from pathlib import Path
 from citing_trl.data import FAMILIES
 from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
-from citing_trl.evaluation.gold import METRICS, gold_metrics, is_correct, fix_break, unscored_counts
+from citing_trl.evaluation.gold import (
+    METRICS, chance_level, gold_metrics, is_correct, fix_break, reference_overlap, unscored_counts,
+)
+from citing_trl.evaluation.paired import paired_gold, paired_scores, paired_verdicts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
 
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
@@ -177,25 +181,224 @@ def gold_report(systems: dict[str, list[dict]], n_boot: int = 2000, seed: int = 
     return out
 
 
+SPLIT_METRICS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
+"""SQuAD v2 / QuAC's official split: the answerable (HasAns) and unanswerable (NoAns) rows scored apart."""
+
+
+def _pct1(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def _p(value) -> str:
+    return "-" if value is None or value != value else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def _correct(row: dict) -> bool | None:
+    return is_correct(row["source"], row["response"], row["answers"], row["input"])
+
+
+def _source_order(keys) -> list[str]:
+    return sorted(keys, key=lambda k: (k == "_all", k))
+
+
+def _matched(systems: dict[str, list[dict]], after: str, before: str):
+    """(row of ``before``, row of ``after``) for every id both answered, in ``after``'s order."""
+    old = {r["id"]: r for r in systems[before]}
+    return [(old[r["id"]], r) for r in systems[after] if r["id"] in old]
+
+
+def paired_gold_report(systems: dict[str, list[dict]], comparisons: Sequence[tuple[str, str, str]],
+                       n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired gold comparisons: for each ``(label, after, before)`` the rows both systems answered (matched by
+    id) that have gold, per source and pooled (``_all``): :func:`~citing_trl.evaluation.paired.paired_gold`
+    (``diff`` = after - before with its paired CI, fixed/broken, exact McNemar p, detectable difference) plus
+    ``chance`` (:func:`~citing_trl.evaluation.gold.chance_level` on those rows; pooled: weighted by rows) and
+    ``at_chance`` {"after", "before"}: whether each system's accuracy interval on those rows reaches down to
+    it. ``{label: {"after", "before", source | "_all": {...}}}``; a comparison without gold rows is left out."""
+    out = {}
+    for label, after, before in comparisons:
+        per: dict[str, list] = defaultdict(list)
+        for old, new in _matched(systems, after, before):
+            x, y = _correct(old), _correct(new)
+            if x is not None and y is not None:
+                for key in (new["source"], "_all"):
+                    per[key].append((old, new, x, y))
+        if not per:
+            continue
+        entry: dict = {"after": after, "before": before}
+        levels = {}
+        for key in _source_order(per):
+            items = per[key]
+            stats = paired_gold([i[2] for i in items], [i[3] for i in items], n_boot=n_boot, seed=seed)
+            if key == "_all":
+                sources = [k for k in per if k != "_all"]
+                chance = ({"level": sum(levels[k] * len(per[k]) for k in sources) / len(items),
+                           "rule": "per-source chance levels weighted by rows"}
+                          if all(k in levels for k in sources) else None)
+            else:
+                chance = chance_level(key, [i[1] for i in items])
+                if chance is not None:
+                    levels[key] = chance["level"]
+            if chance is not None:
+                stats["chance"] = chance
+                stats["at_chance"] = {
+                    side: bootstrap_ci([float(i[col]) for i in items], n_boot=n_boot, seed=seed)[0] <= chance["level"]
+                    for side, col in (("after", 3), ("before", 2))}
+            entry[key] = stats
+        out[label] = entry
+    return out
+
+
+def paired_reference_report(systems: dict[str, list[dict]], comparisons: Sequence[tuple[str, str, str]],
+                            n_boot: int = 2000, seed: int = 0) -> dict:
+    """For rows WITHOUT a gold metric that carry a reference answer (the demo set, Alpaca): the paired difference
+    of token-overlap F1 with the reference (:func:`~citing_trl.evaluation.gold.reference_overlap`, a proxy for
+    closeness to the reference, not correctness), per source and pooled: ``{label: {"after", "before",
+    source | "_all": paired_scores}}``; comparisons without such rows are left out."""
+    out = {}
+    for label, after, before in comparisons:
+        per: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for old, new in _matched(systems, after, before):
+            if _correct(new) is not None or _correct(old) is not None:
+                continue
+            x, y = reference_overlap(old["response"], new["answers"]), reference_overlap(new["response"], new["answers"])
+            if x is not None and y is not None:
+                for key in (new["source"], "_all"):
+                    per[key][0].append(x)
+                    per[key][1].append(y)
+        if per:
+            out[label] = {"after": after, "before": before,
+                          **{k: paired_scores(*per[k], n_boot=n_boot, seed=seed) for k in _source_order(per)}}
+    return out
+
+
+def _src(key: str) -> str:
+    return "all (pooled)" if key == "_all" else key
+
+
+def chance_lines(gold: dict) -> list[str]:
+    """One sentence per source (and the pool) naming the systems whose primary metric is not above its chance
+    level there (``at_chance``), with their values, the level and its rule."""
+    flagged: dict[str, list[str]] = defaultdict(list)
+    chance: dict[str, dict] = {}
+    for system, sources in gold.items():
+        if system.startswith("_"):
+            continue
+        for source, m in sources.items():
+            if source == "_unscored" or not m.get("at_chance"):
+                continue
+            metric = "correct" if source == "_all" else ("accuracy" if "accuracy" in m else "answer_in_response")
+            lo, hi = m["ci"][metric]
+            flagged[source].append(f"{system} {_pct1(m[metric])}% [{_pct1(lo)}, {_pct1(hi)}]")
+            chance.setdefault(source, m["chance"])
+    return [f"at chance on {_src(source)} (chance {_pct1(chance[source]['level'])}%: {chance[source]['rule']}): "
+            f"{'; '.join(names)} - 95% CI down to the chance level: not distinguishable from a system that "
+            "knows nothing there"
+            for source, names in sorted(flagged.items(), key=lambda kv: (kv[0] == "_all", kv[0]))]
+
+
+def paired_gold_lines(paired: dict) -> list[str]:
+    """The markdown table of :func:`paired_gold_report`."""
+    lines = ["| comparison | source | n | chance % | first % | second % | diff pts | 95% CI | fixed | broken | "
+             "McNemar p | detectable ± pts | note |", "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for label, entry in paired.items():
+        for key, m in entry.items():
+            if key in ("after", "before"):
+                continue
+            lo, hi = m["ci"]
+            lines.append(f"| {label} | {_src(key)} | {m['n']} | {_pct1(m.get('chance', {}).get('level'))} | "
+                         f"{_pct1(m['after'])} | {_pct1(m['before'])} | {_signed(m['diff'])} | {_signed(lo)} to "
+                         f"{_signed(hi)} | {m['fixed']} | {m['broken']} | {_p(m['mcnemar_p'])} | {_pct1(m['mde'])} | "
+                         f"{chance_note(m, entry['after'], entry['before'])} |")
+    return lines
+
+
+def chance_note(m: dict, after: str, before: str) -> str:
+    """Words for a paired row whose systems are at chance (see :func:`paired_gold_report`)."""
+    flags = m.get("at_chance") or {}
+    if flags.get("after") and flags.get("before"):
+        return "both at chance"
+    if flags.get("after") or flags.get("before"):
+        return f"{after if flags.get('after') else before} at chance"
+    return ""
+
+
+def _signed(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:+.1f}"
+
+
+def paired_reference_lines(paired: dict) -> list[str]:
+    """The markdown table of :func:`paired_reference_report`."""
+    lines = ["| comparison | source | n | first F1 % | second F1 % | diff pts | 95% CI | first higher | second higher "
+             "| equal | sign p |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for label, entry in paired.items():
+        for key, m in entry.items():
+            if key in ("after", "before"):
+                continue
+            lo, hi = m["ci"]
+            lines.append(f"| {label} | {_src(key)} | {m['n']} | {_pct1(m['after'])} | {_pct1(m['before'])} | "
+                         f"{_signed(m['diff'])} | {_signed(lo)} to {_signed(hi)} | {m['higher']} | {m['lower']} | "
+                         f"{m['equal']} | {_p(m['sign_p'])} |")
+    return lines
+
+
+PAIRED_NOTE = ("Paired: the rows both systems answered, matched by id. diff = first - second in points with a "
+               "paired bootstrap 95% CI (row indices resampled jointly); fixed = rows the first gets right and the "
+               "second wrong, broken = the reverse; McNemar p = exact two-sided binomial test on fixed vs broken "
+               "(1 when there are none); detectable ± = the smallest true difference these rows detect with 80% "
+               "power at 5%, 2.80 * sqrt(p_disc / n) with p_disc the observed share of rows where the two differ "
+               "(at least one row); chance = what a system that knows nothing scores on these rows (majority answer "
+               "for yes/no, 1/k for k options, always abstaining for SQuAD v2 / QuAC, 0 for open QA); "
+               "\"at chance\" = that system's 95% CI reaches down to the chance level.")
+
+
 def gold_markdown(gold: dict) -> str:
-    lines = ["# Gold-answer metrics", "",
-             "Values are percentages with a 95% percentile bootstrap interval over rows; n = rows scored. "
-             "Definitions: `citing_trl/evaluation/gold.py` (SQuAD v2 / EfficientQA / TriviaQA official EM-F1; "
-             "`answer_in_response` is the lenient containment column; `accuracy` is read from free text by the "
-             "extraction rule in `extract_choice` / `extract_yes_no`; `answered` is the share of responses with "
-             "an extractable answer). `all (pooled)`: every scored row, `correct` = right under its source's primary "
-             "metric (`is_correct`: accuracy, or `answer_in_response` for open QA).", ""]
-    lines += ["| system | source | n | metric | value | 95% CI |", "|---|---|---:|---|---:|---|"]
+    """``gold.md``: the paired differences (``gold["_paired"]``, and ``gold["_reference_overlap"]`` for rows
+    without gold) first, then every system's own metrics with chance levels, then the at-chance sentences."""
+    lines = ["# Gold-answer metrics", ""]
+    if gold.get("_paired"):
+        lines += ["## Paired differences against the reference", "", PAIRED_NOTE, "",
+                  *paired_gold_lines(gold["_paired"]), ""]
+    if gold.get("_reference_overlap"):
+        lines += ["## Rows without gold: token overlap with the reference answer", "",
+                  "These rows have a reference answer but no gold metric. Token-overlap F1 with the reference "
+                  "(SQuAD normalisation) is a proxy for closeness to it, not correctness. diff = first - second, "
+                  "paired bootstrap 95% CI; sign p = exact sign test on the rows where one scores higher.", "",
+                  *paired_reference_lines(gold["_reference_overlap"]), ""]
+    lines += ["## Each system", "",
+              "Values are percentages with a 95% percentile bootstrap interval over rows; n = rows scored. "
+              "Definitions: `citing_trl/evaluation/gold.py` (SQuAD v2 / EfficientQA / TriviaQA official EM-F1; "
+              "`answer_in_response` is the lenient containment column; `accuracy` is read from free text by the "
+              "extraction rule in `extract_choice` / `extract_yes_no`; `answered` is the share of responses with "
+              "an extractable answer; SQuAD v2 / QuAC also as the official script splits them, `HasAns_*` on "
+              "answerable rows and `NoAns_*` on unanswerable ones, n = their count). `all (pooled)`: every scored "
+              "row, `correct` = right under its source's primary metric (`is_correct`: accuracy, or "
+              "`answer_in_response` for open QA). `chance` (on the primary metric's row): what a system that knows "
+              "nothing scores on these rows; `at chance` = the 95% CI reaches down to it.", ""]
+    lines += ["| system | source | n | metric | value | 95% CI | chance | at chance |",
+              "|---|---|---:|---|---:|---|---:|---|"]
     unscored = []
     for system, sources in gold.items():
+        if system.startswith("_"):
+            continue
         for source, m in sources.items():
             if source == "_unscored":
                 unscored.append(f"{system}: " + ", ".join(f"{s} {c}" for s, c in m.items()))
                 continue
-            for metric in (["correct"] if source == "_all" else METRICS[source]):
+            primary = "correct" if source == "_all" else ("accuracy" if "accuracy" in m else "answer_in_response")
+            metrics = ["correct"] if source == "_all" else [*METRICS[source], *(k for k in SPLIT_METRICS if k in m)]
+            for metric in metrics:
                 lo, hi = m["ci"][metric]
-                lines.append(f"| {system} | {'all (pooled)' if source == '_all' else source} | {m['n']} | {metric} | "
-                             f"{100 * m[metric]:.1f} | {100 * lo:.1f}-{100 * hi:.1f} |")
+                n = m[f"{metric.split('_')[0]}_total"] if metric in SPLIT_METRICS else m["n"]
+                chance, flag = "", ""
+                if metric == primary and "chance" in m:
+                    chance = _pct1(m["chance"]["level"])
+                    flag = "yes" if m.get("at_chance") else "no"
+                lines.append(f"| {system} | {_src(source)} | {n} | {metric} | "
+                             f"{100 * m[metric]:.1f} | {100 * lo:.1f}-{100 * hi:.1f} | {chance} | {flag} |")
+    if at_chance := chance_lines(gold):
+        lines += ["", "## At chance", "", "A pooled number includes these sources; read it with them in mind.", "",
+                  *(f"- {line}" for line in at_chance)]
     if unscored:
         lines += ["", "Rows without a gold metric (source has none, or no gold answers): " + "; ".join(unscored)]
     return "\n".join(lines) + "\n"
@@ -206,7 +409,8 @@ def gold_markdown(gold: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 
 TABLE_COLUMNS = ["comparison", "family", "aspect", "n", "unparsed", "win_pct", "tie_pct", "lose_pct",
-                 "win_ci_low_pct", "win_ci_high_pct", "pref_pct", "lc_win_pct", "lc_separated", "lc_low_pct", "lc_high_pct", "mean_len_ref", "mean_len_other"]
+                 "win_ci_low_pct", "win_ci_high_pct", "pref_pct", "lc_win_pct", "lc_separated", "lc_low_pct", "lc_high_pct", "mean_len_ref", "mean_len_other",
+                 "net_pct", "net_ci_low_pct", "net_ci_high_pct", "sign_p", "mde_pct"]
 
 
 def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str], n_boot: int = 2000,
@@ -218,7 +422,10 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
     out), win/tie/lose % of the reference, a paired bootstrap 95% CI of the win % (pairs resampled),
     ``pref_pct`` = win % + tie % / 2, ``lc_win_pct`` = its length-controlled version
     (:func:`~citing_trl.evaluation.stats.length_controlled`), and the mean answer lengths in words over all
-    pairs of the group. When every win and loss agrees with which answer is longer, the LC rate is not
+    pairs of the group. Paired statistics of the verdicts (:func:`~citing_trl.evaluation.paired.paired_verdicts`):
+    ``net_pct`` = win % - lose %, its paired bootstrap 95% CI (``net_ci_low_pct``/``net_ci_high_pct``, pairs
+    resampled), ``sign_p`` = exact two-sided sign test of wins against losses (ties left out) and ``mde_pct``,
+    the smallest net difference the pairs detect. When every win and loss agrees with which answer is longer, the LC rate is not
     determined by the data: ``lc_separated`` is True and ``lc_low_pct``/``lc_high_pct`` = 0/100 (otherwise
     False and None); ``lc_win_pct`` keeps the regularised fit, but the tables print the interval instead."""
     families = sorted({j["family"] for j in judged})
@@ -236,6 +443,7 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
             lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
             prefs = [{"a": 1.0, "tie": 0.5, "b": 0.0}[j["verdicts"][aspect]] for j in ok]
             lc = length_controlled(prefs, [j["len_ref"] - j["len_other"] for j in ok])
+            net = paired_verdicts([j["verdicts"][aspect] for j in ok], n_boot=n_boot, seed=seed)
             rows.append({
                 "comparison": comparison, "family": family, "aspect": aspect, "n": n,
                 "unparsed": len(group) - n, "win_pct": pct("a"), "tie_pct": pct("tie"), "lose_pct": pct("b"),
@@ -245,6 +453,8 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
                 "lc_high_pct": None if lc.high is None else 100 * lc.high,
                 "mean_len_ref": sum(j["len_ref"] for j in group) / len(group),
                 "mean_len_other": sum(j["len_other"] for j in group) / len(group),
+                "net_pct": 100 * net["net"], "net_ci_low_pct": 100 * net["ci"][0], "net_ci_high_pct": 100 * net["ci"][1],
+                "sign_p": net["sign_p"], "mde_pct": 100 * net["mde"],
             })
     return rows
 
@@ -263,15 +473,22 @@ def lc_cell(row: dict) -> str:
     return _fmt(row["lc_win_pct"])
 
 
+def net_cell(row: dict) -> str:
+    """win % - lose % and its paired 95% CI, as the tables print it."""
+    if row.get("net_pct") is None or row["net_pct"] != row["net_pct"]:
+        return "-"
+    return f"{row['net_pct']:+.1f} ({row['net_ci_low_pct']:+.1f} to {row['net_ci_high_pct']:+.1f})"
+
+
 def table_markdown(title: str, rows: list[dict], notes: Sequence[str] = ()) -> str:
-    head = ["comparison", "family", "aspect", "n", "win %", "tie %", "lose %", "win 95% CI", "LC win %",
-            "unparsed", "len ref", "len other"]
+    head = ["comparison", "family", "aspect", "n", "win %", "tie %", "lose %", "win 95% CI", "win-lose pts (95% CI)",
+            "sign p", "LC win %", "unparsed", "len ref", "len other"]
     lines = [f"# {title}", "", *notes, "" if notes else "", "| " + " | ".join(head) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     for r in rows:
         ci = f"{_fmt(r['win_ci_low_pct'])}-{_fmt(r['win_ci_high_pct'])}"
         cells = [r["comparison"], r["family"], r["aspect"], r["n"], r["win_pct"], r["tie_pct"], r["lose_pct"], ci,
-                 lc_cell(r), r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
+                 net_cell(r), _p(r.get("sign_p")), lc_cell(r), r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -300,13 +517,16 @@ def steps_markdown(extra: dict) -> str:
         for source, c in per.items():
             lines.append(f"| {comparison} | {source} | {c['wrong_to_right']} | {c['right_to_wrong']} | "
                          f"{c['right_to_right']} | {c['wrong_to_wrong']} | {c['no_gold']} |")
+    if extra.get("paired"):
+        lines += ["", "## Paired gold differences between consecutive steps", "", PAIRED_NOTE, "",
+                  *paired_gold_lines(extra["paired"])]
     return "\n".join(lines) + "\n"
 
 
 def write_table(out_dir: Path, stem: str, title: str, rows: list[dict], extra: dict | None = None,
                 notes: Sequence[str] = ()) -> None:
     text = table_markdown(title, rows, notes) if rows else f"# {title}\n"
-    if extra and ("fix_break" in extra or "gold" in extra):
+    if extra and ("fix_break" in extra or "gold" in extra or "paired" in extra):
         text += steps_markdown(extra)
     (out_dir / f"{stem}.md").write_text(text)
     (out_dir / f"{stem}.csv").write_text(table_csv(rows))

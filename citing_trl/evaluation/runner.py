@@ -12,8 +12,9 @@ from pathlib import Path
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config  # noqa: F401 (re-exported)
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
-    AnswersError, DataIssues, align, expand_steps, family_of, gold_markdown, gold_report, index_rows, lc_cell, load_answers, n_words,
-    pairwise_rows, plot_fig2, step_fix_break, strict_json, write_table,
+    AnswersError, DataIssues, align, chance_lines, chance_note, expand_steps, family_of, gold_markdown, gold_report,
+    index_rows, lc_cell, load_answers, n_words, net_cell, paired_gold_report, paired_reference_report, pairwise_rows,
+    plot_fig2, step_fix_break, strict_json, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
 
@@ -63,11 +64,19 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
                                f"compared ({label}); check that both answer the same test rows")
 
     gold = gold_report(systems, n_boot=args.bootstrap_samples, seed=args.seed)
+    # paired against the reference: every other answers file, and each earlier self-revision step of the
+    # reference against them (its last step is the reference's own answer)
+    gold_pairs = [(label, a, b) for label, a, b in table1]
+    gold_pairs += [(f"{step} vs {b}", step, b) for step in steps.get(reference, [])[:-1] for _, _, b in table1]
+    boot = dict(n_boot=args.bootstrap_samples, seed=args.seed)
+    gold["_paired"] = paired_gold_report(systems, gold_pairs, **boot)
+    gold["_reference_overlap"] = paired_reference_report(systems, gold_pairs, **boot)
     (out / "gold.json").write_text(strict_json(gold, indent=2) + "\n")
     (out / "gold.md").write_text(gold_markdown(gold))
     order2 = [args.round_names()] + list(steps.values())
     table2_extra = {"gold": {n: gold[n] for seq in order2 for n in seq},
-                    "fix_break": {k: v for seq in order2 if seq for k, v in step_fix_break(systems, seq).items()}}
+                    "fix_break": {k: v for seq in order2 if seq for k, v in step_fix_break(systems, seq).items()},
+                    "paired": paired_gold_report(systems, table2, **boot)}
     (out / "issues.json").write_text(strict_json(issues.to_dict(), indent=2) + "\n")
     summary = {"output_dir": str(out), "reference": reference, "gold": gold, "issues": issues.lines(),
                "table1": [], "table2": [], "table2_extra": table2_extra}
@@ -96,6 +105,7 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
                 fh.write(strict_json({"comparison": label, "id": j["id"], "family": j["family"],
                                      "verdicts": j["verdicts"], "orders": j["orders"]}) + "\n")
     per_comparison = {label: JudgeStats.of(judged).summary() for label, judged in by_label.items()}
+    summary["judge_pairs"] = {label: len(judged) for label, judged in by_label.items()}
     stats = pairwise.stats.summary()
     usage = {"judge": {"backend": judge.backend, "model": judge.model, "mode": args.judge_mode,
                        "batch": judge.mode == "batch",
@@ -138,43 +148,150 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
     return summary
 
 
+def headline(summary: dict) -> list[str]:
+    """The most informative offline comparison in a few sentences: the pooled paired gold difference of each
+    comparison against the reference; without gold, the paired token overlap with the reference answers (a
+    proxy); without either, what is missing. Printed first and again as the last word of the printout."""
+    gold = summary["gold"]
+    lines = []
+    paired = gold.get("_paired") or (summary.get("table2_extra") or {}).get("paired") or {}
+    # the reference's own final answers against the others (its earlier steps stay in the tables)
+    paired = {k: v for k, v in paired.items() if v["after"] == summary["reference"]} or paired
+    for label, entry in paired.items():
+        m = entry["_all"]
+        a, b = entry["after"], entry["before"]
+        lo, hi = m["ci"]
+        line = (f"{label} (gold, pooled over {m['n']} rows both answered): {a} {_pct(m['after'])} vs {b} "
+                f"{_pct(m['before'])}, difference {_pts(m['diff'])} [95% CI {_pts(lo)}, {_pts(hi)}], {m['fixed']} "
+                f"fixed / {m['broken']} broken, McNemar p = {m['mcnemar_p']:.3g}; {m['n']} rows detect about "
+                f"±{100 * m['mde']:.1f} pts")
+        if note := chance_note(m, a, b):
+            line += f"; pooled accuracy: {note}"
+        lines.append(line + ".")
+    unscored = {s: c for name, sources in gold.items() if not name.startswith("_")
+                for s, c in (sources.get("_unscored") or {}).items()}
+    if lines:
+        return lines
+    rows = ", ".join(f"source {s}" for s in sorted(unscored)) or "these rows"
+    for label, entry in (gold.get("_reference_overlap") or {}).items():
+        m = entry["_all"]
+        lo, hi = m["ci"]
+        lines.append(f"{label}: no gold answers on the {m['n']} rows both answered ({rows}), so no accuracy can be "
+                     f"compared offline. Token overlap with the reference answer (F1, a proxy for closeness, not "
+                     f"correctness): {entry['after']} {_pct(m['after'])} vs {entry['before']} {_pct(m['before'])}, "
+                     f"difference {_pts(m['diff'])} [95% CI {_pts(lo)}, {_pts(hi)}], higher on {m['higher']} rows, "
+                     f"lower on {m['lower']}, equal on {m['equal']} (sign test p = {m['sign_p']:.3g}).")
+    if not lines and sum(not name.startswith("_") for name in gold) > 1:
+        lines.append(f"No gold and no reference answers on the compared rows ({rows}): nothing offline compares "
+                     "these systems; only the judge table does.")
+    return lines
+
+
+def _pts(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:+.1f} pts"
+
+
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _judge_consistency(summary: dict, rows: list[dict]) -> float | None:
+    """The judge's mean order consistency over the comparisons in ``rows`` (None if unknown)."""
+    per = (summary.get("judge_usage") or {}).get("per_comparison") or {}
+    rates = [per.get(label, {}).get("consistency_rate") for label in dict.fromkeys(r["comparison"] for r in rows)]
+    rates = [r for r in rates if r is not None]
+    return sum(rates) / len(rates) if rates else None
+
+
+def _judge_title(title: str, summary: dict, rows: list[dict]) -> str:
+    """A judge table's title that says what the judge is: model, order consistency, pairs."""
+    judge = (summary.get("judge_usage") or {}).get("judge") or {}
+    labels = list(dict.fromkeys(r["comparison"] for r in rows))
+    pairs = sum((summary.get("judge_pairs") or {}).get(label, 0) for label in labels)
+    return (f"{title} - judge {judge.get('model', '?')} ({judge.get('backend', '?')}), order-consistent on "
+            f"{_pct(_judge_consistency(summary, rows))} of judgements, {pairs} pairs: win / tie / lose % of the "
+            "first-named system")
 
 
 def print_summary(summary: dict, console=None) -> None:
-    """Rich tables of the gold metrics, Table 1 / Table 2 and the data issues."""
+    """The printout, most informative first: the offline paired comparison (gold, else token overlap with the
+    reference answers), each system's gold metrics with chance levels, Table 2's paired steps, then the judge's
+    tables labelled with the judge, its order consistency and the number of pairs, the data issues, and the
+    headline again as the last word."""
     from rich.console import Console
     from rich.table import Table
 
     import sys
 
     console = console or (Console() if sys.stdout.isatty() else Console(width=150))
-    gold = Table(title="Gold-answer metrics (%)")
-    for col in ("system", "source", "n", "metrics"):
-        gold.add_column(col)
-    for system, sources in summary["gold"].items():
+    gold = summary["gold"]
+    lead = headline(summary)
+    if lead:
+        console.rule("Offline comparison (reference vs others)")
+        for line in lead:
+            console.print(line)
+
+    def paired_table(title: str, paired: dict) -> None:
+        table = Table(title=title)
+        for col in ("comparison", "source", "n", "chance%", "1st%", "2nd%", "diff pts", "95% CI", "fixed", "broken",
+                    "McNemar p", "detect ±", "note"):
+            table.add_column(col, justify="left" if col in ("comparison", "source", "note") else "right")
+        for label, entry in paired.items():
+            for key, m in entry.items():
+                if key in ("after", "before"):
+                    continue
+                lo, hi = m["ci"]
+                table.add_row(label, "all (pooled)" if key == "_all" else key, str(m["n"]),
+                              _pct(m.get("chance", {}).get("level")).rstrip("%"), _pct(m["after"]).rstrip("%"),
+                              _pct(m["before"]).rstrip("%"), _pts(m["diff"]).replace(" pts", ""),
+                              f"{_pts(lo)} to {_pts(hi)}".replace(" pts", ""), str(m["fixed"]), str(m["broken"]),
+                              f"{m['mcnemar_p']:.3g}", f"{100 * m['mde']:.1f}", chance_note(m, entry["after"], entry["before"]))
+        console.print(table)
+
+    if gold.get("_paired"):
+        paired_table("Paired gold differences vs the reference (rows both answered)", gold["_paired"])
+    own = Table(title="Gold-answer metrics of each system (%)")
+    for col in ("system", "source", "n", "metrics", "chance", "at chance"):
+        own.add_column(col)
+    for system, sources in gold.items():
+        if system.startswith("_"):
+            continue
         for source, m in sources.items():
             if source != "_unscored":
-                source = "all (pooled)" if source == "_all" else source
-                values = ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items() if k not in ("n", "ci"))
-                gold.add_row(system, source, str(m["n"]), values)
-    if gold.row_count:
-        console.print(gold)
+                values = ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items()
+                                   if isinstance(v, float) and k not in ("n", "ci"))
+                totals = ", ".join(f"{k} {v}" for k, v in m.items() if k.endswith("_total"))
+                chance = m.get("chance")
+                own.add_row(system, "all (pooled)" if source == "_all" else source, str(m["n"]),
+                            values + (f" ({totals})" if totals else ""),
+                            "" if chance is None else f"{100 * chance['level']:.1f}",
+                            "" if chance is None else ("yes" if m.get("at_chance") else "no"))
+    if own.row_count:
+        console.print(own)
+    for line in chance_lines(gold):
+        console.print(f"[yellow]{line}[/yellow]")
+    if summary.get("table2_extra", {}).get("paired"):
+        paired_table("Table 2 (gold): paired differences between consecutive steps / rounds",
+                     summary["table2_extra"]["paired"])
     for key, title in (("table1", "Table 1"), ("table2", "Table 2")):
         rows = summary.get(key) or []
         if not rows:
             continue
-        table = Table(title=f"{title}: win / tie / lose % of the first-named system")
-        for col in ("comparison", "family", "aspect", "n", "win%", "tie%", "lose%", "win 95% CI", "LC win%", "unparsed",
-                    "words 1st/2nd"):
+        table = Table(title=_judge_title(title, summary, rows))
+        for col in ("comparison", "family", "aspect", "n", "win%", "tie%", "lose%", "win 95% CI", "win-lose (95% CI)",
+                    "sign p", "LC win%", "unparsed", "words 1st/2nd"):
             table.add_column(col, justify="right" if col not in ("comparison", "family", "aspect") else "left")
         for r in rows:
             f = lambda v: "-" if v != v else f"{v:.1f}"  # noqa: E731
             table.add_row(r["comparison"], r["family"], r["aspect"], str(r["n"]), f(r["win_pct"]), f(r["tie_pct"]),
-                          f(r["lose_pct"]), f"{f(r['win_ci_low_pct'])}-{f(r['win_ci_high_pct'])}", lc_cell(r),
-                          str(r["unparsed"]), f"{r['mean_len_ref']:.0f}/{r['mean_len_other']:.0f}")
+                          f(r["lose_pct"]), f"{f(r['win_ci_low_pct'])}-{f(r['win_ci_high_pct'])}", net_cell(r),
+                          f"{r['sign_p']:.3g}", lc_cell(r), str(r["unparsed"]),
+                          f"{r['mean_len_ref']:.0f}/{r['mean_len_other']:.0f}")
         console.print(table)
+        consistency = _judge_consistency(summary, rows)
+        if consistency is not None and consistency < 0.5:
+            console.print(f"[yellow]{title}: a judge whose verdict survives swapping the answers on only "
+                          f"{_pct(consistency)} of judgements is no evidence either way (see docs/evaluation.md)[/yellow]")
     usage = summary.get("judge_usage")
     if usage:
         console.print(f"judge: {usage['requests']} requests ({usage['cache_hits']} cached, {usage['requests_sent']} "
@@ -183,3 +300,7 @@ def print_summary(summary: dict, console=None) -> None:
     for line in summary["issues"]:
         console.print(f"[yellow]data issue[/yellow] {line}")
     console.print(f"reports in {summary['output_dir']}")
+    if lead:
+        console.rule("In short")
+        for line in lead:
+            console.print(line)
