@@ -10,6 +10,8 @@ Stages, each a subprocess that writes under <output_dir>/<stage> and is skipped 
 interrupted stage resumes through its own script's resume logic):
 
     citing        recipes/citing.py: SFT (Algorithm 1 lines 2-4) -> the shared start citing/sft, then N rounds
+    sft_more      baselines/sft_more.py: the compute-matched control, citing/sft trained on the gold answers of the
+                  rows citing's rounds trained on, for as many optimizer steps (steps and tokens in its stats.json)
     reward_model  baselines/reward_model.py (pairs: ``rm_preferences``; held-out pair accuracy in eval_metrics.json)
     ppo rrhf raft dpo   baselines/*.py, every one from citing/sft (DPO on citing's revision ≻ answer pairs)
     answers_<m>   recipes/infer.py --num_revisions 0 on the test split, for sft, citing and each baseline
@@ -39,7 +41,7 @@ from citing_trl.data.spec import with_part_cap
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("citing", "ppo", "rrhf", "raft", "dpo")
+METHODS = ("citing", "sft_more", "ppo", "rrhf", "raft", "dpo")
 
 
 @dataclass
@@ -84,6 +86,8 @@ class CompareArguments:
     rrhf_config: str = field(default="baselines/configs/rrhf_demo.yaml", metadata={"help": "RRHF YAML."})
     raft_config: str = field(default="baselines/configs/raft_demo.yaml", metadata={"help": "RAFT YAML."})
     dpo_config: str = field(default="baselines/configs/dpo_demo.yaml", metadata={"help": "DPO YAML."})
+    sft_more_config: str = field(default="baselines/configs/sft_more_demo.yaml",
+                                 metadata={"help": "sft_more YAML (the compute-matched control)."})
     infer_config: str = field(default="recipes/configs/infer/demo.yaml", metadata={"help": "Answering YAML."})
     extra_args: list[str] = field(
         default_factory=list,
@@ -130,6 +134,10 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
                          "--preferences", rm_prefs, "--output_dir", rm, *extra.get("reward_model", [])],
         "citing": [*launch, "recipes/citing.py", "--config", a.citing_config, *model, *train_data,
                    "--num_instructions", str(a.train_samples), "--output_dir", str(out / "citing"), *extra.get("citing", [])],
+        # the compute-matched control: SFT on the gold answers of citing's trained rows, for citing's optimizer steps
+        "sft_more": [*launch, "baselines/sft_more.py", "--config", a.sft_more_config, *model, *train_data,
+                     "--sft_adapter", sft, "--citing_run", str(out / "citing"), "--output_dir", str(out / "sft_more"),
+                     *extra.get("sft_more", [])],
         "ppo": [*launch, "baselines/ppo_rlhf.py", "--config", a.ppo_config, *model, *train_data, "--sft_adapter", sft,
                 *rm_flag["ppo"], "--output_dir", str(out / "ppo"), *extra.get("ppo", [])],
         "rrhf": [*launch, "baselines/rrhf.py", "--config", a.rrhf_config, *model, *train_data, "--sft_adapter", sft,
@@ -148,7 +156,7 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     test_spec = with_part_cap(a.dataset, a.test_per_source) if a.test_per_source else a.dataset
     test = ["--dataset", test_spec, "--dataset_split", "test", "--max_samples", str(a.test_samples)]
     systems = {"sft": (a.model_name_or_path, sft), "citing": (a.model_name_or_path, str(out / "citing" / "final"))}
-    for m in ("rrhf", "raft", "dpo"):
+    for m in ("sft_more", "rrhf", "raft", "dpo"):
         if m in a.methods:
             systems[m] = (a.model_name_or_path, str(out / m))
     if "ppo" in a.methods:  # the PPO adapter sits on the SFT-merged backbone (see citing_trl.baselines.ppo)

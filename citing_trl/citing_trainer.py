@@ -25,6 +25,7 @@ from citing_trl.errors import ConfigError, DataError
 from citing_trl.verification import gate_label
 from citing_trl.prompts import revision_messages
 from citing_trl.sft import to_prompt_completion
+from citing_trl.train_stats import TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ def verification_card_lines(v: dict | None) -> list[str]:
     return lines
 
 
-class CitingTrainer(SFTTrainer):
-    """SFTTrainer over a generated revision data set (CITING Eq. 4).
+class CitingTrainer(TokenCounter, SFTTrainer):
+    """SFTTrainer over a generated revision data set (CITING Eq. 4). It counts the tokens it trains on
+    (:class:`~citing_trl.train_stats.TokenCounter`), for the round's ``train_stats.json``.
 
     Args:
         revision_dataset: records with columns instruction, input, criteria, response (r(k)) and revision

@@ -5,7 +5,8 @@
       rubric.json          line 5      categories + criteria (teacher-designed, built-in, or given)
       instructions.jsonl   line 6      the curriculum instructions with their matched category/criteria
       round_<k>/           lines 7-11  rollouts.jsonl (r(k)), revisions.jsonl (accepted r(k+1)),
-                                       rejected.jsonl, adapter/ (pi(k+1)), summary.json
+                                       rejected.jsonl, adapter/ (pi(k+1)), train_stats.json (optimizer
+                                       steps, rows, tokens: citing_trl/train_stats.py), summary.json
                                        (a round's result: citing_trl/round_result.py)
       final/               the last round's adapter + model card
       teacher_cache.jsonl  every teacher answer ever received (nothing is paid for twice)
@@ -35,6 +36,7 @@ from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.citing_trainer import CitingTrainer
 from citing_trl.distributed import check_shared_output_dir
+from citing_trl.train_stats import train_stats, write_train_stats
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +363,11 @@ class CitingPipeline:
             revision_settings=self.revision_settings(),
         )
         trainer.train()
+        stats = train_stats(trainer, revision_rows=len(result.accepted),
+                            replayed_rows=trainer.citing_info["replayed_rows"])  # every rank: tokens are summed
         trainer.save_model(args.output_dir)
+        if self.state.is_main_process:  # steps, rows, tokens: what the compute-matched control sft_more matches
+            write_train_stats(rdir, stats)
         trainer.create_model_card(model_name=f"{self.out.name}-round{k}")
         record_base_model(args.output_dir, self.model_args.model_name_or_path)
         return trainer

@@ -14,6 +14,7 @@ the round was (partly) done by an earlier run or by another process.
       teacher_usage.json     the round's teacher usage and its cost per kept row
       revisions.jsonl        the training rows: written last, it marks the revision stage done
       adapter/               pi(k+1)
+      train_stats.json       optimizer steps, rows and tokens of the round's training (citing_trl/train_stats.py)
       summary.json           everything above in one file, written after training: it marks the round done
 """
 

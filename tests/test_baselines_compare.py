@@ -28,24 +28,40 @@ def test_every_method_starts_from_the_citing_sft_adapter(tmp_path):
     a = cmp.CompareArguments(output_dir=str(tmp_path), extra_args=["rrhf=--num_samples 3", "answers=--max_new_tokens 9"])
     cmds = cmp.stage_commands(a)
     sft = str(tmp_path / "citing" / "sft")
-    for m in ("ppo", "rrhf", "raft", "dpo"):
+    for m in ("sft_more", "ppo", "rrhf", "raft", "dpo"):
         assert flag(cmds[m], "--sft_adapter") == sft
     assert flag(cmds["citing"], "--output_dir") == str(tmp_path / "citing")
     assert cmds["rrhf"][-2:] == ["--num_samples", "3"]  # extra flags come last, so they win over the YAML
     answers = [k for k in cmds if k.startswith("answers_")]
-    assert sorted(answers) == sorted(f"answers_{s}" for s in ("sft", "citing", "ppo", "rrhf", "raft", "dpo"))
+    assert sorted(answers) == sorted(f"answers_{s}" for s in ("sft", "citing", "sft_more", "ppo", "rrhf", "raft", "dpo"))
     for k in answers:
         assert flag(cmds[k], "--dataset_split") == "test" and flag(cmds[k], "--num_revisions") == "0"
         assert cmds[k][-2:] == ["--max_new_tokens", "9"]
-    for m in ("citing", "rrhf", "raft", "ppo"):
+    for m in ("citing", "sft_more", "rrhf", "raft", "ppo"):
         assert flag(cmds[m], "--dataset_split") == "train"
     assert flag(cmds["answers_sft"], "--adapter") == sft
     assert flag(cmds["answers_ppo"], "--model_name_or_path") == str(tmp_path / "ppo" / "sft_merged")
     ev = cmds["evaluate"]
-    assert flag(ev, "--reference") == "citing" and sum(x.endswith("answers.jsonl") for x in ev) == 6
+    assert flag(ev, "--reference") == "citing" and sum(x.endswith("answers.jsonl") for x in ev) == 7
     assert list(cmds).index("ppo_merge") < list(cmds).index("answers_ppo") < list(cmds).index("evaluate")
     only = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), methods=["citing", "dpo"]))
-    assert "reward_model" not in only and "ppo" not in only and "answers_dpo" in only
+    assert "reward_model" not in only and "ppo" not in only and "answers_dpo" in only and "sft_more" not in only
+
+
+def test_sft_more_is_a_stage_after_citing_with_its_answers(tmp_path):
+    """The compute-matched control trains from citing's SFT adapter on citing's run, after citing, in either order
+    of citing and the reward model, and its adapter is answered and evaluated like every other system's."""
+    cmp = compare_module()
+    assert "sft_more" in cmp.METHODS
+    for prefs in ("citing", "choices:x.jsonl"):
+        cmds = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), rm_preferences=prefs,
+                                                       extra_args=["sft_more=--seed 3"]))
+        order = list(cmds)
+        assert order.index("citing") < order.index("sft_more") < order.index("answers_sft_more") < order.index("evaluate")
+        assert "baselines/sft_more.py" in cmds["sft_more"] and cmds["sft_more"][-2:] == ["--seed", "3"]
+        assert flag(cmds["sft_more"], "--citing_run") == str(tmp_path / "citing")
+        assert flag(cmds["sft_more"], "--output_dir") == flag(cmds["answers_sft_more"], "--adapter") == str(tmp_path / "sft_more")
+        assert f"sft_more={tmp_path / 'answers' / 'sft_more' / 'answers.jsonl'}" in cmds["evaluate"]
 
 
 def test_finished_stage_is_skipped_and_failure_stops(tmp_path, capsys):

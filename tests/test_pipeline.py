@@ -54,6 +54,10 @@ def test_artifacts(finished_run):
         assert set(accepted[0]) >= {"instruction", "input", "category", "criteria", "response", "revision", "round"}
         assert all(a["round"] == k for a in accepted)
         assert (rdir / "adapter" / "adapter_config.json").exists()
+        trained = json.loads((rdir / "train_stats.json").read_text())  # what sft_more matches: steps, rows, tokens
+        assert trained["revision_rows"] == trained["rows"] == len(accepted) and trained["replayed_rows"] == 0
+        assert trained["optimizer_steps"] == -(-len(accepted) // 4) and trained["rows_per_step"] == 4  # batch 4, 1 epoch
+        assert 0 < trained["tokens"]["completion"] < trained["tokens"]["all"]
         usage = summary["teacher_usage"]  # this round's own teacher usage
         assert usage["requests"] == N_INSTRUCTIONS and usage["requests_sent"] + usage["cache_hits"] <= N_INSTRUCTIONS
         if k == 0:
