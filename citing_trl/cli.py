@@ -4,10 +4,16 @@ A *user error* is something the person running the recipe can fix: a flag value 
 a malformed data row, a model that cannot be found, a teacher that does not answer. Those print
 ``error: <one line naming the flag, file, row or request>`` on stderr and exit with status 2. Every other
 exception is a bug in the code and propagates with its traceback.
+
+Under a launcher (``accelerate launch``, ``torchrun``) every rank exits 2 on a user error but only rank 0 prints
+the line, so the user reads it once; the ranks agree on the failure (each computes the same check, or the main
+process decides and shares it: :func:`citing_trl.distributed.on_main`). The launcher itself then reports the
+failed processes and exits 1.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,12 +47,25 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return UserError, FileNotFoundError
 
 
+def process_rank() -> int:
+    """This process's global rank under a launcher (``RANK``, set by accelerate launch and torchrun), else 0."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def run_main(main: Callable[[], object], prog: str | None = None) -> None:
-    """Run a recipe's ``main``; a user error prints one line and exits 2 (see the module docstring). ``prog``
-    starts the line (``evaluate.py: error: ...``, as argparse writes its own errors)."""
+    """Run a recipe's ``main``; a user error prints one line (on rank 0 only) and exits 2 on every rank (see
+    the module docstring). ``prog`` starts the line (``evaluate.py: error: ...``, as argparse writes its own
+    errors)."""
     try:
         main()
     except user_errors() as err:
-        message = " ".join(str(err).split())  # one line, whatever the exception's own formatting
-        print(f"{prog + ': ' if prog else ''}error: {message}", file=sys.stderr)
+        if process_rank() == 0:
+            message = " ".join(str(err).split())  # one line, whatever the exception's own formatting
+            print(f"{prog + ': ' if prog else ''}error: {message}", file=sys.stderr)
+        dist = sys.modules.get("torch.distributed")  # leave the process group cleanly (else gloo may abort at exit)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         sys.exit(2)
