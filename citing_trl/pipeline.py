@@ -337,7 +337,7 @@ class CitingPipeline:
         a, t = self.args, self.teacher_config
         reason = max(counts, key=counts.get) if counts else ""
         if reason == "truncated":
-            return (f"every revision hit the token cap: raise --teacher_max_tokens (now {t.max_tokens}) or set "
+            return (f"revisions hit the token cap: raise --teacher_max_tokens (now {t.max_tokens}) or set "
                     "--keep_complete_truncated true or --reject_truncated false")
         if reason == "identical":
             return "the teacher returned the drafts unchanged: set --keep_identical true or use another --teacher_model"
