@@ -24,6 +24,7 @@ from trl import TrlParser
 
 from citing_trl.cli import run_main
 from citing_trl.distributed import on_main
+from citing_trl.errors import ConfigError
 from citing_trl.models import load_model
 from citing_trl.self_revision import (
     ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
@@ -44,6 +45,9 @@ def main():
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or a rank under a launcher
     on_main(lambda: check_output_dir(args.output_dir, settings), state)  # every rank stops if rank 0 refuses
     rows = load_rows(data_args)
+    if len(rows) == 0:  # every rank loads the same rows, so every rank stops here alike
+        raise ConfigError(f"--dataset {data_args.dataset!r} --dataset_split {data_args.dataset_split} has no rows to "
+                          "answer; choose another --dataset or --dataset_split", flag="dataset")
     rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
     model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=str(state.device))
     results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state)
