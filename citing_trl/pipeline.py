@@ -35,7 +35,8 @@ from citing_trl.verification import make_gate, per_kept_row, print_round_report
 from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.citing_trainer import CitingTrainer
-from citing_trl.distributed import check_shared_output_dir
+from citing_trl.distributed import check_shared_output_dir, on_main
+from citing_trl.errors import ConfigError
 from citing_trl.train_stats import train_stats, write_train_stats
 
 logger = logging.getLogger(__name__)
@@ -116,10 +117,9 @@ class CitingPipeline:
         return self._teacher
 
     def _main_first(self, fn, done_marker: Path):
-        """Run ``fn`` on the main process only; every rank waits for it and then sees its output."""
-        if self.state.is_main_process and not done_marker.exists():
-            fn()
-        self.state.wait_for_everyone()
+        """Run ``fn`` on the main process only; every rank waits for it and then sees its output. A user error
+        in ``fn`` stops every rank (rank 0 reports it; see :func:`citing_trl.distributed.on_main`)."""
+        on_main(fn, self.state, skip=done_marker.exists())
 
     # -- before anything expensive: does the teacher answer? ------------------------------------------
     def teacher_needed(self) -> bool:
@@ -131,11 +131,11 @@ class CitingPipeline:
     def preflight(self) -> None:
         """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
         not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
-        ``local``: the model reference resolves and its config loads (the weights are loaded when needed)."""
-        if not (self.state.is_main_process and self.teacher_needed()):
-            self.state.wait_for_everyone()
-            return
+        ``local``: the model reference resolves and its config loads (the weights are loaded when needed).
+        The main process checks; a failure stops every rank."""
+        on_main(self._check_teacher, self.state, skip=not self.teacher_needed())
 
+    def _check_teacher(self) -> None:
         config = self.teacher_config
         if config.backend == "local":
             try:
@@ -160,7 +160,6 @@ class CitingPipeline:
                         "start the server or fix the flags", reason=err.reason,
                     ) from err
         logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
-        self.state.wait_for_everyone()
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
     def sft(self) -> Path:
@@ -210,7 +209,13 @@ class CitingPipeline:
 
     # -- line 6: matching ----------------------------------------------------------------------------
     def train_rows(self) -> list[dict]:
+        """The curriculum's instructions; an empty curriculum is refused (every rank computes the same)."""
         rows = load_rows(self.data_args)
+        if len(rows) == 0:
+            d = self.data_args
+            raise ConfigError(
+                f"the curriculum is empty: --dataset {d.dataset!r} --dataset_split {d.dataset_split} has no rows; "
+                "choose another --dataset or --dataset_split", flag="dataset")
         if self.args.num_instructions and len(rows) > self.args.num_instructions:
             rows = rows.shuffle(seed=self.data_args.dataset_seed).select(range(self.args.num_instructions))
         return rows
@@ -321,12 +326,27 @@ class CitingPipeline:
             self.teacher.ledger.print(title=f"Teacher usage after round {k}")
             if not result.accepted:  # nothing is marked done: a rerun with other settings asks again (cache permitting)
                 raise NoRevisionsError(
-                    f"round {k}: the teacher produced no usable revision {result.counts}; see {rdir / 'rejected.jsonl'}"
+                    f"round {k}: the teacher produced no usable revision {result.counts}; "
+                    f"{self._no_revision_hint(result.counts)}; see {rdir / 'rejected.jsonl'}"
                 )
             timings["revisions_s"] = time.time() - t1
 
         self._main_first(revise, rdir / "revisions.jsonl")
         return result if result is not None else RoundResult.load(rdir, k)
+
+    def _no_revision_hint(self, counts: dict) -> str:
+        """The setting to change when a round kept no revision, from the commonest rejection reason."""
+        a, t = self.args, self.teacher_config
+        reason = max(counts, key=counts.get) if counts else ""
+        if reason == "truncated":
+            return (f"revisions hit the token cap: raise --teacher_max_tokens (now {t.max_tokens}) or set "
+                    "--keep_complete_truncated true or --reject_truncated false")
+        if reason == "identical":
+            return "the teacher returned the drafts unchanged: set --keep_identical true or use another --teacher_model"
+        if reason in ("empty", "echoes_prompt"):
+            return f"the teacher's answers were {reason.replace('_', ' ')}: use another --teacher_model"
+        return (f"the revision gate rejected them: use another --revision_gate (now {a.revision_gate}) or lower "
+                f"--gate_margin (now {a.gate_margin})")
 
     def _verification(self, report: dict) -> dict:
         """What decided the round's training rows, for summary.json and the model card."""
@@ -377,6 +397,8 @@ class CitingPipeline:
         t0 = time.time()
 
         check_shared_output_dir(self.out)  # ranks exchange work through output_dir: on several nodes it must be shared
+        if not (self.out / "instructions.jsonl").exists():
+            self.train_rows()  # an empty curriculum fails here, on every rank, before SFT
         self.preflight()
         adapter = self.sft()
         rubric = self.rubric()

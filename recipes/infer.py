@@ -10,6 +10,8 @@
 --dataset takes the same values as training ('demo', a family, alpaca) or a plain JSONL of instructions.
 Writes <output_dir>/answers.jsonl (id, source, instruction, input, answers, response, responses), the file
 recipes/evaluate.py reads. Rerunning the same command resumes; another model in the same folder is refused.
+Under `accelerate launch --num_processes N` every rank answers its share of the rows into its own part file and
+rank 0 joins them: the files are the ones a one-process run writes.
 The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig's --max_new_tokens, --batch_size,
 --repetition_penalty, --no_repeat_ngram_size, --seed); see citing_trl/self_revision.py.
 """
@@ -17,9 +19,12 @@ The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig'
 import logging
 
 import torch
+from accelerate import PartialState
 from trl import TrlParser
 
 from citing_trl.cli import run_main
+from citing_trl.distributed import on_main
+from citing_trl.errors import ConfigError
 from citing_trl.models import load_model
 from citing_trl.self_revision import (
     ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
@@ -37,13 +42,21 @@ def main():
                 "dataset_seed": data_args.dataset_seed, "max_new_tokens": gen.max_new_tokens,
                 "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
                 "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
-    check_output_dir(args.output_dir, settings)
+    state = PartialState(cpu=not torch.cuda.is_available())  # one process, or a rank under a launcher
+    on_main(lambda: check_output_dir(args.output_dir, settings), state)  # every rank stops if rank 0 refuses
     rows = load_rows(data_args)
+    if len(rows) == 0:  # every rank loads the same rows, so every rank stops here alike
+        raise ConfigError(f"--dataset {data_args.dataset!r} --dataset_split {data_args.dataset_split} has no rows to "
+                          "answer; choose another --dataset or --dataset_split", flag="dataset")
     rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
-    print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
+    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=str(state.device))
+    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state)
+    if state.is_main_process:
+        print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/"
+              f"{ANSWERS_FILE}")
+    state.wait_for_everyone()
+    if state.num_processes > 1:
+        state.destroy_process_group()  # leave gloo/NCCL cleanly (else a rank can abort in teardown)
 
 
 if __name__ == "__main__":

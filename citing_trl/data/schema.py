@@ -76,4 +76,6 @@ def finish_rows(rows: Iterable[dict], origin: str, source: str, extra: tuple[str
 
 
 def to_dataset(rows: list[dict], features: datasets.Features = FEATURES) -> datasets.Dataset:
+    if not rows:  # from_list([]) loses the columns and then fails to cast; an empty split is a valid answer
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     return datasets.Dataset.from_list(rows, features=features)
