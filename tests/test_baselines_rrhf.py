@@ -131,3 +131,35 @@ def test_candidates_cut_to_no_response_token_are_dropped_before_ranking(tiny_mod
     assert "row long: dropping 3 of 3 candidates" in caplog.text
     batch = RRHFCollator(tokenizer, args.max_length)(records)
     assert (batch["response_mask"].sum(-1) > 0).all()
+
+
+def test_build_candidates_under_gold_reward_counts_equal_groups(monkeypatch, caplog):
+    """0/1 gold reward: the ground truth scores 1; all-right and all-wrong groups are skipped AND counted apart;
+    a ground truth the metric cannot accept (NQ gold ")") is counted and logged."""
+    from citing_trl.baselines import rrhf
+    from citing_trl.evaluation.gold import is_correct
+    from citing_trl.generation import Generation
+    from citing_trl.reward import GoldScorer
+
+    rows = [
+        {"id": "b1", "source": "boolq", "instruction": "Is the sky blue?", "input": "", "output": "yes", "answers": ["yes"]},
+        {"id": "b2", "source": "boolq", "instruction": "Is grass red?", "input": "", "output": "no", "answers": ["no"]},
+        {"id": "n1", "source": "nq_open", "instruction": "Odd?", "input": "", "output": ")", "answers": [")"]},
+    ]
+    samples = {"Is the sky blue?": ["No.", "Yes, it is."], "Is grass red?": ["no", "No, green."],
+               "Odd?": ["x", "y"]}
+    monkeypatch.setattr(rrhf, "sample_answers", lambda model, tok, prompts, n, gen, desc: [
+        [Generation(t, 1, 1, "stop") for t in samples[p[-1]["content"].split("\n")[0]]] for p in prompts])
+    args = RRHFConfig(output_dir="unused", num_samples=2, use_cpu=True)
+    records, stats = build_candidates(rows, None, None, GoldScorer(rows), args)
+    assert [r["id"] for r in records] == ["b1"]
+    assert records[0]["candidates"] == ["No.", "Yes, it is.", "yes"] and records[0]["scores"] == [0.0, 1.0, 1.0]
+    for r in records:
+        row = next(x for x in rows if x["id"] == r["id"])
+        assert r["scores"] == [float(is_correct(row["source"], c, row["answers"])) for c in r["candidates"]]
+    assert stats == Counter(prompts=1, skipped_equal_scores=2, skipped_equal_all_right=1, skipped_equal_all_wrong=1,
+                            gold_candidate_not_accepted=1)
+    assert "does not accept the ground truth of 1 rows (e.g. n1)" in caplog.text
+
+    stats_model = build_candidates(rows, None, None, MarkerScorer(), args)[1]  # a real-valued reward: no 0/1 split
+    assert "skipped_equal_all_right" not in stats_model and "gold_candidate_not_accepted" not in stats_model
