@@ -204,3 +204,47 @@ def test_rrhf_launcher_refuses_given_scores_under_gold(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="carry scores, which contradicts --reward gold") as err:
         launcher.main()
     assert err.value.flag == "candidates_file"
+
+
+@pytest.mark.slow
+def test_raft_launcher_gold_reward_on_smollm2(smollm2_dir, shared_data, tmp_path):
+    """The real student, real rows (BoolQ + SQuAD v2 from ../shared/data), `--reward gold` through the launcher:
+    every sampled answer's reward is the gold metric's verdict (is_correct), only right answers are kept, and
+    reward.json says which reward the run used."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from citing_trl.data import load_instructions
+    from citing_trl.evaluation.gold import is_correct
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = f"boolq:{shared_data / 'boolq_dev.jsonl'}@3+squad_v2:{shared_data / 'squad_v2_dev_sample.json'}@1"
+    out = tmp_path / "raft"
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(repo / "baselines" / "raft.py"), "--config", str(repo / "baselines/configs/raft_demo.yaml"),
+         "--model_name_or_path", str(smollm2_dir), "--dataset", spec, "--max_samples", "4", "--sft_adapter", "",
+         "--reward", "gold", "--reward_model", "", "--num_stages", "1", "--num_samples", "3",
+         "--sample_max_new_tokens", "16", "--max_steps", "1", "--per_device_train_batch_size", "2",
+         "--lora_r", "4", "--lora_alpha", "8", "--disable_tqdm", "true", "--output_dir", str(out)],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((out / "reward.json").read_text())
+    assert info["kind"] == "gold" and info["reward_model"] is None and info["min_reward"] == 1.0 and info["rows"] == 4
+    rows = {r["id"]: r for r in load_instructions(spec, split="train", limit=4, seed=42)}
+    samples = [json.loads(line) for line in (out / "stage_0" / "samples.jsonl").read_text().splitlines()]
+    assert {s["id"] for s in samples} == set(rows)
+    verdicts = []
+    for s in samples:
+        row = rows[s["id"]]
+        expected = [float(is_correct(row["source"], a, row["answers"], row["input"])) for a in s["answers"]]
+        assert s["rewards"] == expected, (s["id"], s["answers"])
+        verdicts += expected
+    kept = [json.loads(line) for line in (out / "stage_0" / "kept.jsonl").read_text().splitlines()]
+    assert kept and all(k["reward"] == 1.0 for k in kept)
+    stats = json.loads((out / "stage_0" / "stats.json").read_text())
+    assert stats["samples"] == 12 and stats["mean_reward_all"] == pytest.approx(sum(verdicts) / 12)
+    assert stats["prompts_rejected"] == sum(1 for s in samples if max(s["rewards"]) < 1.0)
+    assert (out / "adapter_model.safetensors").is_file()
