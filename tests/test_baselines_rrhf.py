@@ -163,3 +163,44 @@ def test_build_candidates_under_gold_reward_counts_equal_groups(monkeypatch, cap
 
     stats_model = build_candidates(rows, None, None, MarkerScorer(), args)[1]  # a real-valued reward: no 0/1 split
     assert "skipped_equal_all_right" not in stats_model and "gold_candidate_not_accepted" not in stats_model
+
+
+@pytest.mark.slow
+def test_rrhf_launcher_gold_reward_end_to_end(tiny_model_dir, tmp_path):
+    """`baselines/rrhf.py --reward gold` in a subprocess on the tiny model: every candidate's score is the gold
+    metric's verdict, the ground truth scores 1, and reward.json and candidates.stats.json say what happened."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from citing_trl.evaluation.gold import is_correct
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = [{"id": f"b{i}", "source": "boolq", "instruction": f"Is thing {i} blue?", "input": "",
+             "output": "yes" if i % 2 else "no", "answers": ["yes" if i % 2 else "no"]} for i in range(4)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "rrhf"
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(repo / "baselines" / "rrhf.py"), "--config", str(repo / "baselines/configs/rrhf_demo.yaml"),
+         "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--max_samples", "4",
+         "--sft_adapter", "", "--citing_run", "", "--reward", "gold", "--reward_model", "", "--num_samples", "2",
+         "--sample_max_new_tokens", "6", "--max_steps", "1", "--per_device_train_batch_size", "2", "--lora_r", "4",
+         "--lora_alpha", "8", "--disable_tqdm", "true", "--output_dir", str(out)],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((out / "reward.json").read_text())
+    assert info["method"] == "RRHF" and info["kind"] == "gold" and info["reward_model"] is None
+    by_text = {r["instruction"]: r for r in rows}
+    cands = [json.loads(x) for x in (out / "candidates.jsonl").read_text().splitlines()]
+    stats = json.loads((out / "candidates.stats.json").read_text())
+    assert len(cands) + stats.get("skipped_equal_scores", 0) + stats.get("skipped_no_candidates", 0) == 4
+    for c in cands:
+        row = by_text[c["prompt"][-1]["content"]]
+        assert c["scores"] == [float(is_correct("boolq", t, row["answers"])) for t in c["candidates"]]
+        assert c["candidates"][-1] == row["output"] and c["scores"][-1] == 1.0  # the ground truth, right
+    assert "prompts trained; reward: gold (verifiable)" in proc.stdout
+    assert (out / "adapter_model.safetensors").is_file()
