@@ -1,30 +1,36 @@
-"""RAFT from the SFT adapter: T stages of sample K -> rank by the reward model -> fine-tune on the best.
+"""RAFT from the SFT adapter: T stages of sample K -> rank by the reward -> fine-tune on the best.
 
     accelerate launch --num_processes 1 baselines/raft.py --config baselines/configs/raft_demo.yaml
+    ... --reward gold --reward_model ''    # rejection-sampling fine-tuning on the verifiable gold reward
+
+``--reward model`` (default) ranks with ``--reward_model``; ``--reward gold`` with the gold answers of the training
+rows (only right answers are kept). The choice is recorded in ``<output_dir>/reward.json``.
 """
 
 import logging
 
 from trl import ModelConfig, TrlParser
 
-from citing_trl.baselines.common import BaselineArguments, SamplingArguments
+from citing_trl.baselines.common import BaselineArguments, RewardArguments, SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer
-from citing_trl.reward import RewardScorer
+from citing_trl.baselines.reward_model import reward_for_run, write_reward_info
 from citing_trl.cli import run_main
-from citing_trl.errors import ConfigError
 from citing_trl.sft import DataArguments, load_rows
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data_args, base_args, args, model_args, sampling_args = TrlParser(
-        (DataArguments, BaselineArguments, RAFTConfig, ModelConfig, SamplingArguments)).parse_args_and_config()
-    if not base_args.reward_model:
-        raise ConfigError("RAFT needs --reward_model (a folder written by baselines/reward_model.py)", flag="reward_model")
-    scorer = RewardScorer.load(base_args.reward_model)
-    out = RAFTTrainer(args, model_args, load_rows(data_args).to_list(), scorer,
-                      sft_adapter=base_args.sft_adapter, sampling=sampling_args.build()).train()
-    print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl")
+    data_args, base_args, reward_args, args, model_args, sampling_args = TrlParser(
+        (DataArguments, BaselineArguments, RewardArguments, RAFTConfig, ModelConfig, SamplingArguments)
+    ).parse_args_and_config()
+    rows = load_rows(data_args).to_list()
+    scorer, info = reward_for_run(reward_args.reward, base_args.reward_model, rows, "RAFT")
+    if reward_args.reward == "gold" and args.min_reward is None:
+        args.min_reward = 1.0  # rejection sampling: keep right answers only
+    write_reward_info(args.output_dir, {**info, "min_reward": args.min_reward})
+    out = RAFTTrainer(args, model_args, rows, scorer, sft_adapter=base_args.sft_adapter,
+                      sampling=sampling_args.build()).train()
+    print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl; reward: {info['label']}")
 
 
 if __name__ == "__main__":

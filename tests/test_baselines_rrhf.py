@@ -131,3 +131,76 @@ def test_candidates_cut_to_no_response_token_are_dropped_before_ranking(tiny_mod
     assert "row long: dropping 3 of 3 candidates" in caplog.text
     batch = RRHFCollator(tokenizer, args.max_length)(records)
     assert (batch["response_mask"].sum(-1) > 0).all()
+
+
+def test_build_candidates_under_gold_reward_counts_equal_groups(monkeypatch, caplog):
+    """0/1 gold reward: the ground truth scores 1; all-right and all-wrong groups are skipped AND counted apart;
+    a ground truth the metric cannot accept (NQ gold ")") is counted and logged."""
+    from citing_trl.baselines import rrhf
+    from citing_trl.evaluation.gold import is_correct
+    from citing_trl.generation import Generation
+    from citing_trl.reward import GoldScorer
+
+    rows = [
+        {"id": "b1", "source": "boolq", "instruction": "Is the sky blue?", "input": "", "output": "yes", "answers": ["yes"]},
+        {"id": "b2", "source": "boolq", "instruction": "Is grass red?", "input": "", "output": "no", "answers": ["no"]},
+        {"id": "n1", "source": "nq_open", "instruction": "Odd?", "input": "", "output": ")", "answers": [")"]},
+    ]
+    samples = {"Is the sky blue?": ["No.", "Yes, it is."], "Is grass red?": ["no", "No, green."],
+               "Odd?": ["x", "y"]}
+    monkeypatch.setattr(rrhf, "sample_answers", lambda model, tok, prompts, n, gen, desc: [
+        [Generation(t, 1, 1, "stop") for t in samples[p[-1]["content"].split("\n")[0]]] for p in prompts])
+    args = RRHFConfig(output_dir="unused", num_samples=2, use_cpu=True)
+    records, stats = build_candidates(rows, None, None, GoldScorer(rows), args)
+    assert [r["id"] for r in records] == ["b1"]
+    assert records[0]["candidates"] == ["No.", "Yes, it is.", "yes"] and records[0]["scores"] == [0.0, 1.0, 1.0]
+    for r in records:
+        row = next(x for x in rows if x["id"] == r["id"])
+        assert r["scores"] == [float(is_correct(row["source"], c, row["answers"])) for c in r["candidates"]]
+    assert stats == Counter(prompts=1, skipped_equal_scores=2, skipped_equal_all_right=1, skipped_equal_all_wrong=1,
+                            gold_candidate_not_accepted=1)
+    assert "does not accept the ground truth of 1 rows (e.g. n1)" in caplog.text
+
+    stats_model = build_candidates(rows, None, None, MarkerScorer(), args)[1]  # a real-valued reward: no 0/1 split
+    assert "skipped_equal_all_right" not in stats_model and "gold_candidate_not_accepted" not in stats_model
+
+
+@pytest.mark.slow
+def test_rrhf_launcher_gold_reward_end_to_end(tiny_model_dir, tmp_path):
+    """`baselines/rrhf.py --reward gold` in a subprocess on the tiny model: every candidate's score is the gold
+    metric's verdict, the ground truth scores 1, and reward.json and candidates.stats.json say what happened."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from citing_trl.evaluation.gold import is_correct
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = [{"id": f"b{i}", "source": "boolq", "instruction": f"Is thing {i} blue?", "input": "",
+             "output": "yes" if i % 2 else "no", "answers": ["yes" if i % 2 else "no"]} for i in range(4)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "rrhf"
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(repo / "baselines" / "rrhf.py"), "--config", str(repo / "baselines/configs/rrhf_demo.yaml"),
+         "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--max_samples", "4",
+         "--sft_adapter", "", "--citing_run", "", "--reward", "gold", "--reward_model", "", "--num_samples", "2",
+         "--sample_max_new_tokens", "6", "--max_steps", "1", "--per_device_train_batch_size", "2", "--lora_r", "4",
+         "--lora_alpha", "8", "--disable_tqdm", "true", "--output_dir", str(out)],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((out / "reward.json").read_text())
+    assert info["method"] == "RRHF" and info["kind"] == "gold" and info["reward_model"] is None
+    by_text = {r["instruction"]: r for r in rows}
+    cands = [json.loads(x) for x in (out / "candidates.jsonl").read_text().splitlines()]
+    stats = json.loads((out / "candidates.stats.json").read_text())
+    assert len(cands) + stats.get("skipped_equal_scores", 0) + stats.get("skipped_no_candidates", 0) == 4
+    for c in cands:
+        row = by_text[c["prompt"][-1]["content"]]
+        assert c["scores"] == [float(is_correct("boolq", t, row["answers"])) for t in c["candidates"]]
+        assert c["candidates"][-1] == row["output"] and c["scores"][-1] == 1.0  # the ground truth, right
+    assert "prompts trained; reward: gold (verifiable)" in proc.stdout
+    assert (out / "adapter_model.safetensors").is_file()

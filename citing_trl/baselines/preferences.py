@@ -10,8 +10,12 @@ Three sources, one output schema (TRL's conversational preference format):
   of every round (``round_<k>/rollouts*.jsonl``).
 * A ``.json``/``.jsonl`` file or a Hub data set with ``prompt``/``chosen``/``rejected`` columns (strings or chat
   messages).
-* ``choices:<data spec>`` (:func:`multiple_choice_pairs`): gold answer ≻ a wrong choice, for QA rows with a
-  closed answer set (CommonsenseQA-style lettered choices, BoolQ yes/no).
+* ``choices:<data spec>`` (:func:`multiple_choice_pairs`): gold answer ≻ a wrong answer, for every QA source with
+  gold answers, so the QA mixture gets pairs: another lettered option (CommonsenseQA, PIQA, OpenBookQA), the
+  flipped answer (BoolQ yes/no), for SQuAD v2 / QuAC the gold span ≻ the abstention sentence on answerable
+  questions and the abstention ≻ a sentence of the passage on unanswerable ones, and for NQ-open / TriviaQA
+  another row's gold answer (seeded). A rejected answer is never one the row's own gold metric accepts. Each
+  pair carries its ``kind`` (:data:`PAIR_KINDS`), so held-out accuracy is also reported per kind.
 
 The prompt is always the plain instruction turn (:func:`citing_trl.prompts.instruction_messages`), the very
 prompt the policy answers, so a reward model scores answers in the context it will see them in RL.
@@ -30,10 +34,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citing_trl.data import NO_ANSWER, load_instructions
 from citing_trl.errors import UserError
+from citing_trl.evaluation.gold import GOLD_SOURCES, OPEN_SOURCES, SPAN_SOURCES, is_correct, is_no_answer
 from citing_trl.jsonl import iter_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages
-from citing_trl.data import load_instructions
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,8 @@ class PreferenceArguments:
         default="",
         metadata={"help": "A CITING run folder (pairs from its round_<k>/ files), a .json/.jsonl file of "
                           "{prompt, chosen, rejected} rows, a Hub data set id with those columns, or "
-                          "'choices:<data spec>' (gold answer ≻ a wrong choice of closed-answer QA rows)."},
+                          "'choices:<data spec>' (gold answer ≻ a wrong answer of QA rows: another option, the flipped yes/no, "
+                          "abstention vs span for SQuAD v2, another row's answer for NQ-open)."},
     )
     pair_source: str = field(
         default="revision",
@@ -223,10 +229,16 @@ def read_rows(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Gold ≻ wrong choice, for QA rows with a closed answer set
+# Gold ≻ a wrong answer, for QA rows with gold answers (the QA mixture)
 # --------------------------------------------------------------------------------------------------
 
 _CHOICE = re.compile(r"^\s*([A-Z])\.\s+(.+?)\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+PAIR_KINDS = ("choice", "yes_no", "answer_over_abstention", "abstention_over_passage", "other_row_answer")
+"""``kind`` of a ``choices:`` pair: another lettered option; the flipped yes/no; an answerable SQuAD v2 / QuAC
+question, gold span ≻ the abstention sentence; an unanswerable one, abstention ≻ a passage sentence; open QA
+(NQ-open, TriviaQA), gold ≻ another row's gold answer."""
 
 
 def wrong_answers(row: dict) -> list[str]:
@@ -240,15 +252,71 @@ def wrong_answers(row: dict) -> list[str]:
     return []
 
 
-def multiple_choice_pairs(rows, seed: int = 42) -> list[dict]:
-    """Gold answer ≻ one wrong choice (seeded) per row; rows without a closed answer set are left out."""
+def passage_sentences(input: str) -> list[str]:
+    """The sentences of a reading-comprehension row's passage (the text after ``Passage:``, without QuAC's
+    conversation history), of at least three words."""
+    text = input.split("Passage:", 1)[1] if "Passage:" in input else input
+    text = text.split("\n\nConversation so far:", 1)[0]
+    return [t.strip() for t in _SENTENCE_END.split(" ".join(text.split())) if len(t.split()) >= 3]
+
+
+def _wrong_for(row: dict, candidates: list[str]) -> list[str]:
+    """The candidates the row's own gold metric scores wrong (so a rejected answer is never secretly right)."""
+    return [c for c in candidates if c.strip() and not is_correct(row["source"], c, row["answers"], row.get("input") or "")]
+
+
+def rejected_answer(row: dict, rng: random.Random, open_answers: list[tuple[str, str]] | None = None
+                    ) -> tuple[str, str] | None:
+    """(rejected answer, pair kind) for one row (gold ``output`` ≻ it), or None when the row gives no pair.
+    Rows of a known gold source are handled by source (see :data:`PAIR_KINDS`); others by their lettered
+    choices or a yes/no output. ``open_answers`` are (row id, gold answer) of the open-QA rows of the row's
+    source; the row's own entry is never drawn."""
+    source, output = row.get("source"), (row.get("output") or "").strip()
+    has_gold = source in GOLD_SOURCES and bool(row.get("answers"))
+    if not output:
+        return None
+    if source in SPAN_SOURCES and has_gold:
+        if is_no_answer(output):  # unanswerable: a plausible-looking sentence of the passage is wrong
+            wrong = _wrong_for(row, passage_sentences(row.get("input") or ""))
+            return (rng.choice(wrong), "abstention_over_passage") if wrong else None
+        return NO_ANSWER, "answer_over_abstention"
+    if source in OPEN_SOURCES and has_gold:
+        pool = open_answers or []
+        for _ in range(20 if pool else 0):  # seeded draws; the row itself or an answer right for it is redrawn
+            rid, pick = pool[rng.randrange(len(pool))]
+            if rid != row.get("id") and _wrong_for(row, [pick]):
+                return pick, "other_row_answer"
+        return None
+    wrong = wrong_answers(row)
+    if has_gold:
+        wrong = _wrong_for(row, wrong)
+    if not wrong:
+        return None
+    return rng.choice(wrong), ("yes_no" if output.lower() in ("yes", "no") else "choice")
+
+
+def multiple_choice_pairs(rows, seed: int = 42, stats: Counter | None = None) -> list[dict]:
+    """Gold answer ≻ one wrong answer (seeded) per row, for every QA source with gold answers: lettered choices
+    and yes/no as before, SQuAD v2 / QuAC by answerability, NQ-open / TriviaQA against another row's gold answer
+    (:func:`rejected_answer`). Rows that give no pair are left out; ``stats`` counts pairs per kind
+    (``pairs_<kind>``) and ``rows_without_pairs``."""
+    rows = list(rows)
     rng = random.Random(seed)
+    stats = stats if stats is not None else Counter()
+    open_answers: dict[str, list[tuple[str, str]]] = {}  # (row id, gold answer) per open source
+    for row in rows:
+        if row.get("source") in OPEN_SOURCES and (row.get("output") or "").strip():
+            open_answers.setdefault(row["source"], []).append((row.get("id"), row["output"].strip()))
     pairs = []
     for row in rows:
-        wrong = wrong_answers(row)
-        if wrong:
-            pairs.append(make_pair(row["id"], row["instruction"], row.get("input") or "", row["output"],
-                                   rng.choice(wrong)))
+        found = rejected_answer(row, rng, open_answers.get(row.get("source")))
+        if found is None:
+            stats["rows_without_pairs"] += 1
+            continue
+        rejected, kind = found
+        stats[f"pairs_{kind}"] += 1
+        pairs.append({**make_pair(row["id"], row["instruction"], row.get("input") or "", row["output"], rejected),
+                      "kind": kind, "source": row.get("source") or ""})
     return pairs
 
 
@@ -264,11 +332,10 @@ def load_preferences(args: PreferenceArguments) -> tuple[list[dict], Counter]:
     if not spec:
         raise PreferenceError("--preferences is empty: give a CITING run folder, a preference file or a Hub id")
     path = Path(spec).expanduser()
-    if spec.startswith("choices:"):  # gold answer ≻ a wrong choice, from QA rows with a closed answer set
+    if spec.startswith("choices:"):  # gold answer ≻ a wrong answer, from QA rows with gold answers
 
         rows = load_instructions(spec[len("choices:"):], split="train")
-        pairs = multiple_choice_pairs(rows, seed=args.preference_seed)
-        stats["rows_without_choices"] = len(rows) - len(pairs)
+        pairs = multiple_choice_pairs(rows, seed=args.preference_seed, stats=stats)
     elif path.is_dir():
         gold = None
         if args.gold_dataset:

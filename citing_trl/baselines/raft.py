@@ -9,6 +9,13 @@ fine-tuned on the kept set with TRL's ``SFTTrainer``. Unlike LMFlow, the loss is
 carries no ranking signal: its first answer is kept all the same (RAFT keeps the best, and all are best), and
 such prompts are counted (``stats.json``: ``equal_reward_prompts``).
 
+With ``min_reward`` set, only answers whose reward reaches it can be kept: RAFT becomes rejection-sampling
+fine-tuning. ``--reward gold`` (the verifiable 0/1 reward, :class:`~citing_trl.reward.GoldScorer`) sets
+``min_reward = 1`` unless given, so only answers that are right under the row's gold metric are trained on,
+never the "best" of all-wrong answers; prompts with no accepted answer (``prompts_rejected``) and with every
+answer accepted (``prompts_all_accepted``) are counted. A stage that accepts nothing keeps its start adapter
+(logged; ``finetuned: false``).
+
 Each stage writes ``stage_<t>/samples.jsonl`` (answers + rewards), ``kept.jsonl``, ``stats.json`` (mean reward
 of all answers and of the kept set) and its adapter, then a ``done`` marker last (:mod:`citing_trl.stages`);
 a rerun skips finished stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
@@ -53,6 +60,11 @@ class RAFTConfig(SFTConfig):
         metadata={"help": "Keep this share of each prompt's answers (top by reward, at least one); unset = the best "
                           "answer only."},
     )
+    min_reward: float | None = field(
+        default=None,
+        metadata={"help": "Keep only answers whose reward is at least this (rejection sampling); unset = keep the best "
+                          "whatever its reward. --reward gold sets 1.0 when unset: only right answers are kept."},
+    )
     prompts_per_stage: int | None = field(
         default=None, metadata={"help": "Prompts sampled for each stage (seeded, different per stage); unset = all."}
     )
@@ -67,9 +79,10 @@ class RAFTConfig(SFTConfig):
             check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
 
 
-def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: float | None = None) -> list[list[int]]:
+def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: float | None = None,
+           min_reward: float | None = None) -> list[list[int]]:
     """Indices of the kept answers of each prompt: the argmax (first on ties), or the top ``keep_fraction``
-    (at least one), best first."""
+    (at least one), best first; with ``min_reward`` only answers whose reward reaches it (possibly none)."""
     kept = []
     for answers, scores in zip(samples, rewards):
         if not answers:
@@ -77,13 +90,13 @@ def select(samples: list[list[str]], rewards: list[list[float]], keep_fraction: 
             continue
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         n = 1 if keep_fraction is None else max(1, math.ceil(keep_fraction * len(answers)))
-        kept.append(order[:n])
+        kept.append([i for i in order[:n] if min_reward is None or scores[i] >= min_reward])
     return kept
 
 
 class RAFTTrainer:
-    """Runs the T stages of RAFT from an SFT adapter. ``scorer`` is a
-    :class:`~citing_trl.baselines.reward_model.RewardScorer` (or anything with ``.score(prompts, completions)``);
+    """Runs the T stages of RAFT from an SFT adapter. ``scorer`` is a :class:`~citing_trl.reward.RewardScorer`,
+    a :class:`~citing_trl.reward.GoldScorer` (or anything with ``.score(prompts, completions)``);
     ``sampling`` says how answers are sampled (default: ``SamplingArguments().build()``; ``do_sample`` and the
     seed are set per stage)."""
 
@@ -133,7 +146,9 @@ class RAFTTrainer:
             for (i, _), s in zip(flat, scores):
                 records[i]["rewards"].append(float(s))
             write_jsonl(samples_path, records)
-        kept_idx = select([r["answers"] for r in records], [r["rewards"] for r in records], self.args.keep_fraction)
+        min_reward = self.args.min_reward
+        kept_idx = select([r["answers"] for r in records], [r["rewards"] for r in records], self.args.keep_fraction,
+                          min_reward)
         kept = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "output": r["answers"][j],
                  "reward": r["rewards"][j]} for r, idx in zip(records, kept_idx) for j in idx if r["answers"][j].strip()]
         write_jsonl(sdir / "kept.jsonl", kept)
@@ -144,10 +159,26 @@ class RAFTTrainer:
             "mean_reward_kept": sum(k["reward"] for k in kept) / max(1, len(kept)),
             "equal_reward_prompts": sum(1 for r in records if r["rewards"] and len(set(r["rewards"])) == 1),
             "start_adapter": adapter,
+            "finetuned": bool(kept),
         }
+        if min_reward is not None:
+            stats.update({
+                "min_reward": min_reward,
+                "prompts_rejected": sum(1 for r in records if not any(s >= min_reward for s in r["rewards"])),
+                "prompts_all_accepted": sum(1 for r in records if r["rewards"] and all(s >= min_reward for s in r["rewards"])),
+            })
         logger.info("RAFT stage %d: %s", t, stats)
         if kept:
             self.finetune(model, tokenizer, peft_config, kept, sdir / "adapter", t)
+        elif min_reward is not None and adapter:
+            logger.warning("RAFT stage %d: no sampled answer reached reward %s (--min_reward) on any of %d prompts; "
+                           "nothing to fine-tune on, the stage keeps its start adapter %s", t, min_reward,
+                           len(records), adapter)
+            shutil.copytree(adapter, sdir / "adapter", dirs_exist_ok=True)
+        elif min_reward is not None:
+            raise DataError(f"RAFT stage {t}: none of the {len(all_rewards)} sampled answers reached reward "
+                            f"{min_reward} (--min_reward; under --reward gold: none was right), and there is no start "
+                            "adapter to keep (more --num_samples, or start from an --sft_adapter?)")
         else:
             raise ConfigError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on (more "
                               "--sample_max_new_tokens, or another SFT adapter?)")

@@ -35,6 +35,14 @@ p_i = 0, the best possible value, and distort the ranking: such candidates are d
 counted (``dropped_empty_candidates``) and logged by row id. A prompt whose remaining candidates all have the
 same reward (or a single one) cannot be ranked, and a prompt with no candidates cannot be trained on: both are
 skipped, counted and logged by row id (``build_candidates`` returns the counts).
+
+Under the verifiable gold reward (``--reward gold``, :class:`~citing_trl.reward.GoldScorer`: 1 when right, else 0)
+many groups are all equal. The ground truth is a candidate and scores 1, so a group is either all right (the
+policy already answers it: ``skipped_equal_all_right``) or ranks every right candidate above every wrong one,
+with the SFT term on the first right candidate (a right sample before the ground truth, which follows the
+samples). A group can only be all wrong (``skipped_equal_all_wrong``) without the ground truth, or when the gold
+metric does not accept the row's own gold answer; such rows are counted (``gold_candidate_not_accepted``) and
+logged by id. All counts go to ``candidates.stats.json``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.prompts import instruction_messages
+from citing_trl.reward import GoldScorer
 from citing_trl.stages import run_stage
 
 logger = logging.getLogger(__name__)
@@ -83,8 +92,9 @@ class RRHFConfig(TrainingArguments):
 # --------------------------------------------------------------------------------------------------
 
 
-def check_group(row_id: str, candidates: list[str], scores: list[float], stats: Counter) -> bool:
-    """True if the prompt can be trained on; otherwise count and log why not."""
+def check_group(row_id: str, candidates: list[str], scores: list[float], stats: Counter, binary: bool = False) -> bool:
+    """True if the prompt can be trained on; otherwise count and log why not. With a 0/1 reward (``binary``),
+    equal groups are also counted as all right or all wrong."""
     if not candidates:
         stats["skipped_no_candidates"] += 1
         logger.warning("RRHF: skipping row %s: no candidates", row_id)
@@ -93,6 +103,8 @@ def check_group(row_id: str, candidates: list[str], scores: list[float], stats: 
         raise DataError(f"RRHF row {row_id}: {len(candidates)} candidates but {len(scores)} scores")
     if max(scores) == min(scores):
         stats["skipped_equal_scores"] += 1
+        if binary:
+            stats["skipped_equal_all_right" if scores[0] >= 1.0 else "skipped_equal_all_wrong"] += 1
         logger.warning("RRHF: skipping row %s: all %d candidates have the same reward", row_id, len(scores))
         return False
     return True
@@ -140,6 +152,8 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
     stats: Counter = Counter()
     rows = [dict(r) for r in rows]
     prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
+    binary = isinstance(scorer, GoldScorer)
+    gold_index: dict[int, int] = {}  # row -> index of its ground-truth candidate
     need_samples = [i for i, r in enumerate(rows) if not r.get("candidates")]
     sampling = sampling if sampling is not None else SamplingArguments().build()
     gen = replace(sampling, do_sample=True, seed=config.seed)
@@ -149,6 +163,7 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
         row = rows[i]
         cands = [g.text for g in gens if g.text.strip()]
         if config.include_gold and (row.get("output") or "").strip():
+            gold_index[i] = len(cands)
             cands.append(row["output"].strip())
         if config.include_revisions and revisions:
             cands.extend(revisions_for(revisions, row))
@@ -160,12 +175,18 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
         values = scorer.score([prompts[i] for i, _ in to_score], [rows[i]["candidates"][j] for i, j in to_score])
         for (i, _), v in zip(to_score, values):
             rows[i].setdefault("scores", []).append(v)
+    if binary:
+        refused = [rows[i]["id"] for i, j in gold_index.items() if rows[i]["scores"][j] < 1.0]
+        if refused:
+            stats["gold_candidate_not_accepted"] = len(refused)
+            logger.warning("RRHF: the gold reward does not accept the ground truth of %d rows (e.g. %s): their gold "
+                           "metric cannot recognise a right answer", len(refused), ", ".join(refused[:5]))
     records = []
     for r, prompt in zip(rows, prompts):
         cands, scores = list(r.get("candidates") or []), [float(s) for s in r.get("scores") or []]
         if tokenizer is not None and len(cands) == len(scores):
             cands, scores = drop_empty_candidates(r["id"], tokenizer, prompt, cands, scores, config.max_length, stats)
-        if check_group(r["id"], cands, scores, stats):
+        if check_group(r["id"], cands, scores, stats, binary):
             records.append({"id": r["id"], "prompt": prompt, "candidates": cands, "scores": scores})
     stats["prompts"] = len(records)
     return records, stats
