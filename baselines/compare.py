@@ -127,8 +127,9 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     rm = str(out / "reward_model")
     rm_prefs = str(out / "citing") if a.rm_preferences == "citing" else a.rm_preferences
     # the reward RAFT, RRHF and PPO optimise: the trained reward model, or the gold reward (no model read)
-    rm_flag = {m: ["--reward", "model", "--reward_model_path" if m == "ppo" else "--reward_model", rm]
-               if a.reward == "model" else ["--reward", "gold"] for m in ("ppo", "rrhf", "raft")}
+    # (with gold, an empty --reward_model clears a path the method's YAML may set: the two would contradict)
+    rm_flag = {m: ["--reward", a.reward, "--reward_model_path" if m == "ppo" else "--reward_model",
+                   rm if a.reward == "model" else ""] for m in ("ppo", "rrhf", "raft")}
     cmds: dict[str, list[str]] = {
         "reward_model": [*launch, "baselines/reward_model.py", "--config", a.reward_model_config, *model,
                          "--preferences", rm_prefs, "--output_dir", rm, *extra.get("reward_model", [])],
