@@ -36,6 +36,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from citing_trl import stages
+from citing_trl.baselines.compare_table import compare_table
 from citing_trl.cli import check, check_choice, run_main
 from citing_trl.data.spec import with_part_cap
 from citing_trl.models import load_student_tokenizer, resolve_model_path
@@ -269,7 +270,10 @@ def main():
     lock.maybe_release(force=True)
     table = Path(a.output_dir) / "eval"
     if stages.is_done(stage_marker(a, "evaluate")):
-        print(f"[compare] reports in {table}")
+        systems = ["sft", *[m for m in METHODS if m in a.methods and m != "citing"], "citing"]
+        text = compare_table(a.output_dir, systems)
+        (table / "compare_table.md").write_text(text + "\n")
+        print(f"[compare] reports in {table}\n\n{text}")
 
 
 if __name__ == "__main__":
