@@ -38,7 +38,7 @@ def rloo_reward(reward_fn):
     def reward(prompts, completions, **kwargs):
         return [float(s) for s in reward_fn(list(prompts), [_completion_text(c) for c in completions])]
 
-    reward.__name__ = getattr(reward_fn, "__name__", "reward")
+    reward.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)  # TRL logs rewards/<name>/mean
     return reward
 
 
