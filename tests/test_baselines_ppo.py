@@ -610,9 +610,12 @@ def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
         argv += ["--use_cpu", "true", "--bf16", "false"]  # no GPU here
     config_class = RLOOConfig if method == "rloo" else PPOConfig
     sampling_view = (PPOSamplingArguments,) if method == "ppo" else ()
-    rlhf, data, config, model, *sampling = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig,
-                                                      *sampling_view)).parse_args_and_config(argv)
-    assert rlhf.method == method and model.lora_r == 16
+    rlhf, reward, data, config, model, *sampling = TrlParser(
+        (ppo_rlhf.RLHFArguments, ppo_rlhf.RewardArguments, DataArguments, config_class, ModelConfig, *sampling_view)
+    ).parse_args_and_config(argv)
+    assert rlhf.method == method and model.lora_r == 16 and reward.reward == "model"
+    if method == "ppo":
+        assert config.kl_target is None and config.kl_coef == 0.05  # fixed beta unless kl_target is set
     text = path.read_text()
     assert "sft_adapter:" in text and text.count("reward_model_path:") == 1  # starts from SFT, scored by the RM
     if "llama7b" in name:
