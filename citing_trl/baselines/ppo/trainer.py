@@ -179,6 +179,10 @@ class PPOTrainer:
         module.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
         self.trainable = [p for p in module.parameters() if p.requires_grad]  # LoRA adapters, then the value head
         optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            # there is no dataloader for DeepSpeed to read the micro-batch from: it is the PPO minibatch
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.per_device_mini_batch_size
         # DDP broadcasts rank 0's weights here and averages gradients in every backward from now on
         self.wrapped, self.optimizer = self.accelerator.prepare(module, optimizer)
         self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
@@ -209,7 +213,8 @@ class PPOTrainer:
         elif dist == DistributedType.DEEPSPEED and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters(self.trainable, modifier_rank=0 if writeback else None):
+            with deepspeed.zero.GatheredParameters(list(self.wrapped.parameters()),
+                                                   modifier_rank=0 if writeback else None):
                 yield
         else:
             yield
