@@ -1,4 +1,5 @@
-"""PPO-RLHF (this project's PPOTrainer) or RLOO (TRL's RLOOTrainer) from the SFT adapter, against a reward model.
+"""PPO-RLHF (this project's PPOTrainer) or RLOO (TRL's RLOOTrainer) from the SFT adapter, against a reward model
+(`--reward model`, the default) or the verifiable gold reward (`--reward gold --reward_model_path ''`).
 
     accelerate launch baselines/ppo_rlhf.py --config baselines/configs/ppo_demo.yaml
     accelerate launch baselines/ppo_rlhf.py --config baselines/configs/rloo_demo.yaml      # or --method rloo
@@ -15,6 +16,7 @@ import sys
 import yaml
 from trl import ModelConfig, RLOOConfig, TrlParser
 
+from citing_trl.baselines.common import RewardArguments
 from citing_trl.baselines.ppo.config import PPOConfig, PPOSamplingArguments, RLHFArguments
 from citing_trl.baselines.ppo.launch import run_ppo
 from citing_trl.baselines.rloo import run_rloo
@@ -44,13 +46,13 @@ def train(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     method = chosen_method(argv)
     if method == "rloo":
-        parser = TrlParser((RLHFArguments, DataArguments, RLOOConfig, ModelConfig))  # RLOOConfig has its sampling
-        rlhf_args, data_args, config, model_args = parser.parse_args_and_config(argv)
-        run_rloo(rlhf_args, data_args, config, model_args)
+        parser = TrlParser((RLHFArguments, RewardArguments, DataArguments, RLOOConfig, ModelConfig))  # RLOOConfig samples
+        rlhf_args, reward_args, data_args, config, model_args = parser.parse_args_and_config(argv)
+        run_rloo(rlhf_args, data_args, config, model_args, reward=reward_args.reward)
     else:
-        parser = TrlParser((RLHFArguments, DataArguments, PPOConfig, ModelConfig, PPOSamplingArguments))
-        rlhf_args, data_args, config, model_args, sampling_args = parser.parse_args_and_config(argv)
-        run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args.build())
+        parser = TrlParser((RLHFArguments, RewardArguments, DataArguments, PPOConfig, ModelConfig, PPOSamplingArguments))
+        rlhf_args, reward_args, data_args, config, model_args, sampling_args = parser.parse_args_and_config(argv)
+        run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args.build(), reward=reward_args.reward)
 
 
 def main(argv: list[str] | None = None) -> None:

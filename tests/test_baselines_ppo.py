@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from citing_trl.baselines.ppo import (
+    KLController,
     PPOConfig,
     PPOError,
     PPOSamplingArguments,
@@ -29,7 +30,8 @@ from tests.conftest import REPO
 
 LAUNCHER = REPO / "baselines" / "ppo_rlhf.py"
 CONFIGS = REPO / "baselines" / "configs"
-LOG_KEYS = {"score", "kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "answer_length", "step"}
+LOG_KEYS = {"score", "kl", "kl_coef", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "answer_length",
+            "step"}
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +155,35 @@ def test_clipped_value_loss_matches_hand_values():
     assert float(clipfrac) == pytest.approx(0.5)
 
 
+def test_adaptive_kl_controller_matches_hand_computation():
+    """trlx's AdaptiveKLController / Ziegler et al. 2019: e = clip(KL / target - 1, -0.2, 0.2),
+    beta *= 1 + e * n_steps / horizon."""
+    ctl = KLController(0.1, target=6.0, horizon=100)
+    assert ctl.update(9.0, n_steps=10) == pytest.approx(0.1 * 1.02)  # e = 0.5 clipped to 0.2: x (1 + 0.2 * 10/100)
+    assert ctl.update(5.4, n_steps=20) == pytest.approx(0.102 * 0.98)  # e = -0.1 (inside the clip): x (1 - 0.1 * 0.2)
+    assert ctl.update(0.0, n_steps=50) == pytest.approx(0.09996 * 0.9)  # e = -1 clipped to -0.2: x (1 - 0.2 * 0.5)
+    assert ctl.update(6.0, n_steps=50) == pytest.approx(0.089964)  # on target: unchanged
+    fixed = KLController(0.05)  # no target: the default fixed coefficient never moves
+    assert not fixed.adaptive and fixed.update(100.0, n_steps=1000) == 0.05
+
+
+def test_adaptive_kl_is_applied_after_every_rollout_batch_and_logged(tiny_model_dir, tmp_path):
+    """The trainer moves beta once per step from that step's rank-averaged KL and the global rollout count, uses the
+    new beta for the next rollout's rewards and logs it as kl_coef."""
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", max_steps=4, save_steps=10, learning_rate=3e-2,
+                           kl_coef=0.2, kl_target=0.5, kl_horizon=16)
+    history = trainer.train()
+    beta = 0.2
+    for row in history:
+        assert row["kl_coef"] == pytest.approx(beta, rel=1e-9)
+        assert row["non_score_reward"] == pytest.approx(-beta * row["kl"], rel=1e-5, abs=1e-9)
+        beta *= 1 + min(max(row["kl"] / 0.5 - 1, -0.2), 0.2) * 8 / 16  # 8 rollouts per step, one rank
+    assert trainer.kl_ctl.value == pytest.approx(beta, rel=1e-9)
+    assert len({round(r["kl_coef"], 12) for r in history}) == 4, "the coefficient never moved"
+    with pytest.raises(PPOError, match="--kl_target"):
+        PPOConfig(output_dir=str(tmp_path / "x"), kl_target=0.0)
+
+
 @pytest.mark.parametrize("field,value", [("kl_coef", -1.0), ("lam", 1.5), ("per_device_mini_batch_size", 16),
                                          ("missing_eos_penalty", -2.0), ("sample_temperature", 0.0)])
 def test_bad_config_values_name_the_field(field, value):
@@ -207,6 +238,69 @@ def test_reference_is_the_sft_model_with_adapters_disabled(tiny_model_dir, sft_a
             assert int(batch["answer_ids"][row, n - 1]) == eos
 
 
+def _hand_ppo_update(trainer, batch, accumulation: int) -> dict:
+    """The PPO epochs as this project ran them before accelerate (plain torch): same minibatch order, two forwards
+    of the peft model, loss.backward(), clip_grad_norm_ over the trainable tensors, AdamW.step(); with
+    ``accumulation`` > 1 the losses are divided by it and the optimizer steps every ``accumulation`` minibatches."""
+    from citing_trl.baselines.ppo import POLICY, VALUE, activate_adapter, logprobs_from_logits
+    from citing_trl.baselines.ppo.trainer import gather_answer
+
+    cfg, model = trainer.config, trainer.model
+    optimizer = torch.optim.AdamW(trainer.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed + 31 * trainer.step)
+    losses, micro = [], 0
+    for _ in range(cfg.num_ppo_epochs):
+        order = torch.randperm(batch["input_ids"].shape[0], generator=g)
+        for lo in range(0, len(order), cfg.per_device_mini_batch_size):
+            mb = {k: v[order[lo : lo + cfg.per_device_mini_batch_size]] for k, v in batch.items()}
+            a, t = int(mb["mask"].sum(1).max()), int(mb["attention_mask"].sum(1).max())
+            for k in ("answer_ids", "mask", "logprobs", "values", "advantages", "returns"):
+                mb[k] = mb[k][:, :a]
+            ids, attn = mb["input_ids"][:, :t], mb["attention_mask"][:, :t]
+            activate_adapter(model, POLICY)
+            logits = gather_answer(model(input_ids=ids, attention_mask=attn).logits, mb["starts"], a)
+            pg, _ = policy_loss(logprobs_from_logits(logits, mb["answer_ids"], trainer.sampling.temperature),
+                                mb["logprobs"], mb["advantages"], mb["mask"], cfg.cliprange)
+            activate_adapter(model, VALUE)
+            hidden = model.get_base_model().get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
+            activate_adapter(model, POLICY)
+            vf, _ = value_loss(trainer.value_head(gather_answer(hidden, mb["starts"], a)), mb["values"], mb["returns"],
+                               mb["mask"], cfg.cliprange_value)
+            (pg + cfg.vf_coef * vf).div(accumulation).backward()
+            losses.append((float(pg), float(vf)))
+            micro += 1
+            if micro % accumulation == 0:
+                torch.nn.utils.clip_grad_norm_(trainer.trainable, cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    n = len(losses)
+    return {"policy_loss": sum(p for p, _ in losses) / n, "value_loss": sum(v for _, v in losses) / n}
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_accelerate_update_equals_the_plain_torch_update(tiny_model_dir, tmp_path, accumulation):
+    """One process: one PPO iteration through accelerator.prepare / accumulate / backward / clip_grad_norm_ gives the
+    losses and weights of the plain-torch loop (the pre-accelerate trainer), with and without gradient accumulation.
+    Measured when this test was written: max |weight difference| 0.0 for accumulation 1."""
+    settings = dict(max_steps=1, per_device_mini_batch_size=2, max_grad_norm=0.5, gradient_accumulation_steps=accumulation)
+    ours = make_trainer(tiny_model_dir, tmp_path / "ours", **settings)
+    theirs = make_trainer(tiny_model_dir, tmp_path / "theirs", **settings)
+    before = [p.detach().clone() for p in ours.trainable]
+    for a, b in zip(ours.trainable, theirs.trainable):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    batch, _ = ours.rollout(0)
+    stats = ours.train_on_rollout(batch)
+    batch_theirs, _ = theirs.rollout(0)
+    expected = _hand_ppo_update(theirs, batch_theirs, accumulation)
+    assert stats["policy_loss"] == pytest.approx(expected["policy_loss"], abs=1e-6)
+    assert stats["value_loss"] == pytest.approx(expected["value_loss"], abs=1e-6)
+    moved = max(float((p - q).abs().max()) for p, q in zip(ours.trainable, before))
+    assert moved > 1e-4, "the update did not change the weights"
+    for a, b in zip(ours.trainable, theirs.trainable):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert ours.accelerator.gradient_accumulation_steps == accumulation
+
+
 def test_rollouts_sample_the_full_temperature_distribution(tiny_model_dir, tmp_path):
     """Log-probs use the full softmax(logits / T), so sampling must not be truncated: transformers would apply
     top_k = 50 by default. 400 first tokens of the near-uniform tiny model (512 tokens) cover far more than 50."""
@@ -255,20 +349,23 @@ def test_resume_after_interruption_continues_the_step_count(tiny_model_dir, tmp_
             raise KeyboardInterrupt("killed during step 5")
         return count_e(prompts, completions)
 
+    adaptive = dict(kl_coef=0.2, kl_target=0.5, kl_horizon=16)  # the KL coefficient is part of the resumed state
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tiny_model_dir, tmp_path / "run", reward_fn=crashing).train()
+        make_trainer(tiny_model_dir, tmp_path / "run", reward_fn=crashing, **adaptive).train()
     assert (tmp_path / "run" / "checkpoint-4" / "state.pt").is_file()
     with (tmp_path / "run" / "ppo_log.jsonl").open("a") as fh:
         fh.write('{"step": 5, "sco')  # a kill in the middle of writing a log line
-    resumed = make_trainer(tiny_model_dir, tmp_path / "run")
+    resumed = make_trainer(tiny_model_dir, tmp_path / "run", **adaptive)
     resumed.train()
     logged = [json.loads(line) for line in (tmp_path / "run" / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     # the resumed run is the run that was never interrupted: same rollouts, same scores, same weights
-    straight = make_trainer(tiny_model_dir, tmp_path / "straight")
+    straight = make_trainer(tiny_model_dir, tmp_path / "straight", **adaptive)
     straight.train()
     reference = [json.loads(line) for line in (tmp_path / "straight" / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["score"] for r in logged] == [r["score"] for r in reference]
+    assert [r["kl_coef"] for r in logged] == pytest.approx([r["kl_coef"] for r in reference], rel=1e-12)
+    assert resumed.kl_ctl.value == pytest.approx(straight.kl_ctl.value, rel=1e-12) and resumed.kl_ctl.value != 0.2
     for a, b in zip(resumed.trainable, straight.trainable):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
@@ -321,6 +418,10 @@ def _tiny_flags(tiny_model_dir, sft_adapter, out):
     (["--kl_coef", "-0.1"], "--kl_coef"),
     (["--sft_adapter", "/nonexistent/sft"], "--sft_adapter"),
     (["--reward_function", "no_colon"], "--reward_function"),
+    (["--reward", "oracle"], "--reward"),
+    (["--reward", "gold"], "--reward_function"),  # gold takes no reward function (nor model): contradictory
+    (["--reward", "gold", "--reward_function", "", "--reward_model_path", "outputs/rm"], "--reward_model_path"),
+    (["--reward_function", ""], "--reward_model_path"),  # --reward model with neither a model nor a function
 ])
 def test_launcher_bad_flag_values_fail_with_one_line(flags, needle, capsys, tmp_path, tiny_model_dir, sft_adapter, monkeypatch):
     sys.path.insert(0, str(REPO / "baselines"))
@@ -335,6 +436,34 @@ def test_launcher_bad_flag_values_fail_with_one_line(flags, needle, capsys, tmp_
     message = capsys.readouterr().err.strip()  # citing_trl.cli.run_main: one line on stderr, exit status 2
     assert exit_info.value.code == 2
     assert message.startswith("error:") and needle in message and "\n" not in message
+    assert not (tmp_path / "o").exists()  # refused before any model was loaded or anything written
+
+
+def _gold_spec(shared_data: Path, per_source: int = 4) -> str:
+    """Real rows of the four QA sources beside the checkout, each with gold answers."""
+    files = {"boolq": "boolq_dev.jsonl", "commonsense_qa": "commonsenseqa_dev.jsonl", "nq_open": "nq_open_dev.jsonl",
+             "squad_v2": "squad_v2_dev_sample.json"}
+    return "+".join(f"{source}:{shared_data / name}@{per_source}" for source, name in files.items())
+
+
+def test_gold_reward_scores_real_rows_as_is_correct(shared_data):
+    """--reward gold: the reward PPO and RLOO get is GoldScorer on the training rows, matched by the very prompts
+    the policy answers (training_prompts), and equals is_correct (the gold gate's notion of right)."""
+    from citing_trl.baselines.ppo import RLHFArguments, build_reward_fn, training_prompts
+    from citing_trl.evaluation.gold import is_correct
+    from citing_trl.sft import DataArguments, load_rows
+
+    rows = list(load_rows(DataArguments(dataset=_gold_spec(shared_data), dataset_split="train")))
+    assert len({r["source"] for r in rows}) == 4
+    reward_fn = build_reward_fn(RLHFArguments(), "gold", rows)
+    prompts = training_prompts(rows)
+    right = [r["answers"][0] for r in rows]
+    others = [rows[(i + 1) % len(rows)]["answers"][0] for i in range(len(rows))]  # another row's answer
+    scores = reward_fn(prompts + prompts, right + others)
+    expected = [float(is_correct(r["source"], c, r["answers"], r.get("input") or ""))
+                for r, c in zip(rows + rows, right + others)]
+    assert scores == expected
+    assert scores[: len(rows)] == [1.0] * len(rows) and 0.0 in scores[len(rows):]
 
 
 def test_ppo_launcher_scores_with_the_reward_model(tiny_model_dir, sft_adapter, tmp_path):
@@ -352,6 +481,44 @@ def test_ppo_launcher_scores_with_the_reward_model(tiny_model_dir, sft_adapter, 
     row = json.loads((out / "ppo_log.jsonl").read_text().splitlines()[0])
     assert math.isfinite(row["score"]) and row["score"] != 0
     assert json.loads((out / "train_summary.json").read_text())["value_initialised_from_reward_model"] is True
+
+
+def test_ppo_launcher_with_gold_reward_takes_a_step(tiny_model_dir, sft_adapter, shared_data, tmp_path):
+    """--reward gold without a reward model: the rollouts are scored against the real rows' gold answers (a prompt
+    that matched no row would stop the run) and the value model starts fresh."""
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "ppo_gold"
+    ppo_rlhf.main(["--config", str(CONFIGS / "ppo_demo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                   "--sft_adapter", str(sft_adapter), "--reward", "gold", "--reward_model_path", "",
+                   "--dataset", _gold_spec(shared_data), "--output_dir", str(out), "--max_steps", "1",
+                   "--sample_max_new_tokens", "6", "--per_device_rollout_batch_size", "4",
+                   "--per_device_mini_batch_size", "2", "--num_ppo_epochs", "1"])
+    row = json.loads((out / "ppo_log.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["score"] <= 1.0 and math.isfinite(row["policy_loss"])
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["value_initialised_from_reward_model"] is False and summary["steps"] == 1
+
+
+def test_rloo_with_gold_reward_takes_a_step(tiny_model_dir, sft_adapter, shared_data, tmp_path):
+    sys.path.insert(0, str(REPO / "baselines"))
+    try:
+        import ppo_rlhf
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "rloo_gold"
+    ppo_rlhf.main(["--config", str(CONFIGS / "rloo_demo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                   "--sft_adapter", str(sft_adapter), "--reward", "gold", "--reward_model_path", "",
+                   "--dataset", _gold_spec(shared_data), "--output_dir", str(out), "--max_steps", "1",
+                   "--max_completion_length", "8", "--save_steps", "1"])
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+    logged = state["log_history"][0]
+    assert 0.0 <= logged["rewards/GoldScorer/mean"] <= 1.0
+    assert (out / "base_adapter" / "adapter_config.json").is_file()
 
 
 def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapter, tmp_path, monkeypatch):
@@ -377,8 +544,8 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
 
 @pytest.mark.slow
 def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter, tmp_path):
-    """accelerate_configs/cpu_2proc.yaml: two gloo ranks sample different prompts, average gradients and end
-    with identical weights."""
+    """accelerate_configs/cpu_2proc.yaml: two gloo ranks sample different prompts; accelerate's DDP (no hand-made
+    sync left) averages their gradients, and they end with identical weights."""
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{_rule_module(tmp_path)}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
@@ -391,6 +558,7 @@ def test_ppo_launcher_two_ddp_ranks_agree_on_weights(tiny_model_dir, sft_adapter
     digests = summary["weights_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == pytest.approx(digests[1], rel=1e-9, abs=0)
     assert summary["steps"] == 3
+    assert summary["num_processes"] == 2 and "MULTI_CPU" in summary["distributed_type"]  # prepared as DDP
     rows = [json.loads(line) for line in (out / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
 
@@ -442,9 +610,12 @@ def test_ppo_rloo_yamls_parse_with_the_launcher(name, sft_adapter, tmp_path):
         argv += ["--use_cpu", "true", "--bf16", "false"]  # no GPU here
     config_class = RLOOConfig if method == "rloo" else PPOConfig
     sampling_view = (PPOSamplingArguments,) if method == "ppo" else ()
-    rlhf, data, config, model, *sampling = TrlParser((ppo_rlhf.RLHFArguments, DataArguments, config_class, ModelConfig,
-                                                      *sampling_view)).parse_args_and_config(argv)
-    assert rlhf.method == method and model.lora_r == 16
+    rlhf, reward, data, config, model, *sampling = TrlParser(
+        (ppo_rlhf.RLHFArguments, ppo_rlhf.RewardArguments, DataArguments, config_class, ModelConfig, *sampling_view)
+    ).parse_args_and_config(argv)
+    assert rlhf.method == method and model.lora_r == 16 and reward.reward == "model"
+    if method == "ppo":
+        assert config.kl_target is None and config.kl_coef == 0.05  # fixed beta unless kl_target is set
     text = path.read_text()
     assert "sft_adapter:" in text and text.count("reward_model_path:") == 1  # starts from SFT, scored by the RM
     if "llama7b" in name:

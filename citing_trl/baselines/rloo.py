@@ -4,8 +4,9 @@ The SFT adapter is merged into the backbone and a fresh LoRA adapter is trained,
 policy with adapters disabled) is the SFT model, as in :mod:`citing_trl.baselines.ppo`. ``<output_dir>`` holds
 TRL's adapter (relative to the SFT-merged backbone); ``<output_dir>/base_adapter`` the same policy as one LoRA
 adapter on the base model (SFT and RL adapters combined exactly). The reward reaches
-RLOOTrainer as a callable around the same scorer PPO uses (``RewardScorer`` or a ``module:function``), so both
-methods score exactly the text the reward model was trained on.
+RLOOTrainer as a callable around the same scorer PPO uses (``RewardScorer``, a ``module:function``, or with
+``--reward gold`` the verifiable :class:`~citing_trl.reward.GoldScorer` on the training rows), so both methods score
+exactly the text the reward model was trained on.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 
 from citing_trl.baselines.ppo.config import RLHFArguments
+from citing_trl.baselines.ppo.config import check_reward_settings
 from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, training_prompts
 from citing_trl.baselines.ppo.lora import save_policy_adapter
-from citing_trl.sft import lora_config
+from citing_trl.sft import load_rows, lora_config
 
 
 def _completion_text(completion) -> str:
@@ -36,14 +38,17 @@ def rloo_reward(reward_fn):
     def reward(prompts, completions, **kwargs):
         return [float(s) for s in reward_fn(list(prompts), [_completion_text(c) for c in completions])]
 
-    reward.__name__ = getattr(reward_fn, "__name__", "reward")
+    reward.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)  # TRL logs rewards/<name>/mean
     return reward
 
 
-def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args):
-    reward_fn = build_reward_fn(rlhf_args)
+def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args, reward: str = "model"):
+    """Train RLOO from the launcher's parsed settings (``reward``: ``RewardArguments.reward``) and save it."""
+    check_reward_settings(rlhf_args, reward)
+    rows = load_rows(data_args)
+    reward_fn = build_reward_fn(rlhf_args, reward, rows)
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
-    dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(data_args)])
+    dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(rows)])
     trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config(model_args))
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))

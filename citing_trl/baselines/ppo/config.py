@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from citing_trl.configs import prefixed
-from citing_trl.errors import UserError
+from citing_trl.errors import ConfigError, UserError
 from citing_trl.generation import GenerationConfig
 
 
@@ -27,9 +27,10 @@ class PPOConfig(TrainingArguments):
 
     Of the inherited fields the trainer reads ``output_dir`` (checkpoints, log, adapters), ``seed`` (LoRA init,
     prompt order, sampling), ``max_steps``, ``learning_rate``, ``weight_decay``, ``max_grad_norm``,
-    ``logging_steps``, ``save_steps``, ``save_total_limit`` and ``use_cpu``; the optimizer is AdamW at a constant
-    learning rate, so scheduler, optimizer-choice and batch-size fields of ``TrainingArguments`` do not apply
-    (rollout and minibatch sizes are PPO fields below). Five inherited fields get PPO defaults, declared again
+    ``logging_steps``, ``save_steps``, ``save_total_limit``, ``use_cpu`` and ``gradient_accumulation_steps`` (minibatches
+    per optimizer step, through ``accelerator.accumulate``); the optimizer is AdamW at a constant learning rate, so
+    scheduler, optimizer-choice and the other batch-size fields of ``TrainingArguments`` do not apply (rollout and
+    minibatch sizes are PPO fields below). Five inherited fields get PPO defaults, declared again
     here as TRL's configs do."""
 
     # TrainingArguments fields with a PPO default
@@ -68,8 +69,18 @@ class PPOConfig(TrainingArguments):
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch (trl 1.12: 4; OpenRLHF: 1)."})
     kl_coef: float = field(
         default=0.05,
-        metadata={"help": "beta of the per-token k1 KL penalty in the reward, fixed (trl 1.12: 0.05; OpenRLHF: 0.01; "
-                  "trlx: adaptive from 0.05, not implemented here)."},
+        metadata={"help": "beta of the per-token k1 KL penalty in the reward: fixed, or the starting value when "
+                  "--kl_target is set (trl 1.12: 0.05; OpenRLHF: 0.01; trlx: init_kl_coef 0.05)."},
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={"help": "None = fixed --kl_coef (the default). A number = trlx's adaptive KL controller (Ziegler et al. "
+                  "2019): after each rollout batch beta *= 1 + clip(KL / kl_target - 1, -0.2, 0.2) * rollouts / "
+                  "kl_horizon, KL = mean summed k1 KL per answer (trlx's example configs: target 6)."},
+    )
+    kl_horizon: int = field(
+        default=10000,
+        metadata={"help": "Horizon of the adaptive KL controller, in rollouts (trlx: 10000); used with --kl_target."},
     )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount (trl 1.12, OpenRLHF, trlx: 1.0)."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (trl 1.12 and trlx: 0.95; OpenRLHF: 1.0)."})
@@ -98,7 +109,7 @@ class PPOConfig(TrainingArguments):
 
     def __post_init__(self):
         positive = ("max_steps", "per_device_rollout_batch_size", "per_device_mini_batch_size", "num_ppo_epochs",
-                    "logging_steps", "save_steps", "save_total_limit")
+                    "logging_steps", "save_steps", "save_total_limit", "kl_horizon", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:  # save_total_limit None: keep all
                 raise PPOError(f"--{name} must be >= 1, got {getattr(self, name)!r}")
@@ -114,6 +125,16 @@ class PPOConfig(TrainingArguments):
         if self.per_device_mini_batch_size > self.per_device_rollout_batch_size:
             raise PPOError(f"--per_device_mini_batch_size ({self.per_device_mini_batch_size}) must not exceed "
                            f"--per_device_rollout_batch_size ({self.per_device_rollout_batch_size})")
+        if self.kl_target is not None and not self.kl_target > 0:
+            raise PPOError(f"--kl_target must be > 0 (or None for a fixed --kl_coef), got {self.kl_target!r}")
+        if self.kl_target is not None and not self.kl_coef > 0:
+            raise PPOError("--kl_coef must be > 0 with --kl_target (the adaptive controller multiplies it), got 0")
+        accumulated = self.per_device_mini_batch_size * self.gradient_accumulation_steps
+        if self.gradient_accumulation_steps > 1 and self.per_device_rollout_batch_size % accumulated:
+            raise PPOError(f"--gradient_accumulation_steps {self.gradient_accumulation_steps}: "
+                           f"--per_device_rollout_batch_size ({self.per_device_rollout_batch_size}) must be a multiple of "
+                           f"--per_device_mini_batch_size x --gradient_accumulation_steps ({accumulated}), so that every "
+                           "optimizer step closes inside one PPO epoch")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise PPOError(f"--missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty!r}")
         if self.reward_clip is not None and self.reward_clip <= 0:
@@ -147,7 +168,9 @@ def check_ppo_sampling(sampling: GenerationConfig) -> None:
 
 @dataclass
 class RLHFArguments:
-    """What to train and against which reward. Shared by ``--method ppo`` and ``--method rloo``."""
+    """What to train and against which reward model or function. Shared by ``--method ppo`` and ``--method rloo``;
+    which reward is used is ``--reward`` (:class:`citing_trl.baselines.common.RewardArguments`, parsed beside this
+    and checked with it by :func:`check_reward_settings`)."""
 
     method: str = field(default="ppo", metadata={"help": "'ppo' (this project's PPOTrainer) or 'rloo' (TRL's RLOOTrainer)."})
     sft_adapter: str | None = field(
@@ -157,25 +180,40 @@ class RLHFArguments:
     )
     reward_model_path: str | None = field(
         default=None,
-        metadata={"help": "Reward model trained by baselines/reward_model.py, loaded with RewardScorer (contract C3); "
-                  "with PPO it also initialises the value model."},
+        metadata={"help": "With --reward model: the reward model trained by baselines/reward_model.py, loaded with "
+                  "RewardScorer (contract C3); with PPO it also initialises the value model. Must be empty with "
+                  "--reward gold."},
     )
     reward_function: str | None = field(
         default=None,
-        metadata={"help": "Instead of a reward model: 'module:function' importable callable "
+        metadata={"help": "With --reward model, instead of a reward model: 'module:function' importable callable "
                   "f(prompts, completions) -> list[float] (e.g. a rule-based reward)."},
     )
 
     def __post_init__(self):
         if self.method not in ("ppo", "rloo"):
             raise PPOError(f"--method must be 'ppo' or 'rloo', got {self.method!r}")
-        if self.reward_model_path and self.reward_function:
-            raise PPOError("give only one of --reward_model_path and --reward_function")
-        if not (self.reward_model_path or self.reward_function):
-            raise PPOError("--reward_model_path (a trained reward model) or --reward_function (module:function) is required")
-        if self.reward_model_path and not Path(self.reward_model_path).exists():
-            raise PPOError(f"--reward_model_path {self.reward_model_path!r} does not exist (train it with baselines/reward_model.py)")
         if self.sft_adapter and not (Path(self.sft_adapter) / "adapter_config.json").is_file():
             raise PPOError(f"--sft_adapter {self.sft_adapter!r} is not a LoRA adapter folder (run recipes/sft.py first)")
         if self.reward_function and ":" not in self.reward_function:
             raise PPOError(f"--reward_function must look like 'module:function', got {self.reward_function!r}")
+
+
+def check_reward_settings(rlhf: RLHFArguments, reward: str) -> None:
+    """One reward, named without contradiction: ``reward`` is ``RewardArguments.reward`` ('model' or 'gold').
+    'gold' takes neither a reward model nor a reward function; 'model' takes exactly one of them."""
+    if reward == "gold":
+        for flag in ("reward_model_path", "reward_function"):
+            if getattr(rlhf, flag):
+                raise ConfigError(f"--reward gold scores answers against the rows' gold answers, so --{flag} must be "
+                                  f"empty (got {getattr(rlhf, flag)!r}; pass --{flag} '' to clear a YAML value)", flag=flag)
+        return
+    if rlhf.reward_model_path and rlhf.reward_function:
+        raise ConfigError("--reward model: give only one of --reward_model_path and --reward_function",
+                          flag="reward_function")
+    if not (rlhf.reward_model_path or rlhf.reward_function):
+        raise ConfigError("--reward model needs --reward_model_path (a trained reward model) or --reward_function "
+                          "(module:function); or use --reward gold", flag="reward_model_path")
+    if rlhf.reward_model_path and not Path(rlhf.reward_model_path).exists():
+        raise ConfigError(f"--reward_model_path {rlhf.reward_model_path!r} does not exist (train it with "
+                          "baselines/reward_model.py)", flag="reward_model_path")

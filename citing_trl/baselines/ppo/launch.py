@@ -1,5 +1,6 @@
-"""What ``baselines/ppo_rlhf.py`` needs around the trainers, shared by PPO and RLOO: the reward as a callable,
-the SFT-merged policy with its tokenizer, the training prompts, and :func:`run_ppo`."""
+"""What ``baselines/ppo_rlhf.py`` needs around the trainers, shared by PPO and RLOO: the reward as a callable
+(a reward model, a ``module:function`` or the gold reward), the SFT-merged policy with its tokenizer, the training
+rows and prompts, and :func:`run_ppo`."""
 
 from __future__ import annotations
 
@@ -9,18 +10,29 @@ import os
 import torch
 from transformers import AutoModelForCausalLM
 
-from citing_trl.baselines.ppo.config import PPOConfig, PPOError, RLHFArguments, check_ppo_sampling
+from citing_trl.baselines.ppo.config import (
+    PPOConfig,
+    PPOError,
+    RLHFArguments,
+    check_ppo_sampling,
+    check_reward_settings,
+)
 from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
-from citing_trl.reward import RewardScorer  # contract C3
+from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import load_rows, lora_config
 
 
-def build_reward_fn(args: RLHFArguments) -> RewardFn:
-    """The reward as a callable on (chat-message prompts, answer texts)."""
+def build_reward_fn(args: RLHFArguments, reward: str = "model", rows: list[dict] | None = None) -> RewardFn:
+    """The reward as a callable on (chat-message prompts, answer texts). ``reward`` is ``RewardArguments.reward``:
+    'gold' scores with :class:`~citing_trl.reward.GoldScorer` on the training ``rows`` (their prompts are
+    :func:`training_prompts` of the same rows), 'model' with the reward model or the reward function."""
+    check_reward_settings(args, reward)
+    if reward == "gold":
+        return GoldScorer(rows or [])
     if args.reward_function:
         module, _, name = args.reward_function.partition(":")
         try:
@@ -39,18 +51,22 @@ def load_rlhf_policy(model_args, sft_adapter: str | None):
     return merge_sft_adapter(model, sft_adapter), tokenizer
 
 
-def training_prompts(data_args) -> list[list[dict]]:
-    return [instruction_messages(r["instruction"], r.get("input") or "") for r in load_rows(data_args)]
+def training_prompts(rows) -> list[list[dict]]:
+    """The chat prompt the policy answers for each row (the prompt :class:`GoldScorer` matches rows by)."""
+    return [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
 
 
 def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args,
-            sampling: GenerationConfig | None = None) -> PPOTrainer:
-    """Train PPO from the launcher's parsed settings (``sampling``: the built ``--sample_*`` view) and save it."""
+            sampling: GenerationConfig | None = None, reward: str = "model") -> PPOTrainer:
+    """Train PPO from the launcher's parsed settings (``sampling``: the built ``--sample_*`` view; ``reward``:
+    ``RewardArguments.reward``) and save it."""
     if sampling is not None:
         check_ppo_sampling(sampling)  # before any model is loaded
-    reward_fn = build_reward_fn(rlhf_args)
+    check_reward_settings(rlhf_args, reward)
+    rows = load_rows(data_args)
+    reward_fn = build_reward_fn(rlhf_args, reward, rows)
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
-    trainer = PPOTrainer(config, model, tokenizer, training_prompts(data_args), reward_fn, lora_config(model_args),
+    trainer = PPOTrainer(config, model, tokenizer, training_prompts(rows), reward_fn, lora_config(model_args),
                          reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter,
                          sampling=sampling)
     trainer.train()

@@ -1,10 +1,19 @@
 """The PPO trainer (see :mod:`citing_trl.baselines.ppo` for the algorithm and its defaults): rollouts through the
 project's one generation routine, scoring, GAE, PPO epochs over minibatches, checkpoints and the saved adapters.
 The maths live in :mod:`~citing_trl.baselines.ppo.core`, the adapter handling in
-:mod:`~citing_trl.baselines.ppo.lora`, the rank sync in :mod:`~citing_trl.baselines.ppo.sync`."""
+:mod:`~citing_trl.baselines.ppo.lora`, the KL coefficient in :mod:`~citing_trl.baselines.ppo.kl`.
+
+Training goes through accelerate like every other trainer of the suite: the backbone with its two LoRA adapters and
+the value head form ONE module (:class:`PolicyValueModel`) that ``accelerator.prepare`` wraps together with the
+AdamW optimizer (DDP, DeepSpeed or FSDP, whatever the launcher's config says); each minibatch is one forward of
+that module under ``accelerator.accumulate`` (``--gradient_accumulation_steps`` minibatches per optimizer step),
+``accelerator.backward`` and ``accelerator.clip_grad_norm_``. The rank sync is therefore accelerate's: under DDP
+the weights start equal (DDP broadcasts rank 0's) and gradients are averaged in backward; logged statistics are
+averaged with ``accelerator.reduce``; ``train_summary.json`` records a digest of every rank's weights."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +27,7 @@ from pathlib import Path
 import matplotlib
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object
 
 from citing_trl.baselines.ppo.config import PPOConfig, PPOError, PPOSamplingArguments, check_ppo_sampling
 from citing_trl.baselines.ppo.core import (
@@ -30,6 +40,7 @@ from citing_trl.baselines.ppo.core import (
     token_rewards,
     value_loss,
 )
+from citing_trl.baselines.ppo.kl import KLController
 from citing_trl.baselines.ppo.lora import (
     POLICY,
     VALUE,
@@ -37,7 +48,6 @@ from citing_trl.baselines.ppo.lora import (
     add_policy_and_value_adapters,
     save_policy_adapter,
 )
-from citing_trl.baselines.ppo.sync import average_gradients, broadcast_from_main, gather_objects, mean_across_ranks
 from citing_trl.generation import GenerationConfig, generate, render_prompt
 from citing_trl.jsonl import read_jsonl
 
@@ -57,6 +67,57 @@ class ValueHead(torch.nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
 
+
+
+def gather_answer(per_position: torch.Tensor, starts: torch.Tensor, steps: int) -> torch.Tensor:
+    """Pick positions starts + t, t < steps (the states that predict answer token t)."""
+    index = (starts[:, None] + torch.arange(steps, device=starts.device)[None, :]).clamp(max=per_position.shape[1] - 1)
+    if per_position.dim() == 3:
+        index = index[..., None].expand(-1, -1, per_position.shape[-1])
+    return torch.gather(per_position, 1, index)
+
+
+class PolicyValueModel(torch.nn.Module):
+    """The one trainable module accelerate prepares: the peft model (policy adapter :data:`POLICY`, value adapter
+    :data:`VALUE`, reference = adapters disabled) and the value head. ``forward`` returns, at the answer positions,
+
+    * ``mode="policy"``: the policy's logits; ``"reference"``: the logits with the adapters disabled;
+    * ``"value"``: the value head on the value adapter's last hidden state;
+    * ``"train"``: ``(policy logits, values)`` in ONE call, so that a minibatch is one forward and one backward of
+      the wrapped module (what DDP's gradient hooks and FSDP's sharding expect)."""
+
+    def __init__(self, model, value_head: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.value_head = value_head
+
+    def forward(self, input_ids, attention_mask, starts, steps: int, mode: str = "train"):
+        if mode == "policy":
+            return self._logits(input_ids, attention_mask, starts, steps)
+        if mode == "reference":
+            with self.model.disable_adapter():
+                return gather_answer(self.model(input_ids=input_ids, attention_mask=attention_mask).logits, starts, steps)
+        if mode == "value":
+            return self._values(input_ids, attention_mask, starts, steps)
+        if mode == "train":
+            logits = self._logits(input_ids, attention_mask, starts, steps)
+            return logits, self._values(input_ids, attention_mask, starts, steps)
+        raise ValueError(f"unknown mode {mode!r}")
+
+    def _logits(self, input_ids, attention_mask, starts, steps):
+        activate_adapter(self.model, POLICY)
+        return gather_answer(self.model(input_ids=input_ids, attention_mask=attention_mask).logits, starts, steps)
+
+    def _values(self, input_ids, attention_mask, starts, steps):
+        activate_adapter(self.model, VALUE)
+        try:
+            decoder = self.model.get_base_model().get_decoder()
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        except (AttributeError, NotImplementedError):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            hidden = out.hidden_states[-1]
+        activate_adapter(self.model, POLICY)
+        return self.value_head(gather_answer(hidden, starts, steps))
 
 
 @dataclass
@@ -97,11 +158,11 @@ class PPOTrainer:
         self.sampling = sampling if sampling is not None else PPOSamplingArguments().build()
         check_ppo_sampling(self.sampling)
         self.sft_adapter = sft_adapter
-        self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available())
-        dist = str(self.accelerator.distributed_type)
-        if "DEEPSPEED" in dist or "FSDP" in dist:
-            raise PPOError(f"PPOTrainer supports single-process and DDP launches, not {dist}; use "
-                           "accelerate_configs/multi_gpu.yaml")
+        self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available(),
+                                                      gradient_accumulation_steps=config.gradient_accumulation_steps)
+        if self.accelerator.gradient_accumulation_steps != config.gradient_accumulation_steps:
+            raise PPOError(f"--gradient_accumulation_steps {config.gradient_accumulation_steps} differs from the "
+                           f"accelerator's ({self.accelerator.gradient_accumulation_steps}); set it in one place")
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
         self.reward_fn = reward_fn
@@ -113,13 +174,18 @@ class PPOTrainer:
         if rm_head is not None:
             with torch.no_grad():
                 self.value_head.summary.weight.copy_(rm_head[:1].to(self.value_head.summary.weight.dtype))
-        self.model.to(self.device)
-        self.value_head.to(self.device)
-        self.model.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
         self._activate(POLICY)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        broadcast_from_main(self.trainable, self.world)
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        module = PolicyValueModel(self.model, self.value_head).to(self.device)
+        module.eval()  # dropout off for every forward (trl 1.12 disables dropout too): ratios start at 1
+        self.trainable = [p for p in module.parameters() if p.requires_grad]  # LoRA adapters, then the value head
+        optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            # there is no dataloader for DeepSpeed to read the micro-batch from: it is the PPO minibatch
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.per_device_mini_batch_size
+        # DDP broadcasts rank 0's weights here and averages gradients in every backward from now on
+        self.wrapped, self.optimizer = self.accelerator.prepare(module, optimizer)
+        self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.step = 0
         self.output_dir = Path(config.output_dir)
@@ -134,9 +200,29 @@ class PPOTrainer:
     def world(self) -> int:
         return self.accelerator.num_processes
 
+    @contextlib.contextmanager
+    def full_weights(self, writeback: bool = False):
+        """Every trainable tensor whole on this rank while inside: a no-op for one process, DDP and ZeRO-1/2 (their
+        weights are never sharded); gathers ZeRO-3 / FSDP shards (not run in this project's tests)."""
+        dist = self.accelerator.distributed_type
+        if dist == DistributedType.FSDP:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            with FullyShardedDataParallel.summon_full_params(self.wrapped, writeback=writeback):
+                yield
+        elif dist == DistributedType.DEEPSPEED and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.wrapped.parameters()),
+                                                   modifier_rank=0 if writeback else None):
+                yield
+        else:
+            yield
+
     def weights_digest(self) -> float:
         """Sum of |w| over the trainable tensors: a cheap fingerprint to check that ranks agree."""
-        return float(sum(p.detach().double().abs().sum() for p in self.trainable))
+        with self.full_weights():
+            return float(sum(p.detach().double().abs().sum() for p in self.trainable))
 
     # ---- data ---------------------------------------------------------------------------------------------
     def prompts_for_step(self, step: int) -> list:
@@ -159,33 +245,18 @@ class PPOTrainer:
         return ids[-self.sampling.max_prompt_tokens :] if self.sampling.max_prompt_tokens else ids
 
     # ---- forwards -----------------------------------------------------------------------------------------
-    def _gather_answer(self, per_position: torch.Tensor, starts: torch.Tensor, steps: int) -> torch.Tensor:
-        """Pick positions starts + t, t < steps (the states that predict answer token t)."""
-        index = (starts[:, None] + torch.arange(steps, device=starts.device)[None, :]).clamp(max=per_position.shape[1] - 1)
-        if per_position.dim() == 3:
-            index = index[..., None].expand(-1, -1, per_position.shape[-1])
-        return torch.gather(per_position, 1, index)
+    _gather_answer = staticmethod(gather_answer)
+
+    def _forward(self, batch: Rollout | dict, mode: str):
+        """One call of the prepared module on ``batch`` (see :class:`PolicyValueModel` for the modes)."""
+        return self.wrapped(batch["input_ids"], batch["attention_mask"], batch["starts"], batch["answer_ids"].shape[1],
+                            mode=mode)
 
     def _policy_logits(self, batch: Rollout | dict, reference: bool = False) -> torch.Tensor:
-        ids, attn, starts, steps = batch["input_ids"], batch["attention_mask"], batch["starts"], batch["answer_ids"].shape[1]
-        if reference:
-            with self.model.disable_adapter():
-                logits = self.model(input_ids=ids, attention_mask=attn).logits
-        else:
-            self._activate(POLICY)
-            logits = self.model(input_ids=ids, attention_mask=attn).logits
-        return self._gather_answer(logits, starts, steps)
+        return self._forward(batch, "reference" if reference else "policy")
 
     def _values(self, batch) -> torch.Tensor:
-        self._activate(VALUE)
-        try:
-            decoder = self.model.get_base_model().get_decoder()
-            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        except (AttributeError, NotImplementedError):
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-            hidden = out.hidden_states[-1]
-        self._activate(POLICY)
-        return self.value_head(self._gather_answer(hidden, batch["starts"], batch["answer_ids"].shape[1]))
+        return self._forward(batch, "value")
 
     # ---- one PPO iteration -----------------------------------------------------------------------------
     def rollout_generation_config(self, step: int) -> GenerationConfig:
@@ -197,8 +268,9 @@ class PPOTrainer:
         cfg, temperature = self.config, self.sampling.temperature
         prompts = self.prompts_for_step(step)
         self._activate(POLICY)
-        gens = generate(self.model, self.tokenizer, prompts, self.rollout_generation_config(step),
-                        desc=f"PPO step {step} rollouts")
+        with self.full_weights():  # generate() runs on the unwrapped peft model
+            gens = generate(self.model, self.tokenizer, prompts, self.rollout_generation_config(step),
+                            desc=f"PPO step {step} rollouts")
         prompt_ids = [self._encode_prompt(p) for p in prompts]
         answers = [g.token_ids or [] for g in gens]
         if any(not a for a in answers):  # max_new_tokens >= 1, so only a degenerate generate() gets here
@@ -237,7 +309,8 @@ class PPOTrainer:
             ref_logprobs = logprobs_from_logits(self._policy_logits(batch, reference=True), batch["answer_ids"],
                                                 temperature) * m
             values = self._values(batch) * m
-        rewards, kl = token_rewards(scores, logprobs, ref_logprobs, m, cfg.kl_coef)
+        kl_coef = self.kl_ctl.value
+        rewards, kl = token_rewards(scores, logprobs, ref_logprobs, m, kl_coef)
         advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, m)
@@ -248,7 +321,8 @@ class PPOTrainer:
             "score": float(torch.tensor(raw).mean()),
             "score_shaped": float(scores.mean()),
             "kl": float(kl_seq.mean()),
-            "non_score_reward": float((-cfg.kl_coef * kl_seq).mean()),
+            "non_score_reward": float((-kl_coef * kl_seq).mean()),
+            "kl_coef": kl_coef,
             "entropy": float(entropy),
             "answer_length": float(m.sum(1).mean()),
             "no_eos_fraction": float(no_eos.float().mean()),
@@ -275,18 +349,17 @@ class PPOTrainer:
                     mb[k] = mb[k][:, :answer_len]
                 mb["input_ids"], mb["attention_mask"] = mb["input_ids"][:, :seq_len], mb["attention_mask"][:, :seq_len]
                 m = mb["mask"]
-                logits = self._policy_logits(mb)
-                new_logprobs = logprobs_from_logits(logits, mb["answer_ids"], self.sampling.temperature)
-                pg_loss, pg_stats = policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], m, cfg.cliprange)
-                new_values = self._values(mb)
-                vf_loss, vf_clipfrac = value_loss(new_values, mb["values"], mb["returns"], m, cfg.cliprange_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(self.trainable, self.world)
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-                self.optimizer.step()
+                with self.accelerator.accumulate(self.wrapped):  # an optimizer step every gradient_accumulation_steps
+                    logits, new_values = self._forward(mb, "train")
+                    new_logprobs = logprobs_from_logits(logits, mb["answer_ids"], self.sampling.temperature)
+                    pg_loss, pg_stats = policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], m, cfg.cliprange)
+                    vf_loss, vf_clipfrac = value_loss(new_values, mb["values"], mb["returns"], m, cfg.cliprange_value)
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    self.accelerator.backward(loss)  # divided by gradient_accumulation_steps; DDP averages over ranks
+                    if self.accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        self.accelerator.clip_grad_norm_(self.wrapped.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()  # skipped by accelerate between accumulation boundaries
+                    self.optimizer.zero_grad(set_to_none=True)
                 for k, v in {"policy_loss": pg_loss.detach(), "value_loss": vf_loss.detach(),
                              "clipfrac": pg_stats["clipfrac"], "approx_kl": pg_stats["approx_kl"],
                              "value_clipfrac": vf_clipfrac}.items():
@@ -296,19 +369,28 @@ class PPOTrainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def _checkpoints(self) -> list[Path]:
-        found = [p for p in self.output_dir.glob("checkpoint-*") if (p / "state.pt").is_file()]
+        found = [p for p in self.output_dir.glob("checkpoint-*") if (p / "state.pt").is_file()
+                 and (p / "optimizer-0.pt").is_file()]
         return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
     def save_checkpoint(self):
+        """``state.pt`` (trainable tensors, step, KL coefficient, RNG, settings) from rank 0 and
+        ``optimizer-<rank>.pt`` from every rank (a sharded optimizer, ZeRO or FSDP, has one part per rank)."""
+        target = self.output_dir / f"checkpoint-{self.step}"
+        tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
         if self.accelerator.is_main_process:
-            target = self.output_dir / f"checkpoint-{self.step}"
-            tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        torch.save(self.optimizer.state_dict(), tmp / f"optimizer-{self.accelerator.process_index}.pt")
+        with self.full_weights():
+            trainable = [p.detach().cpu().clone() for p in self.trainable]
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
             torch.save({
                 "step": self.step,
-                "trainable": [p.detach().cpu() for p in self.trainable],
-                "optimizer": self.optimizer.state_dict(),
+                "trainable": trainable,
+                "kl_coef": self.kl_ctl.value,
                 "torch_rng": torch.get_rng_state(),
                 "config": self.config.to_dict(),
                 "sampling": asdict(self.sampling),
@@ -329,12 +411,16 @@ class PPOTrainer:
         state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
         if len(state["trainable"]) != len(self.trainable):
             raise PPOError(f"checkpoint {checkpoints[-1]} does not match this model (different LoRA settings?)")
-        with torch.no_grad():
+        with torch.no_grad(), self.full_weights(writeback=True):
             for p, saved in zip(self.trainable, state["trainable"]):
                 p.copy_(saved.to(p.device, p.dtype))
-        self.optimizer.load_state_dict(state["optimizer"])
+        own = checkpoints[-1] / f"optimizer-{self.accelerator.process_index}.pt"
+        optimizer_state = torch.load(own if own.is_file() else checkpoints[-1] / "optimizer-0.pt", map_location="cpu",
+                                     weights_only=False)  # DDP: every rank's optimizer state is the same
+        self.optimizer.load_state_dict(optimizer_state)
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.kl_ctl.value = float(state.get("kl_coef", self.config.kl_coef))
         if self.log_path.is_file():  # drop rows logged after the checkpoint: they will be redone
             rows = read_jsonl(self.log_path)  # tolerant: a kill can tear the last line
             self.log_history = [r for r in rows if r.get("step", 0) <= self.step]
@@ -343,6 +429,14 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
         logger.info("resumed from %s at step %d", checkpoints[-1], self.step)
         return True
+
+    def mean_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """Each logged statistic averaged over ranks (``accelerator.reduce``)."""
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        return {k: float(v) for k, v in zip(keys, self.accelerator.reduce(t, reduction="mean").tolist())}
 
     # ---- main loop ---------------------------------------------------------------------------------------
     def train(self) -> list[dict]:
@@ -354,7 +448,9 @@ class PPOTrainer:
             batch, stats = self.rollout(self.step)
             stats.update(self.train_on_rollout(batch))
             self.step += 1
-            stats = mean_across_ranks(stats, self.world, self.device)
+            stats = self.mean_across_ranks(stats)
+            # the coefficient of the NEXT rollout; every rank moves it by the same rank-averaged KL
+            self.kl_ctl.update(stats["kl"], n_steps=cfg.per_device_rollout_batch_size * self.world)
             stats.update(step=self.step, seconds=round(time.time() - t0, 3))
             if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
                 self.log_history.append(stats)
@@ -374,7 +470,13 @@ class PPOTrainer:
         same policy as ONE LoRA adapter on the base model, SFT adapter folded in exactly), both with the tokenizer,
         ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
         target = Path(output_dir or self.output_dir)
-        digests = gather_objects(self.weights_digest(), self.world)
+        digests = gather_object([self.weights_digest()])
+        with self.full_weights():
+            self._write_outputs(target, digests)
+        self.accelerator.wait_for_everyone()
+        return target
+
+    def _write_outputs(self, target: Path, digests: list[float]) -> None:
         if self.accelerator.is_main_process:
             target.mkdir(parents=True, exist_ok=True)
             self.model.save_pretrained(target / "adapter", selected_adapters=[POLICY])
@@ -383,12 +485,12 @@ class PPOTrainer:
             self.model.save_pretrained(target / "value", selected_adapters=[VALUE])
             torch.save(self.value_head.state_dict(), target / "value" / "value_head.pt")
             summary = {"steps": self.step, "weights_digest_per_rank": digests,
-                       "value_initialised_from_reward_model": self.value_initialised_from_rm}
+                       "value_initialised_from_reward_model": self.value_initialised_from_rm,
+                       "kl_coef_final": self.kl_ctl.value, "distributed_type": str(self.accelerator.distributed_type),
+                       "num_processes": self.world}
             (target / "train_summary.json").write_text(json.dumps(summary, indent=2))
             if self.log_path.is_file():
                 plot_log(self.log_path, target / "reward_curve.png")
-        self.accelerator.wait_for_everyone()
-        return target
 
 
 
