@@ -17,6 +17,7 @@ from trl import ModelConfig, RLOOConfig, TrlParser
 
 from citing_trl.baselines.ppo.config import PPOConfig, PPOSamplingArguments, RLHFArguments
 from citing_trl.baselines.ppo.launch import run_ppo
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.rloo import run_rloo
 from citing_trl.cli import run_main
 from citing_trl.errors import ConfigError
@@ -51,6 +52,7 @@ def train(argv: list[str]) -> None:
         parser = TrlParser((RLHFArguments, DataArguments, PPOConfig, ModelConfig, PPOSamplingArguments))
         rlhf_args, data_args, config, model_args, sampling_args = parser.parse_args_and_config(argv)
         run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args.build())
+    end_ranks()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments, SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.reward import RewardScorer
 from citing_trl.cli import run_main
 from citing_trl.errors import ConfigError
@@ -24,7 +25,9 @@ def main():
     scorer = RewardScorer.load(base_args.reward_model)
     out = RAFTTrainer(args, model_args, load_rows(data_args).to_list(), scorer,
                       sft_adapter=base_args.sft_adapter, sampling=sampling_args.build()).train()
-    print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl")
+    if args.process_index == 0:
+        print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl")
+    end_ranks()
 
 
 if __name__ == "__main__":

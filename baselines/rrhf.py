@@ -12,7 +12,8 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments, SamplingArguments, load_policy, teacher_revisions
 from citing_trl.reward import RewardScorer
-from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
+from citing_trl.baselines.ranks import end_ranks
+from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates_on_ranks
 from citing_trl.cli import run_main
 from citing_trl.jsonl import read_jsonl
 from citing_trl.sft import DataArguments, load_rows
@@ -30,16 +31,18 @@ def main():
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
     scorer = RewardScorer.load(base_args.reward_model) if base_args.reward_model else None
-    with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
-        records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
-            base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl", sampling=sampling_args.build())
+    model.to(PartialState().device)  # each rank samples its slice of the prompts on its own device
+    records, stats = build_candidates_on_ranks(rows, model, tokenizer, scorer, args, Path(args.output_dir) / "candidates.jsonl",
+                                               teacher_revisions(base_args.citing_run), sampling=sampling_args.build())
     del scorer
     logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
     model.train()
     trainer = RRHFTrainer(model, args, train_dataset=records, processing_class=tokenizer)
     trainer.train()
     trainer.save_model(args.output_dir)
-    print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts)")
+    if trainer.accelerator.is_main_process:
+        print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts)")
+    end_ranks()
 
 
 if __name__ == "__main__":
