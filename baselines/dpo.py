@@ -23,8 +23,8 @@ def main():
     run_dpo(pref_args, training_args, model_args, sft_adapter=base_args.sft_adapter)
     if training_args.process_index == 0:
         print(f"DPO adapter saved to {training_args.output_dir}")
-    end_ranks()
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad pair) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

@@ -52,12 +52,12 @@ def train(argv: list[str]) -> None:
         parser = TrlParser((RLHFArguments, DataArguments, PPOConfig, ModelConfig, PPOSamplingArguments))
         rlhf_args, data_args, config, model_args, sampling_args = parser.parse_args_and_config(argv)
         run_ppo(rlhf_args, data_args, config, model_args, sampling=sampling_args.build())
-    end_ranks()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: the command line) and train; a user error prints one line and exits 2."""
     run_main(lambda: train(sys.argv[1:] if argv is None else argv))
+    end_ranks()  # after train returned: no trainer holds the process group any more
 
 
 if __name__ == "__main__":

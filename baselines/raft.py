@@ -27,8 +27,8 @@ def main():
                       sft_adapter=base_args.sft_adapter, sampling=sampling_args.build()).train()
     if args.process_index == 0:
         print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl")
-    end_ranks()
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

@@ -20,8 +20,8 @@ def main():
     _, metrics = train_reward_model(pref_args, training_args, model_args)
     if training_args.process_index == 0:  # the main process alone scores the held-out pairs
         print(f"reward model saved to {training_args.output_dir}: {metrics}")
-    end_ranks()
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad pair) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

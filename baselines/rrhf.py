@@ -42,8 +42,8 @@ def main():
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:
         print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts)")
-    end_ranks()
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

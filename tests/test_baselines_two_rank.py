@@ -248,7 +248,7 @@ def test_dpo_two_ranks(tiny_model_dir, citing_run, tmp_path):
     out = tmp_path / "dpo"
     launch_two_ranks("dpo.py", "dpo_demo.yaml", "--model_name_or_path", str(tiny_model_dir), *TRAIN,
                      "--sft_adapter", str(citing_run / "sft"), "--citing_run", str(citing_run), "--output_dir", str(out))
-    assert_one_adapter(out)
+    assert_one_adapter(out, "ref")  # TRL saves the frozen reference copy of the SFT adapter beside the policy
     assert_same_weights_on_both_ranks(out)
     before = load_file(citing_run / "sft" / "adapter_model.safetensors")
     after = load_file(out / "adapter_model.safetensors")

@@ -15,6 +15,7 @@ training each rank hashes its trainable parameters, and the main process writes 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -85,9 +86,19 @@ class RankDigestCallback(TrainerCallback):
 
 
 def end_ranks() -> None:
-    """Wait for every rank, then close the process group before the interpreter exits (left to interpreter
-    shutdown, a gloo rank can abort in C++ teardown after its work is done). A no-op for one process."""
+    """Close the process group once a launcher's work is done; call it after ``main`` has returned, so that no
+    trainer holds the group any more. A no-op for one process.
+
+    Left to interpreter shutdown, a gloo rank can abort in C++ teardown after its work is done. Destroyed while a
+    DDP model still references it, the group is torn down later from that model's destructor, holding the GIL
+    while it joins gloo's worker thread, which may itself wait for the GIL to release Python tensors of the last
+    collectives: a hang seen here. So: collect the trainers first (their DDP reducers go while the group lives),
+    then two barriers (while the second waits without the GIL, the worker finishes off the first, which holds
+    the Python tensors of earlier collectives), then destroy."""
     state = PartialState()
-    if state.num_processes > 1 and torch.distributed.is_initialized():
-        state.wait_for_everyone()
-        state.destroy_process_group()
+    if state.num_processes <= 1 or not torch.distributed.is_initialized():
+        return
+    gc.collect()
+    state.wait_for_everyone()
+    state.wait_for_everyone()
+    state.destroy_process_group()
