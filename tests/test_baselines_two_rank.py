@@ -153,7 +153,7 @@ def test_compare_launches_every_training_and_answering_stage_with_the_setting(tm
 
 def test_compare_launcher_defaults_and_forms(tmp_path):
     cmp = compare_module()
-    plain = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path)))
+    plain = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), launcher="python"))  # older YAMLs
     for name in (*TRAINING, "answers_sft"):
         assert plain[name][0] == sys.executable and plain[name][1].endswith(".py")  # one plain python process
     only_n = cmp.launch_prefix(cmp.CompareArguments(num_processes=4))
@@ -179,6 +179,8 @@ def test_compare_launcher_setting_from_the_paper_yaml():
 @pytest.mark.parametrize("setting,needle", [
     ({"num_processes": 0}, "--num_processes must be at least 1"),
     ({"accelerate_config": "accelerate_configs/no_such.yaml"}, "--accelerate_config must be an existing"),
+    ({"launcher": "accelerate launch --config_file accelerate_configs/multi_gpu.yaml"},
+     "--launcher is replaced by --accelerate_config FILE and --num_processes N"),
 ])
 def test_compare_bad_launcher_setting_is_one_clear_error(setting, needle, tmp_path):
     from citing_trl.errors import ConfigError
