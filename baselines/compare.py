@@ -17,6 +17,10 @@ interrupted stage resumes through its own script's resume logic):
     answers_<m>   recipes/infer.py --num_revisions 0 on the test split, for sft, citing and each baseline
     evaluate      recipes/evaluate.py: gold metrics + Table 1 with CITING as reference
 
+Training and answering stages start under ``accelerate launch`` when ``--accelerate_config FILE`` and/or
+``--num_processes N`` are given (e.g. ``--accelerate_config accelerate_configs/multi_gpu.yaml --num_processes 8``);
+with neither, each starts as one ``python`` process. ``ppo_merge`` and ``evaluate`` always run as one process.
+
 With ``--lock FILE`` stages run only while this process holds ``flock FILE`` (the shared-machine rule); after a
 stage the lock is given back once it has been held ``lock_hold_s`` seconds, so short stages share one hold.
 """
@@ -95,9 +99,22 @@ class CompareArguments:
         metadata={"help": "Per-stage flags as 'STAGE=--flag value ...' (STAGE: citing, reward_model, ppo, rrhf, raft, "
                           "dpo, answers, evaluate); they override the stage's YAML."},
     )
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "An accelerate config file (e.g. accelerate_configs/multi_gpu.yaml, relative to the repository "
+                          "root) every training and answering stage is launched with (`accelerate launch --config_file`). "
+                          "Unset, with --num_processes unset too: each stage is one plain python process."},
+    )
+    num_processes: int | None = field(
+        default=None,
+        metadata={"help": "Processes per training and answering stage (`accelerate launch --num_processes`); overrides "
+                          "the config file's num_processes. Without --accelerate_config, more than 1 launches "
+                          "data-parallel ranks (--multi_gpu; gloo ranks on a machine without GPUs)."},
+    )
     launcher: str = field(
-        default="python", metadata={"help": "How training scripts start: 'python', or e.g. 'accelerate launch "
-                                            "--config_file accelerate_configs/multi_gpu.yaml'."}
+        default="python",
+        metadata={"help": "Replaced by --accelerate_config and --num_processes; only 'python' (the default, which "
+                          "changes nothing) is still accepted, so older YAMLs that set it keep working."},
     )
     lock: str | None = field(
         default=None,
@@ -113,11 +130,33 @@ class CompareArguments:
     stage_timeout: int | None = field(default=None, metadata={"help": "Seconds before a stage is stopped (resumable)."})
 
 
+def launch_prefix(a: CompareArguments) -> list[str]:
+    """How a training or answering stage's script starts: plain python, or ``accelerate launch`` with the
+    ``--accelerate_config`` file and/or ``--num_processes``."""
+    check(a.launcher == "python", "launcher", "is replaced by --accelerate_config FILE and --num_processes N (only "
+          "'python' is still accepted)", a.launcher)
+    if a.num_processes is not None:
+        check(a.num_processes >= 1, "num_processes", "must be at least 1", a.num_processes)
+    if a.accelerate_config:
+        path = Path(a.accelerate_config)
+        check((path if path.is_absolute() else REPO / path).is_file(), "accelerate_config",
+              "must be an existing accelerate config file (relative paths start at the repository root)",
+              a.accelerate_config)
+    if not a.accelerate_config and a.num_processes is None:
+        return [sys.executable]
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if a.accelerate_config:
+        launch += ["--config_file", a.accelerate_config]
+    elif a.num_processes > 1:
+        launch += ["--multi_gpu"]  # without a config file accelerate would start one process for a CPU machine
+    if a.num_processes is not None:
+        launch += ["--num_processes", str(a.num_processes)]
+    return launch
+
+
 def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     out = Path(a.output_dir)
-    py, launch = [sys.executable], shlex.split(a.launcher)
-    if launch and launch[0] == "python":
-        launch = [sys.executable, *launch[1:]]
+    py, launch = [sys.executable], launch_prefix(a)
     extra = {}
     for item in a.extra_args:
         stage, _, flags = item.partition("=")
@@ -168,7 +207,7 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     for name, (base, adapter) in systems.items():
         revise = (["--num_revisions", str(a.citing_revisions), "--rubric_path", str(out / "citing" / "rubric.json")]
                   if name == "citing" and a.citing_revisions else ["--num_revisions", "0"])
-        cmds[f"answers_{name}"] = [*py, "recipes/infer.py", "--config", a.infer_config, "--model_name_or_path", base,
+        cmds[f"answers_{name}"] = [*launch, "recipes/infer.py", "--config", a.infer_config, "--model_name_or_path", base,
                                    "--adapter", adapter, *test, *revise,
                                    "--output_dir", str(out / "answers" / name), *extra.get("answers", [])]
     answers = [f"{n}={out / 'answers' / n / 'answers.jsonl'}" for n in systems]

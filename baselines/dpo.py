@@ -9,6 +9,7 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments
 from citing_trl.baselines.dpo import DPOConfig, run_dpo
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.preferences import PreferenceArguments
 from citing_trl.cli import run_main
 
@@ -20,8 +21,10 @@ def main():
     if not pref_args.preferences and base_args.citing_run:
         pref_args.preferences = base_args.citing_run
     run_dpo(pref_args, training_args, model_args, sft_adapter=base_args.sft_adapter)
-    print(f"DPO adapter saved to {training_args.output_dir}")
+    if training_args.process_index == 0:
+        print(f"DPO adapter saved to {training_args.output_dir}")
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad pair) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

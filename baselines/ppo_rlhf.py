@@ -19,6 +19,7 @@ from trl import ModelConfig, RLOOConfig, TrlParser
 from citing_trl.baselines.common import RewardArguments
 from citing_trl.baselines.ppo.config import PPOConfig, PPOSamplingArguments, RLHFArguments
 from citing_trl.baselines.ppo.launch import run_ppo
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.rloo import run_rloo
 from citing_trl.cli import run_main
 from citing_trl.errors import ConfigError
@@ -58,6 +59,7 @@ def train(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: the command line) and train; a user error prints one line and exits 2."""
     run_main(lambda: train(sys.argv[1:] if argv is None else argv))
+    end_ranks()  # after train returned: no trainer holds the process group any more
 
 
 if __name__ == "__main__":

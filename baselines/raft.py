@@ -13,6 +13,7 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments, RewardArguments, SamplingArguments
 from citing_trl.baselines.raft import RAFTConfig, RAFTTrainer
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.reward_model import reward_for_run, write_reward_info
 from citing_trl.cli import run_main
 from citing_trl.sft import DataArguments, load_rows
@@ -27,11 +28,14 @@ def main():
     scorer, info = reward_for_run(reward_args.reward, base_args.reward_model, rows, "RAFT")
     if reward_args.reward == "gold" and args.min_reward is None:
         args.min_reward = 1.0  # rejection sampling: keep right answers only
-    write_reward_info(args.output_dir, {**info, "min_reward": args.min_reward})
+    if args.process_index == 0:
+        write_reward_info(args.output_dir, {**info, "min_reward": args.min_reward})
     out = RAFTTrainer(args, model_args, rows, scorer, sft_adapter=base_args.sft_adapter,
                       sampling=sampling_args.build()).train()
-    print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl; reward: {info['label']}")
+    if args.process_index == 0:
+        print(f"RAFT adapter saved to {out}; per-stage rewards in {out}/stages.jsonl; reward: {info['label']}")
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

@@ -18,8 +18,9 @@ from trl import ModelConfig, TrlParser
 from citing_trl.baselines.common import (
     BaselineArguments, RewardArguments, SamplingArguments, load_policy, teacher_revisions,
 )
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.reward_model import reward_for_run, write_reward_info
-from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates
+from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates_on_ranks
 from citing_trl.cli import run_main
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.jsonl import read_jsonl
@@ -46,9 +47,9 @@ def main():
     model, tokenizer, peft_config = load_policy(model_args, base_args.sft_adapter)
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
-    with PartialState().main_process_first():  # rank 0 samples and scores; the others read its file
-        records, stats = build_candidates(rows, model, tokenizer, scorer, args, teacher_revisions(
-            base_args.citing_run), path=Path(args.output_dir) / "candidates.jsonl", sampling=sampling_args.build())
+    model.to(PartialState().device)  # each rank samples its slice of the prompts on its own device
+    records, stats = build_candidates_on_ranks(rows, model, tokenizer, scorer, args, Path(args.output_dir) / "candidates.jsonl",
+                                               teacher_revisions(base_args.citing_run), sampling=sampling_args.build())
     del scorer
     logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
     if not records:
@@ -58,9 +59,11 @@ def main():
     trainer.train()
     trainer.save_model(args.output_dir)
     skipped = {k: v for k, v in stats.items() if k != "prompts" and v}
-    print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts trained; reward: {info['label']}; "
-          f"skipped/dropped: {skipped or 'none'}, see candidates.stats.json)")
+    if trainer.accelerator.is_main_process:
+        print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts trained; reward: {info['label']}; "
+              f"skipped/dropped: {skipped or 'none'}, see candidates.stats.json)")
 
 
 if __name__ == "__main__":
     run_main(main)  # a user error (bad flag, missing file, bad row) prints one line, exit 2
+    end_ranks()  # after main returned: no trainer holds the process group any more

@@ -18,6 +18,7 @@ from trl import DPOTrainer
 
 from citing_trl.baselines.common import load_policy
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
+from citing_trl.baselines.ranks import RankDigestCallback
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def run_dpo(pref_args: PreferenceArguments, training_args: DPOConfig, model_args
     trainer = DPOTrainer(
         model=model, args=training_args, train_dataset=to_dataset(train),
         eval_dataset=to_dataset(held) if held else None, processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[RankDigestCallback()],  # <output_dir>/rank_digests.json under several processes
     )
     trainer.train()
     out = Path(training_args.output_dir)

@@ -19,6 +19,13 @@ answer accepted (``prompts_all_accepted``) are counted. A stage that accepts not
 Each stage writes ``stage_<t>/samples.jsonl`` (answers + rewards), ``kept.jsonl``, ``stats.json`` (mean reward
 of all answers and of the kept set) and its adapter, then a ``done`` marker last (:mod:`citing_trl.stages`);
 a rerun skips finished stages and continues from the last finished adapter. The final adapter is copied to ``output_dir``.
+
+Under several processes (``accelerate launch --num_processes N``) each rank samples and scores its own
+contiguous slice of the stage's prompts (its answers also go to ``stage_<t>/samples.rank<r>.jsonl``, so a
+killed stage resumes per rank), the slices are joined in prompt order, and every rank fine-tunes on the same
+kept set, which the trainer's sampler splits between the ranks under DDP (:mod:`citing_trl.baselines.ranks`
+says why). The main process alone writes the shared files (``samples.jsonl``, ``kept.jsonl``, stats, markers,
+the final copy).
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
+from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
+from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.cli import check
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
@@ -42,7 +51,7 @@ from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import to_prompt_completion
-from citing_trl.stages import run_stage
+from citing_trl.stages import is_done, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -115,43 +124,52 @@ class RAFTTrainer:
         return random.Random(self.args.seed + t).sample(self.rows, self.args.prompts_per_stage)
 
     def train(self) -> Path:
+        state = PartialState()
         adapter = self.sft_adapter
         for t in range(self.args.num_stages):
             sdir = self.out / f"stage_{t}"
-            run_stage(sdir / "done", lambda: self.stage(t, adapter, sdir), name=f"RAFT stage {t}")
+            if is_done(sdir / "done"):  # every rank looks before any rank can write it (the stage has collectives)
+                logger.info("RAFT stage %d: done before (%s); skipped", t, sdir / "done")
+            else:
+                stats = self.stage(t, adapter, sdir)
+                if state.is_main_process:
+                    write_marker(sdir / "done", stats)  # last: a killed stage runs again
+            state.wait_for_everyone()
             adapter = str(sdir / "adapter")
-        if adapter and Path(adapter) != self.out:
+        if adapter and Path(adapter) != self.out and state.is_main_process:
             for f in Path(adapter).iterdir():
                 if f.is_file():
                     shutil.copy2(f, self.out / f.name)
+        state.wait_for_everyone()
         return self.out
 
     def stage(self, t: int, adapter: str | None, sdir: Path) -> dict:
         """Sample, score, keep and fine-tune from ``adapter`` into ``sdir/adapter``; returns the stage's stats
         (:func:`~citing_trl.stages.run_stage` writes them as the ``done`` marker once this returns)."""
+        state = PartialState()
         sdir.mkdir(parents=True, exist_ok=True)
         rows = self.stage_rows(t)
         model, tokenizer, peft_config = load_policy(self.model_args, adapter)
-        prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
         samples_path = sdir / "samples.jsonl"
         records = read_jsonl(samples_path)
         if len(records) != len(rows):  # not finished (or never started): sample and score this stage
-            gen = replace(self.sampling, do_sample=True, seed=self.args.seed + 1000 * t)
-            groups = sample_answers(model, tokenizer, prompts, self.args.num_samples, gen, desc=f"RAFT stage {t}")
-            flat = [(i, g.text) for i, gs in enumerate(groups) for g in gs]
-            scores = self.scorer.score([prompts[i] for i, _ in flat], [text for _, text in flat])
-            records = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input") or "",
-                        "answers": [g.text for g in gs], "finish_reasons": [g.finish_reason for g in gs], "rewards": []}
-                       for r, gs in zip(rows, groups)]
-            for (i, _), s in zip(flat, scores):
-                records[i]["rewards"].append(float(s))
-            write_jsonl(samples_path, records)
+            start, mine = shard(rows, state)  # this rank's slice; one process: all rows
+            mine_path = part_path(samples_path, state)
+            done = read_jsonl(mine_path) if mine_path != samples_path else []
+            if [r["id"] for r in done] != [r["id"] for r in mine]:
+                model.to(state.device)  # sample on this rank's device (the trainer moves it there anyway)
+                done = self.sample_and_score(t, mine, model, tokenizer, seed_offset=start * self.args.num_samples)
+                write_jsonl(mine_path, done)
+            records = gather(done)
+            if state.is_main_process and mine_path != samples_path:
+                write_jsonl(samples_path, records)
         min_reward = self.args.min_reward
         kept_idx = select([r["answers"] for r in records], [r["rewards"] for r in records], self.args.keep_fraction,
                           min_reward)
         kept = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "output": r["answers"][j],
                  "reward": r["rewards"][j]} for r, idx in zip(records, kept_idx) for j in idx if r["answers"][j].strip()]
-        write_jsonl(sdir / "kept.jsonl", kept)
+        if state.is_main_process:
+            write_jsonl(sdir / "kept.jsonl", kept)
         all_rewards = [s for r in records for s in r["rewards"]]
         stats = {
             "stage": t, "prompts": len(records), "samples": len(all_rewards), "kept": len(kept),
@@ -174,7 +192,8 @@ class RAFTTrainer:
             logger.warning("RAFT stage %d: no sampled answer reached reward %s (--min_reward) on any of %d prompts; "
                            "nothing to fine-tune on, the stage keeps its start adapter %s", t, min_reward,
                            len(records), adapter)
-            shutil.copytree(adapter, sdir / "adapter", dirs_exist_ok=True)
+            if state.is_main_process:
+                shutil.copytree(adapter, sdir / "adapter", dirs_exist_ok=True)
         elif min_reward is not None:
             raise DataError(f"RAFT stage {t}: none of the {len(all_rewards)} sampled answers reached reward "
                             f"{min_reward} (--min_reward; under --reward gold: none was right), and there is no start "
@@ -182,10 +201,26 @@ class RAFTTrainer:
         else:
             raise ConfigError(f"RAFT stage {t}: every kept answer is empty; nothing to fine-tune on (more "
                               "--sample_max_new_tokens, or another SFT adapter?)")
-        (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
-        with (self.out / "stages.jsonl").open("a") as f:
-            f.write(json.dumps(stats) + "\n")
+        if state.is_main_process:
+            (sdir / "stats.json").write_text(json.dumps(stats, indent=2))
+            with (self.out / "stages.jsonl").open("a") as f:
+                f.write(json.dumps(stats) + "\n")
         return stats
+
+    def sample_and_score(self, t: int, rows: list[dict], model, tokenizer, seed_offset: int = 0) -> list[dict]:
+        """Stage ``t``'s K answers for each of ``rows`` and their rewards, one record per row. ``seed_offset``
+        (a rank's first flat answer index) seeds a rank's slice as one process would seed those answers."""
+        prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
+        gen = replace(self.sampling, do_sample=True, seed=self.args.seed + 1000 * t + seed_offset)
+        groups = sample_answers(model, tokenizer, prompts, self.args.num_samples, gen, desc=f"RAFT stage {t}")
+        flat = [(i, g.text) for i, gs in enumerate(groups) for g in gs]
+        scores = self.scorer.score([prompts[i] for i, _ in flat], [text for _, text in flat]) if flat else []
+        records = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input") or "",
+                    "answers": [g.text for g in gs], "finish_reasons": [g.finish_reason for g in gs], "rewards": []}
+                   for r, gs in zip(rows, groups)]
+        for (i, _), s in zip(flat, scores):
+            records[i]["rewards"].append(float(s))
+        return records
 
     def finetune(self, model, tokenizer, peft_config, kept: list[dict], target: Path, t: int) -> None:
         data = to_prompt_completion(datasets.Dataset.from_list([{k: r[k] for k in ("instruction", "input", "output")}
@@ -193,7 +228,7 @@ class RAFTTrainer:
         model.train()
         args = replace(self.args, output_dir=str(target), seed=self.args.seed + t)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             peft_config=peft_config)
+                             peft_config=peft_config, callbacks=[RankDigestCallback()])
         trainer.train()
         trainer.save_model(str(target))
         del trainer, model

@@ -36,6 +36,7 @@ from pathlib import Path
 from trl import RewardConfig
 
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
+from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # noqa: F401  (scorers live in the core)
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.gold import is_correct
@@ -95,7 +96,7 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     training_args.pad_token = tokenizer.pad_token
     trainer = RewardTrainer(
         model=model, args=training_args, train_dataset=to_dataset(train), processing_class=tokenizer,
-        peft_config=reward_lora_config(model_args),
+        peft_config=reward_lora_config(model_args), callbacks=[RankDigestCallback()],
     )
     trainer.train()
     out = Path(training_args.output_dir)

@@ -22,6 +22,7 @@ from citing_trl.baselines.ppo.config import RLHFArguments
 from citing_trl.baselines.ppo.config import check_reward_settings
 from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, training_prompts
 from citing_trl.baselines.ppo.lora import save_policy_adapter
+from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.sft import load_rows, lora_config
 
 
@@ -50,7 +51,8 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args, reward: st
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(rows)])
     trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora_config(model_args))
+                          processing_class=tokenizer, peft_config=lora_config(model_args),
+                          callbacks=[RankDigestCallback()])
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
     trainer.save_model(config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
     if trainer.accelerator.is_main_process:  # <output_dir>/base_adapter: one adapter on the base model, as for PPO

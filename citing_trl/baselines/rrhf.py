@@ -53,16 +53,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import Trainer, TrainingArguments
 from trl.data_utils import common_prefix_length
 
 from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
+from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import GoldScorer
-from citing_trl.stages import run_stage
+from citing_trl.stages import is_done, run_stage, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -124,21 +126,22 @@ def drop_empty_candidates(row_id: str, tokenizer, prompt: list[dict], candidates
 
 
 def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions: dict[str, list[str]] | None = None,
-                     path: str | Path | None = None, sampling: GenerationConfig | None = None
-                     ) -> tuple[list[dict], Counter]:
+                     path: str | Path | None = None, sampling: GenerationConfig | None = None,
+                     seed_offset: int = 0) -> tuple[list[dict], Counter]:
     """One record per usable prompt: ``{id, prompt, candidates, scores}``. Rows that already carry
     ``candidates`` (and optionally ``scores``) are used as given; otherwise ``config.num_samples`` candidates are
     sampled with ``sampling`` (default ``SamplingArguments().build()``, seeded with ``config.seed``), the ground
     truth and teacher revisions are added, and the reward model scores them all. With ``path`` this is a stage
     (:func:`~citing_trl.stages.run_stage`): the records are saved there and their counts in ``<path stem>.stats.json``,
-    written last as the done marker, and a rerun reads them back instead of regenerating."""
+    written last as the done marker, and a rerun reads them back instead of regenerating. ``seed_offset`` is added
+    to the sampling seed (a rank's slice: the flat index of its first sample)."""
     if path is None:
-        return _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+        return _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling, seed_offset)
     path = Path(path)
     built: dict[str, list[dict]] = {}
 
     def work() -> dict:
-        records, stats = _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling)
+        records, stats = _build_candidates(rows, model, tokenizer, scorer, config, revisions, sampling, seed_offset)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, records)
         built["records"] = records
@@ -148,7 +151,34 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
     return (built["records"] if result.ran else read_jsonl(path)), Counter(result.record)
 
 
-def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions, sampling) -> tuple[list[dict], Counter]:
+def build_candidates_on_ranks(rows, model, tokenizer, scorer, config: RRHFConfig, path: str | Path,
+                              revisions: dict[str, list[str]] | None = None, sampling: GenerationConfig | None = None
+                              ) -> tuple[list[dict], Counter]:
+    """:func:`build_candidates` for ``path`` with the sampling split between the processes: each rank builds its
+    contiguous slice of ``rows`` (its own stage, ``candidates.rank<r>.jsonl``, so a killed run resumes per rank),
+    then every rank gets all records in row order, and the main process writes them to ``path`` with the summed
+    counts as its done marker. Every rank trains on the same records; the trainer's sampler splits them (see
+    :mod:`citing_trl.baselines.ranks`). One process, or a finished ``path``: :func:`build_candidates` itself."""
+    state, path = PartialState(), Path(path)
+    marker = path.with_suffix(".stats.json")
+    if state.num_processes <= 1 or is_done(marker):  # every rank looks before the main process can write it
+        return build_candidates(rows, model, tokenizer, scorer, config, revisions, path, sampling)
+    start, mine = shard(list(rows), state)
+    records, stats = build_candidates(mine, model, tokenizer, scorer, config, revisions, part_path(path, state),
+                                      sampling, seed_offset=start * config.num_samples)
+    records = gather(records)
+    total: Counter = Counter()
+    for counts in gather([dict(stats)]):
+        total.update(counts)
+    if state.is_main_process:
+        write_jsonl(path, records)
+        write_marker(marker, dict(total))
+    state.wait_for_everyone()
+    return records, total
+
+
+def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions, sampling,
+                      seed_offset: int = 0) -> tuple[list[dict], Counter]:
     stats: Counter = Counter()
     rows = [dict(r) for r in rows]
     prompts = [instruction_messages(r["instruction"], r.get("input") or "") for r in rows]
@@ -156,7 +186,7 @@ def _build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisi
     gold_index: dict[int, int] = {}  # row -> index of its ground-truth candidate
     need_samples = [i for i, r in enumerate(rows) if not r.get("candidates")]
     sampling = sampling if sampling is not None else SamplingArguments().build()
-    gen = replace(sampling, do_sample=True, seed=config.seed)
+    gen = replace(sampling, do_sample=True, seed=config.seed + seed_offset)
     sampled = sample_answers(model, tokenizer, [prompts[i] for i in need_samples], config.num_samples, gen,
                              desc="RRHF candidates") if need_samples else []
     for i, gens in zip(need_samples, sampled):
@@ -274,6 +304,7 @@ class RRHFTrainer(Trainer):
 
     def __init__(self, model, args: RRHFConfig, train_dataset, processing_class, **kwargs):
         kwargs.setdefault("data_collator", RRHFCollator(processing_class, args.max_length))
+        kwargs.setdefault("callbacks", [RankDigestCallback()])
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          **kwargs)
         self._rrhf_logs: dict[str, list[float]] = {"rank_loss": [], "sft_loss": []}
