@@ -35,6 +35,7 @@ from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.citing_trainer import CitingTrainer
 from citing_trl.distributed import check_shared_output_dir
+from citing_trl.memory import MemoryMeter, memory_table
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class CitingPipeline:
             )
         self._teacher = None
         self.timings: dict[str, float] = {}
+        self.memory = MemoryMeter()  # peak memory per stage, recorded under the names of self.timings (less "_s")
 
     # -- helpers -----------------------------------------------------------------------------------
     @property
@@ -173,9 +175,10 @@ class CitingPipeline:
         extra = {}
         if self.args.sft_num_train_epochs is not None:
             extra["num_train_epochs"] = self.args.sft_num_train_epochs
-        trainer = run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
-        del trainer
-        free_memory()
+        with self.memory.stage("sft"):
+            trainer = run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
+            del trainer
+            free_memory()
         record_base_model(target, self.model_args.model_name_or_path)
         self.timings["sft_s"] = time.time() - t0
         return target
@@ -185,6 +188,10 @@ class CitingPipeline:
         path = self.out / "rubric.json"
 
         def make():
+            with self.memory.stage("rubric"):
+                make_rubric()
+
+        def make_rubric():
             t0 = time.time()
             choice = self.args.rubric
             if choice == "default":
@@ -219,9 +226,10 @@ class CitingPipeline:
         def make():
 
             t0 = time.time()
-            matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
-            matched = assign_criteria(self.train_rows(), matcher)
-            write_jsonl(path, matched.to_list())
+            with self.memory.stage("matching"):
+                matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
+                matched = assign_criteria(self.train_rows(), matcher)
+                write_jsonl(path, matched.to_list())
             self.timings["matching_s"] = time.time() - t0
 
         self._main_first(make, path)
@@ -242,18 +250,20 @@ class CitingPipeline:
         timings: dict[str, float] = {}
 
         t0 = time.time()
-        responses = self._rollouts(k, adapter, rows, previous, rdir)
+        with self.memory.stage(f"round_{k}_rollouts"):
+            responses = self._rollouts(k, adapter, rows, previous, rdir)
         timings["rollouts_s"] = time.time() - t0
         result = self._revisions(k, rows, responses, rdir, timings)
 
         # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
         t2 = time.time()
-        trainer = self._train_round(k, adapter, result, rubric, rdir)
-        timings["training_s"] = time.time() - t2
-        result.train_loss = trainer.state.log_history[-1].get("train_loss")
-        result.adapter = rdir / "adapter"
-        del trainer
-        free_memory()
+        with self.memory.stage(f"round_{k}_training"):
+            trainer = self._train_round(k, adapter, result, rubric, rdir)
+            timings["training_s"] = time.time() - t2
+            result.train_loss = trainer.state.log_history[-1].get("train_loss")
+            result.adapter = rdir / "adapter"
+            del trainer
+            free_memory()
         if self.state.is_main_process:
             summary = result.summary(instructions=len(rows), teacher_model=self.teacher_config.model,
                                      revision_settings=self.revision_settings(rows), timings=timings)
@@ -295,6 +305,10 @@ class CitingPipeline:
         result: RoundResult | None = None
 
         def revise():
+            with self.memory.stage(f"round_{k}_revisions"):
+                revise_rows()
+
+        def revise_rows():
             nonlocal result
             t1 = time.time()
             missing = [r["id"] for r in rows if r["id"] not in responses]
@@ -366,6 +380,16 @@ class CitingPipeline:
         record_base_model(args.output_dir, self.model_args.model_name_or_path)
         return trainer
 
+    def _save_memory(self) -> None:
+        """Print this run's peak memory per stage beside its stage times; merge it into memory.json."""
+        summary = self.memory.summary()
+        print(memory_table(summary["stages"], self.timings, summary["process_peak_rss_bytes"]))
+        path = self.out / "memory.json"
+        recorded = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+        recorded["stages"].update(summary["stages"])
+        recorded.update({k: v for k, v in summary.items() if k != "stages"})
+        path.write_text(json.dumps(recorded, indent=2))
+
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
@@ -391,6 +415,7 @@ class CitingPipeline:
             recorded = json.loads(path.read_text()) if path.exists() else {}
             recorded.update({**self.timings, "last_run_total_s": time.time() - t0})
             path.write_text(json.dumps(recorded, indent=2))
+            self._save_memory()
         if self.state.is_main_process and self._teacher is not None:
             self._teacher.ledger.save(self.out / "teacher_usage.json")
         self.state.wait_for_everyone()

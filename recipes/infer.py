@@ -14,12 +14,16 @@ The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig'
 --repetition_penalty, --no_repeat_ngram_size, --seed); see citing_trl/self_revision.py.
 """
 
+import json
 import logging
+import time
+from pathlib import Path
 
 import torch
 from trl import TrlParser
 
 from citing_trl.cli import run_main
+from citing_trl.memory import MemoryMeter, memory_table
 from citing_trl.models import load_model
 from citing_trl.self_revision import (
     ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
@@ -38,11 +42,20 @@ def main():
                 "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
                 "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
     check_output_dir(args.output_dir, settings)
-    rows = load_rows(data_args)
-    rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
+    meter, timings = MemoryMeter(), {}
+    t0 = time.time()
+    with meter.stage("load"):  # rows, rubric matching (with revisions), the model
+        rows = load_rows(data_args)
+        rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
+    timings["load_s"], t0 = time.time() - t0, time.time()
+    with meter.stage("inference"):
+        results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
+    timings["inference_s"] = time.time() - t0
+    summary = meter.summary()
+    print(memory_table(summary["stages"], timings, summary["process_peak_rss_bytes"]))
+    (Path(args.output_dir) / "memory.json").write_text(json.dumps({**summary, "timings": timings}, indent=2) + "\n")
     print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
 
 

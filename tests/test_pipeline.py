@@ -102,3 +102,22 @@ def test_interrupted_round_resumes_without_paying_twice(finished_run, tiny_model
     usage = pipe.teacher.ledger.summary()
     assert usage["requests_sent"] == 0 and usage["cache_hits"] == N_INSTRUCTIONS, usage
     assert (rdir / "summary.json").exists() and (run / "final" / "adapter_config.json").exists()
+
+
+def test_memory_per_stage(finished_run):
+    """Every stage that ran has a peak-memory record (citing_trl/memory.py) in memory.json, named as in timings.json."""
+    from citing_trl.memory import RECORD_KEYS
+
+    tmp, _, _ = finished_run
+    memory = json.loads((tmp / "run" / "memory.json").read_text())
+    timings = json.loads((tmp / "run" / "timings.json").read_text())
+    stages = ["sft", "rubric", "matching"] + [f"round_{k}_{s}" for k in range(2)
+                                               for s in ("rollouts", "revisions", "training")]
+    assert list(memory["stages"]) == stages
+    for name in stages:
+        record = memory["stages"][name]
+        assert tuple(record) == RECORD_KEYS
+        assert f"{name}_s" in timings
+        if record["rss_method"] is not None:  # Linux: a real figure, never below what the stage started with
+            assert record["rss_peak_bytes"] >= record["rss_start_bytes"] > 0
+    assert memory["process_peak_rss_bytes"] >= max(r["rss_peak_bytes"] or 0 for r in memory["stages"].values())
