@@ -33,14 +33,17 @@ from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.verification import make_gate, per_kept_row, print_round_report
 from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
+from citing_trl.rubric.matching import release_embedders
 from citing_trl.citing_trainer import CitingTrainer
 from citing_trl.distributed import check_shared_output_dir
-from citing_trl.memory import MemoryMeter, memory_table
+from citing_trl.memory import MemoryMeter, memory_table, trim_heap
 
 logger = logging.getLogger(__name__)
 
 
 def free_memory() -> None:
+    """Between stages: collect what the stage dropped, hand the CUDA cache back, and ask glibc to return freed
+    heap pages to the system (a stage's freed tensors otherwise stay resident under the next stage's peak)."""
     import gc
 
     import torch
@@ -48,6 +51,7 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    trim_heap()
 
 
 def usage_delta(before: dict, after: dict) -> dict:
@@ -190,6 +194,9 @@ class CitingPipeline:
         def make():
             with self.memory.stage("rubric"):
                 make_rubric()
+                if self._teacher is not None:
+                    self._teacher.release_model()  # a local teacher is not needed again before the revisions
+                    free_memory()
 
         def make_rubric():
             t0 = time.time()
@@ -230,6 +237,9 @@ class CitingPipeline:
                 matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
                 matched = assign_criteria(self.train_rows(), matcher)
                 write_jsonl(path, matched.to_list())
+                del matcher
+                release_embedders()  # the encoder is not needed again in this run
+                free_memory()
             self.timings["matching_s"] = time.time() - t0
 
         self._main_first(make, path)
@@ -306,7 +316,11 @@ class CitingPipeline:
 
         def revise():
             with self.memory.stage(f"round_{k}_revisions"):
-                revise_rows()
+                try:
+                    revise_rows()
+                finally:  # a local teacher's weights would otherwise stay resident through training
+                    self.teacher.release_model()
+                    free_memory()
 
         def revise_rows():
             nonlocal result
@@ -386,8 +400,9 @@ class CitingPipeline:
         print(memory_table(summary["stages"], self.timings, summary["process_peak_rss_bytes"]))
         path = self.out / "memory.json"
         recorded = json.loads(path.read_text()) if path.exists() else {"stages": {}}
-        recorded["stages"].update(summary["stages"])
-        recorded.update({k: v for k, v in summary.items() if k != "stages"})
+        recorded["stages"].update(summary["stages"])  # a resumed run adds the stages it ran
+        recorded["rss_method"] = summary["rss_method"]
+        recorded["last_run_peak_rss_bytes"] = summary["process_peak_rss_bytes"]  # start-up included
         path.write_text(json.dumps(recorded, indent=2))
 
     # -- everything ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from citing_trl.pipeline import CitingPipeline
 from citing_trl.jsonl import read_jsonl
+from citing_trl.memory import RECORD_KEYS
 from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
 
@@ -106,9 +107,7 @@ def test_interrupted_round_resumes_without_paying_twice(finished_run, tiny_model
 
 def test_memory_per_stage(finished_run):
     """Every stage that ran has a peak-memory record (citing_trl/memory.py) in memory.json, named as in timings.json."""
-    from citing_trl.memory import RECORD_KEYS
-
-    tmp, _, _ = finished_run
+    tmp, _, pipe = finished_run
     memory = json.loads((tmp / "run" / "memory.json").read_text())
     timings = json.loads((tmp / "run" / "timings.json").read_text())
     stages = ["sft", "rubric", "matching"] + [f"round_{k}_{s}" for k in range(2)
@@ -120,4 +119,7 @@ def test_memory_per_stage(finished_run):
         assert f"{name}_s" in timings
         if record["rss_method"] is not None:  # Linux: a real figure, never below what the stage started with
             assert record["rss_peak_bytes"] >= record["rss_start_bytes"] > 0
-    assert memory["process_peak_rss_bytes"] >= max(r["rss_peak_bytes"] or 0 for r in memory["stages"].values())
+    run = pipe.memory.summary()  # this run's own figures (a later test may resume into the same folder)
+    assert list(run["stages"]) == stages
+    assert run["process_peak_rss_bytes"] >= max(r["rss_peak_bytes"] or 0 for r in run["stages"].values())
+    assert "last_run_peak_rss_bytes" in memory
