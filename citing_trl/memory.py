@@ -5,12 +5,18 @@
         ...                                  # meter.records["sft"] = {"rss_peak_bytes": ..., ...}
     print(memory_table(meter.records, timings))
 
-Resident memory. On Linux the kernel keeps a high-water mark of the process's resident set (``VmHWM`` in
-``/proc/self/status``); writing ``5`` to ``/proc/self/clear_refs`` resets it to the current resident size. So a
-stage resets the mark when it starts and reads it when it ends: its peak, whatever ran in between (C++ threads
-and allocations included), with no sampling. Where the reset is refused (an old kernel, a sandbox) a thread
-samples ``VmRSS`` every few milliseconds instead (``rss_method: "sampled"``; a spike shorter than the interval
-can be missed). Without ``/proc`` (macOS, Windows) the resident fields are None.
+Resident memory, two ways (``$CITING_MEMORY_METHOD``, or ``MemoryMeter(method=...)``):
+
+- ``sampled`` (the default on Linux): a daemon thread reads ``VmRSS`` from ``/proc/self/status`` every 10 ms
+  while a stage is open. A spike shorter than that can be missed; a training step or a generation batch lasts
+  far longer.
+- ``vmhwm``: exact. The kernel keeps a high-water mark of the resident set (``VmHWM``); writing ``5`` to
+  ``/proc/self/clear_refs`` resets it to the current size, so a stage resets it when it starts and reads it when
+  it ends, with no sampling. The catch: that mark is also what ``getrusage``/``wait4`` report as the process's
+  peak (``/usr/bin/time -v``, ``make bench``'s peak RSS column), so after a reset those tools only see the peak
+  since the last stage began. Hence opt-in. Where the kernel refuses the reset, ``sampled`` is used.
+
+Without ``/proc`` (macOS, Windows) the resident fields are None (``rss_method: None``).
 
 GPU. When torch has initialised CUDA, a stage resets torch's peak statistics and reads
 ``max_memory_allocated`` (tensors) and ``max_memory_reserved`` (what the caching allocator holds from the
@@ -24,11 +30,16 @@ what earlier stages left behind; ``rss_start_bytes`` says how much that was.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from citing_trl.errors import ConfigError
+
+METHOD_ENV = "CITING_MEMORY_METHOD"
+METHODS = ("sampled", "vmhwm", "off")
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 GIB = 1024**3
@@ -70,7 +81,7 @@ def reset_hwm() -> bool:
 class _Sampler:
     """Fallback peak reader: a daemon thread that samples ``VmRSS`` while any stage is open."""
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.01):
         self.interval, self.peak, self.users = interval, 0, 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,13 +138,19 @@ class MemoryMeter:
     process's start-up included), which the per-stage resets would otherwise hide."""
 
     def __init__(self, method: str | None = None):
-        """``method``: ``"vmhwm"`` or ``"sampled"`` to force one (tests); default: vmhwm where the reset works."""
+        """``method``: ``"sampled"``, ``"vmhwm"`` or ``"off"`` (no resident figures); default
+        ``$CITING_MEMORY_METHOD``, else ``"sampled"``. Without ``/proc`` the method is None."""
         self.records: dict[str, dict] = {}
         self.process_peak_rss_bytes: int | None = None
         self._open: list[_Open] = []
         self._sampler = _Sampler()
-        if method is None:
-            method = "vmhwm" if hwm_bytes() is not None and reset_hwm() else "sampled" if rss_bytes() else None
+        method = method or os.environ.get(METHOD_ENV) or "sampled"
+        if method not in METHODS:
+            raise ConfigError(f"${METHOD_ENV} must be one of {', '.join(METHODS)}, got {method!r}")
+        if rss_bytes() is None or method == "off":
+            method = None
+        elif method == "vmhwm" and not reset_hwm():
+            method = "sampled"  # the kernel refuses the reset
         self.method = method
 
     # -- the counters, whatever reads them ----------------------------------------------------------

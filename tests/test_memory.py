@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from citing_trl.memory import RECORD_KEYS, MemoryMeter, hwm_bytes, memory_table, reset_hwm, rss_bytes
+from citing_trl.errors import ConfigError
+from citing_trl.memory import METHOD_ENV, RECORD_KEYS, MemoryMeter, hwm_bytes, memory_table, reset_hwm, rss_bytes
 
 MIB = 1024**2
 BUFFER = 256 * MIB
@@ -54,11 +55,38 @@ def test_an_outer_stage_keeps_the_peak_of_a_nested_one():
     meter = MemoryMeter()
     with meter.stage("outer"):
         with meter.stage("inner"):
-            touch_buffer(hold_s=0.05)
+            touch_buffer(hold_s=0.2)
         with meter.stage("after"):  # resets the counters again
             pass
     outer, inner, after = (meter.records[k] for k in ("outer", "inner", "after"))
     assert outer["rss_peak_bytes"] >= inner["rss_peak_bytes"] > after["rss_peak_bytes"] + BUFFER // 2
+
+
+@linux_proc
+def test_the_default_method_leaves_the_process_peak_to_time_and_wait4(monkeypatch):
+    """Only the opt-in vmhwm method resets the kernel's mark, which /usr/bin/time and wait4 report."""
+    monkeypatch.delenv(METHOD_ENV, raising=False)
+    if not reset_hwm():
+        pytest.skip("the kernel refuses the VmHWM reset")
+    meter = MemoryMeter()
+    assert meter.method == "sampled"
+    with meter.stage("big"):
+        touch_buffer(hold_s=0.2)
+    with meter.stage("next"):
+        pass
+    assert hwm_bytes() >= rss_bytes() + BUFFER // 2  # the buffer's peak is still on the kernel's record
+    assert meter.records["big"]["rss_peak_bytes"] >= meter.records["big"]["rss_start_bytes"] + BUFFER * 0.9
+
+
+def test_method_from_the_environment(monkeypatch):
+    monkeypatch.setenv(METHOD_ENV, "off")
+    meter = MemoryMeter()
+    with meter.stage("s"):
+        pass
+    assert meter.method is None and meter.records["s"]["rss_peak_bytes"] is None
+    monkeypatch.setenv(METHOD_ENV, "exact")
+    with pytest.raises(ConfigError, match=r"^\$CITING_MEMORY_METHOD must be one of sampled, vmhwm, off, got 'exact'$"):
+        MemoryMeter()
 
 
 def test_records_have_every_key_and_no_gpu_figures_on_cpu():
