@@ -1,5 +1,6 @@
-"""Wall time of the embedded-default CITING demo, per stage (SFT, rubric, matching, and per round: student
-rollouts, teacher revisions, training), read from the run's own timings.json.
+"""Wall time and peak memory of the embedded-default CITING demo, per stage (SFT, rubric, matching, and per
+round: student rollouts, teacher revisions, training), read from the run's own timings.json and memory.json
+(citing_trl/memory.py: peak resident memory per stage, and torch's allocated/reserved peaks on a GPU).
 
     python bench/bench_demo.py [--config recipes/configs/citing_demo.yaml] [--output-dir /tmp/citing_demo_bench]
 The output folder is emptied first so every stage runs.
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+GIB = 1024**3
 
 
 def main():
@@ -31,15 +33,19 @@ def main():
                    check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
     timings = json.loads((out / "timings.json").read_text())
-    print(f"{'stage':32s} {'seconds':>8s} {'share':>6s}")
+    memory = json.loads((out / "memory.json").read_text())
+    print(f"{'stage':32s} {'seconds':>8s} {'share':>6s} {'peak RSS GiB':>12s} {'GPU alloc/rsvd GiB':>18s}")
     for name, value in timings.items():
         if name == "last_run_total_s" or value is None:
             continue
-        print(f"{name:32s} {value:8.1f} {value / wall:6.1%}")
+        mem = memory["stages"].get(name.removesuffix("_s"), {})
+        rss, alloc, rsvd = (mem.get(k) for k in ("rss_peak_bytes", "gpu_allocated_peak_bytes", "gpu_reserved_peak_bytes"))
+        gpu = "-" if alloc is None else f"{alloc / GIB:.2f} / {rsvd / GIB:.2f}"
+        print(f"{name:32s} {value:8.1f} {value / wall:6.1%} {'-' if rss is None else f'{rss / GIB:.2f}':>12s} {gpu:>18s}")
     print(f"{'pipeline total':32s} {timings['last_run_total_s']:8.1f}")
     print(f"{'process wall (imports, loading)':32s} {wall:8.1f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"stages": timings, "process_wall_s": wall}, indent=2) + "\n")
+        Path(a.json).write_text(json.dumps({"stages": timings, "process_wall_s": wall, "memory": memory}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,21 @@ def judge_rows(d: dict) -> list[tuple[str, str, str]]:
 
 
 def demo_rows(d: dict) -> list[tuple[str, str, str]]:
+    """One row per stage: its time, share of the wall, and its own peak memory (memory.json of the run)."""
     wall = d["process_wall_s"]
-    rows = [(name, f"{value:.1f} s", f"{value / wall:.0%} of wall") for name, value in d["stages"].items()
+    memory = d.get("memory", {}).get("stages", {})
+
+    def figure(name: str, value: float) -> str:
+        mem = memory.get(name.removesuffix("_s"), {})
+        text = f"{value:.1f} s"
+        if mem.get("rss_peak_bytes") is not None:
+            text += f", peak {mem['rss_peak_bytes'] / 2**30:.2f} GiB RSS"
+        if mem.get("gpu_allocated_peak_bytes") is not None:
+            text += (f", GPU {mem['gpu_allocated_peak_bytes'] / 2**30:.2f} GiB allocated / "
+                     f"{mem['gpu_reserved_peak_bytes'] / 2**30:.2f} reserved")
+        return text
+
+    rows = [(name, figure(name, value), f"{value / wall:.0%} of wall") for name, value in d["stages"].items()
             if value is not None and name != "last_run_total_s"]
     rows.append(("demo process wall", f"{wall:.1f} s", ""))
     return rows
@@ -97,7 +110,8 @@ BENCHMARKS = {
     "judge": ("judge calls per pair (both orders)", "bench_judge.py", [], [], judge_rows),
     # the demo config, cut to 1 round over 12 instructions and 6 optimizer steps per training stage so that
     # it stays a few minutes on a 2-core CPU (the full `make demo` takes ~12 min there)
-    "demo": ("demo stage times (demo config, 1 round, 12 instructions, 6 steps per stage)", "bench_demo.py",
+    "demo": ("demo stage times and peak memory (demo config, 1 round, 12 instructions, 6 steps per stage)",
+             "bench_demo.py",
              ["--num_rounds", "1", "--num_instructions", "12", "--max_steps", "6"], None, demo_rows),
 }
 

@@ -34,15 +34,19 @@ from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.verification import make_gate, per_kept_row, print_round_report
 from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
+from citing_trl.rubric.matching import release_embedders
 from citing_trl.citing_trainer import CitingTrainer
 from citing_trl.distributed import check_shared_output_dir, on_main
 from citing_trl.errors import ConfigError
+from citing_trl.memory import MemoryMeter, memory_table, trim_heap
 from citing_trl.train_stats import train_stats, write_train_stats
 
 logger = logging.getLogger(__name__)
 
 
 def free_memory() -> None:
+    """Between stages: collect what the stage dropped, hand the CUDA cache back, and ask glibc to return freed
+    heap pages to the system (a stage's freed tensors otherwise stay resident under the next stage's peak)."""
     import gc
 
     import torch
@@ -50,6 +54,7 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    trim_heap()
 
 
 def usage_delta(before: dict, after: dict) -> dict:
@@ -107,6 +112,7 @@ class CitingPipeline:
             )
         self._teacher = None
         self.timings: dict[str, float] = {}
+        self.memory = MemoryMeter()  # peak memory per stage, recorded under the names of self.timings (less "_s")
 
     # -- helpers -----------------------------------------------------------------------------------
     @property
@@ -174,9 +180,10 @@ class CitingPipeline:
         extra = {}
         if self.args.sft_num_train_epochs is not None:
             extra["num_train_epochs"] = self.args.sft_num_train_epochs
-        trainer = run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
-        del trainer
-        free_memory()
+        with self.memory.stage("sft"):
+            trainer = run_sft(self.data_args, _stage_args(self.training_args, target, **extra), self.model_args)
+            del trainer
+            free_memory()
         record_base_model(target, self.model_args.model_name_or_path)
         self.timings["sft_s"] = time.time() - t0
         return target
@@ -186,6 +193,13 @@ class CitingPipeline:
         path = self.out / "rubric.json"
 
         def make():
+            with self.memory.stage("rubric"):
+                make_rubric()
+                if self._teacher is not None:
+                    self._teacher.release_model()  # a local teacher is not needed again before the revisions
+                    free_memory()
+
+        def make_rubric():
             t0 = time.time()
             choice = self.args.rubric
             if choice == "default":
@@ -226,9 +240,13 @@ class CitingPipeline:
         def make():
 
             t0 = time.time()
-            matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
-            matched = assign_criteria(self.train_rows(), matcher)
-            write_jsonl(path, matched.to_list())
+            with self.memory.stage("matching"):
+                matcher = RubricMatcher(rubric, load_embedder(self.args.embedding_model))
+                matched = assign_criteria(self.train_rows(), matcher)
+                write_jsonl(path, matched.to_list())
+                del matcher
+                release_embedders()  # the encoder is not needed again in this run
+                free_memory()
             self.timings["matching_s"] = time.time() - t0
 
         self._main_first(make, path)
@@ -249,18 +267,20 @@ class CitingPipeline:
         timings: dict[str, float] = {}
 
         t0 = time.time()
-        responses = self._rollouts(k, adapter, rows, previous, rdir)
+        with self.memory.stage(f"round_{k}_rollouts"):
+            responses = self._rollouts(k, adapter, rows, previous, rdir)
         timings["rollouts_s"] = time.time() - t0
         result = self._revisions(k, rows, responses, rdir, timings)
 
         # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
         t2 = time.time()
-        trainer = self._train_round(k, adapter, result, rubric, rdir)
-        timings["training_s"] = time.time() - t2
-        result.train_loss = trainer.state.log_history[-1].get("train_loss")
-        result.adapter = rdir / "adapter"
-        del trainer
-        free_memory()
+        with self.memory.stage(f"round_{k}_training"):
+            trainer = self._train_round(k, adapter, result, rubric, rdir)
+            timings["training_s"] = time.time() - t2
+            result.train_loss = trainer.state.log_history[-1].get("train_loss")
+            result.adapter = rdir / "adapter"
+            del trainer
+            free_memory()
         if self.state.is_main_process:
             summary = result.summary(instructions=len(rows), teacher_model=self.teacher_config.model,
                                      revision_settings=self.revision_settings(rows), timings=timings)
@@ -302,6 +322,14 @@ class CitingPipeline:
         result: RoundResult | None = None
 
         def revise():
+            with self.memory.stage(f"round_{k}_revisions"):
+                try:
+                    revise_rows()
+                finally:  # a local teacher's weights would otherwise stay resident through training
+                    self.teacher.release_model()
+                    free_memory()
+
+        def revise_rows():
             nonlocal result
             t1 = time.time()
             missing = [r["id"] for r in rows if r["id"] not in responses]
@@ -392,6 +420,17 @@ class CitingPipeline:
         record_base_model(args.output_dir, self.model_args.model_name_or_path)
         return trainer
 
+    def _save_memory(self) -> None:
+        """Print this run's peak memory per stage beside its stage times; merge it into memory.json."""
+        summary = self.memory.summary()
+        print(memory_table(summary["stages"], self.timings, summary["process_peak_rss_bytes"]))
+        path = self.out / "memory.json"
+        recorded = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+        recorded["stages"].update(summary["stages"])  # a resumed run adds the stages it ran
+        recorded["rss_method"] = summary["rss_method"]
+        recorded["last_run_peak_rss_bytes"] = summary["process_peak_rss_bytes"]  # start-up included
+        path.write_text(json.dumps(recorded, indent=2))
+
     # -- everything ------------------------------------------------------------------------------------
     def run(self) -> Path:
         t0 = time.time()
@@ -419,6 +458,7 @@ class CitingPipeline:
             recorded = json.loads(path.read_text()) if path.exists() else {}
             recorded.update({**self.timings, "last_run_total_s": time.time() - t0})
             path.write_text(json.dumps(recorded, indent=2))
+            self._save_memory()
         if self.state.is_main_process and self._teacher is not None:
             self._teacher.ledger.save(self.out / "teacher_usage.json")
         self.state.wait_for_everyone()

@@ -16,7 +16,10 @@ The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig'
 --repetition_penalty, --no_repeat_ngram_size, --seed); see citing_trl/self_revision.py.
 """
 
+import json
 import logging
+import time
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -25,6 +28,7 @@ from trl import TrlParser
 from citing_trl.cli import run_main
 from citing_trl.distributed import on_main
 from citing_trl.errors import ConfigError
+from citing_trl.memory import MemoryMeter, memory_table
 from citing_trl.models import load_model
 from citing_trl.self_revision import (
     ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
@@ -44,14 +48,23 @@ def main():
                 "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or a rank under a launcher
     on_main(lambda: check_output_dir(args.output_dir, settings), state)  # every rank stops if rank 0 refuses
-    rows = load_rows(data_args)
-    if len(rows) == 0:  # every rank loads the same rows, so every rank stops here alike
-        raise ConfigError(f"--dataset {data_args.dataset!r} --dataset_split {data_args.dataset_split} has no rows to "
-                          "answer; choose another --dataset or --dataset_split", flag="dataset")
-    rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
-    model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=str(state.device))
-    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state)
-    if state.is_main_process:
+    meter, timings = MemoryMeter(), {}
+    t0 = time.time()
+    with meter.stage("load"):  # rows, rubric matching (with revisions), the model
+        rows = load_rows(data_args)
+        if len(rows) == 0:  # every rank loads the same rows, so every rank stops here alike
+            raise ConfigError(f"--dataset {data_args.dataset!r} --dataset_split {data_args.dataset_split} has no rows "
+                              "to answer; choose another --dataset or --dataset_split", flag="dataset")
+        rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
+        model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=str(state.device))
+    timings["load_s"], t0 = time.time() - t0, time.time()
+    with meter.stage("inference"):
+        results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state)
+    timings["inference_s"] = time.time() - t0
+    if state.is_main_process:  # rank 0's own figures (each rank holds one model copy)
+        summary = meter.summary()
+        print(memory_table(summary["stages"], timings, summary["process_peak_rss_bytes"]))
+        (Path(args.output_dir) / "memory.json").write_text(json.dumps({**summary, "timings": timings}, indent=2) + "\n")
         print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/"
               f"{ANSWERS_FILE}")
     state.wait_for_everyone()

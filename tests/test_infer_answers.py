@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from citing_trl.jsonl import read_jsonl
+from citing_trl.memory import RECORD_KEYS
 from tests.conftest import REPO
 
 FIXTURE = REPO / "tests" / "fixtures" / "trivia_qa.jsonl"
@@ -34,6 +35,9 @@ def test_plain_answers_need_no_rubric_and_feed_the_evaluation(tmp_path, tiny_mod
     for r in rows:
         assert set(r) == {"id", "source", "instruction", "input", "answers", "response", "responses"}
         assert r["source"] == "trivia_qa" and r["answers"] and r["responses"] == [r["response"]]
+    memory = json.loads((out / "memory.json").read_text())  # peak memory per stage (citing_trl/memory.py)
+    assert list(memory["stages"]) == ["load", "inference"] and set(memory["timings"]) == {"load_s", "inference_s"}
+    assert all(tuple(r) == RECORD_KEYS for r in memory["stages"].values())
     # a rerun resumes (nothing regenerated); another model in the same folder is refused in one line
     step0 = (out / "step_0.jsonl").stat().st_mtime_ns
     assert run(*args).returncode == 0 and (out / "step_0.jsonl").stat().st_mtime_ns == step0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from citing_trl.pipeline import CitingPipeline
 from citing_trl.jsonl import read_jsonl
+from citing_trl.memory import RECORD_KEYS
 from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
 
@@ -106,3 +107,23 @@ def test_interrupted_round_resumes_without_paying_twice(finished_run, tiny_model
     usage = pipe.teacher.ledger.summary()
     assert usage["requests_sent"] == 0 and usage["cache_hits"] == N_INSTRUCTIONS, usage
     assert (rdir / "summary.json").exists() and (run / "final" / "adapter_config.json").exists()
+
+
+def test_memory_per_stage(finished_run):
+    """Every stage that ran has a peak-memory record (citing_trl/memory.py) in memory.json, named as in timings.json."""
+    tmp, _, pipe = finished_run
+    memory = json.loads((tmp / "run" / "memory.json").read_text())
+    timings = json.loads((tmp / "run" / "timings.json").read_text())
+    stages = ["sft", "rubric", "matching"] + [f"round_{k}_{s}" for k in range(2)
+                                               for s in ("rollouts", "revisions", "training")]
+    assert list(memory["stages"]) == stages
+    for name in stages:
+        record = memory["stages"][name]
+        assert tuple(record) == RECORD_KEYS
+        assert f"{name}_s" in timings
+        if record["rss_method"] is not None:  # Linux: a real figure, never below what the stage started with
+            assert record["rss_peak_bytes"] >= record["rss_start_bytes"] > 0
+    run = pipe.memory.summary()  # this run's own figures (a later test may resume into the same folder)
+    assert list(run["stages"]) == stages
+    assert run["process_peak_rss_bytes"] >= max(r["rss_peak_bytes"] or 0 for r in run["stages"].values())
+    assert "last_run_peak_rss_bytes" in memory

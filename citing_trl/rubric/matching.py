@@ -119,6 +119,13 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = Non
         return model
 
 
+def release_embedders() -> None:
+    """Forget the encoders :func:`load_embedder` cached (the pipeline does after matching: no later stage needs
+    them, and a held encoder stays resident through every round)."""
+    with _EMBEDDERS_LOCK:
+        _EMBEDDERS.clear()
+
+
 def _load_embedder_uncached(name_or_path: str, device: str | None):
     from sentence_transformers import SentenceTransformer
 

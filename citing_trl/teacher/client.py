@@ -165,6 +165,13 @@ class Teacher:
             self._backend = kind(BackendContext(self.config, self._cache, self.ledger, self._preloaded))
         return self._backend
 
+    def release_model(self) -> None:
+        """Let go of a model the backend loaded itself (the local teacher's weights), so that the memory is free
+        while the caller trains; the next request loads it again. A model given to the constructor stays the
+        caller's, and a backend without a model (a server) is kept."""
+        if self._preloaded[0] is None and getattr(self._backend, "model", None) is not None:
+            self._backend = None
+
     @property
     def _model(self):  # the local backend's model (None until it is needed)
         return getattr(self._backend, "model", None) if self._backend is not None else self._preloaded[0]
