@@ -99,6 +99,13 @@ class CitingArguments:
         metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
                   "answer; counted as kept_identical). False drops it as 'identical', as before."},
     )
+    keep_right_drafts: float = field(
+        default=0.0,
+        metadata={"help": "Fraction (0-1) of each round's rows whose draft r(k) is already right under its source's gold "
+                  "metric that train as keep-unchanged rows pr(x, c, r(k)) -> r(k) instead of the teacher's rewrite "
+                  "(those rows are not sent to the teacher). Teaches self-revision to keep a right answer. "
+                  "0 = off (every target is the teacher's revision)."},
+    )
     revision_gate: str = field(
         default="none",
         metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
@@ -135,6 +142,9 @@ class CitingArguments:
                   "must be a whole number >= 1", value)
         if self.sft_num_train_epochs is not None:
             check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check(isinstance(self.keep_right_drafts, (int, float)) and not isinstance(self.keep_right_drafts, bool)
+              and 0.0 <= self.keep_right_drafts <= 1.0, "keep_right_drafts", "must be a fraction in [0, 1]",
+              self.keep_right_drafts)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json

@@ -307,6 +307,7 @@ class CitingPipeline:
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
                 gate=gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
+                keep_right_drafts=self.args.keep_right_drafts, seed=self.training_args.seed + k,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(selection.accepted)))
@@ -329,7 +330,8 @@ class CitingPipeline:
     def _verification(self, report: dict) -> dict:
         """What decided the round's training rows, for summary.json and the model card."""
         return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
-                "keep_identical": self.args.keep_identical, "teacher_num_samples": self.args.teacher_num_samples,
+                "keep_identical": self.args.keep_identical, "keep_right_drafts": self.args.keep_right_drafts,
+                "teacher_num_samples": self.args.teacher_num_samples,
                 "teacher_temperature": self.teacher_config.temperature, "ungated_rows": report["ungated"],
                 "fix_break": report["fix_break"]}
 

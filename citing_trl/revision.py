@@ -16,14 +16,18 @@ teacher's cache.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from citing_trl.evaluation.gold import fix_break
 from citing_trl.generation import GenerationConfig, Generation, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
-from citing_trl.verification import KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, Selection, select_revisions
+from citing_trl.verification import (
+    KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, GoldScores, Selection, select_revisions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
     reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
     reference: bool = False, gate: Gate | None = None, gate_mode: str | None = None, num_samples: int = 1,
-    temperature: float | None = None,
+    temperature: float | None = None, keep_right_drafts: float = 0.0, seed: int = 0,
 ) -> Selection:
     """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
     through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
@@ -129,7 +133,32 @@ def teacher_revisions(
 
     ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
     answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
-    student's training prompt pr(x, c, r(k)) never contains it."""
+    student's training prompt pr(x, c, r(k)) never contains it.
+
+    ``keep_right_drafts``: this fraction of the rows whose draft is already right under its gold metric (drawn with
+    ``seed``) is not sent to the teacher; each trains as a keep-unchanged row pr(x, c, r(k)) -> r(k), counted as
+    ``kept_right_draft`` and as right->right in the ``kept`` fix/break table (:func:`pick_right_drafts`)."""
+    scores = GoldScores()
+    keep = pick_right_drafts(rows, responses, keep_right_drafts, seed, scores)
+    if keep:
+        asked = [r for r in rows if r["id"] not in keep]
+        selection = teacher_revisions(
+            teacher, asked, responses, desc, reject_truncated=reject_truncated, keep_identical=keep_identical,
+            keep_complete_truncated=keep_complete_truncated, reference=reference, gate=gate, gate_mode=gate_mode,
+            num_samples=num_samples, temperature=temperature,
+        ) if asked else Selection([], [], {}, {"gate": getattr(gate, "name", "none"), "ungated": 0,
+                                               "fix_break": {"proposed": fix_break([], [])}})
+        by_id = {a["id"]: a for a in selection.accepted}
+        accepted = [keep_record(r, responses[r["id"]]) if r["id"] in keep else by_id[r["id"]]
+                    for r in rows if r["id"] in keep or r["id"] in by_id]
+        counts = {**selection.counts, KEPT_RIGHT_DRAFT: len(keep)}
+        row_of = {r["id"]: r for r in rows}
+        kept = fix_break([scores.is_right(row_of[a["id"]], a["response"]) for a in accepted],
+                         [scores.is_right(row_of[a["id"]], a["revision"]) for a in accepted])
+        report = {**selection.report, "fix_break": {**selection.report["fix_break"], "kept": kept}}
+        logger.info("%s: %d right drafts kept unchanged as training rows (keep_right_drafts=%s)", desc, len(keep),
+                    keep_right_drafts)
+        return Selection(accepted, selection.rejected, counts, report)
     requests = revision_requests(rows, responses, reference)
     sampling = {} if temperature is None else {"temperature": temperature}
     if num_samples > 1:
@@ -144,3 +173,32 @@ def teacher_revisions(
         if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
             logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
     return selection
+
+
+# --------------------------------------------------------------------------------------------------
+# Keep-unchanged rows: right drafts as their own targets
+# --------------------------------------------------------------------------------------------------
+
+KEPT_RIGHT_DRAFT = "kept_right_draft"  # a right draft trained as pr(x, c, r(k)) -> r(k) (keep_right_drafts)
+
+
+def right_draft_ids(rows: Sequence[dict], responses: dict[str, str], scores: GoldScores | None = None) -> list[str]:
+    """Ids of the rows whose draft r(k) is already right under its source's primary gold metric (the gold
+    gate's notion of right); rows without gold are never among them."""
+    right = (scores if scores is not None else GoldScores()).is_right
+    return [r["id"] for r in rows if right(r, responses[r["id"]])]
+
+
+def pick_right_drafts(rows: Sequence[dict], responses: dict[str, str], fraction: float, seed: int = 0,
+                      scores: GoldScores | None = None) -> set[str]:
+    """``round(fraction * n_right)`` ids drawn (seeded) from the rows whose draft is right (:func:`right_draft_ids`)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"keep_right_drafts must be in [0, 1], got {fraction}")
+    right = right_draft_ids(rows, responses, scores)
+    return set(random.Random(seed).sample(right, round(fraction * len(right)))) if fraction else set()
+
+
+def keep_record(row: dict, draft: str) -> dict:
+    """A keep-unchanged training record: pr(x, c, r(k)) -> r(k). Plain fields only, as every training record."""
+    return {"id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
+            "category": row.get("category"), "criteria": row["criteria"], "response": draft, "revision": draft}
