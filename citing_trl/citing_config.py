@@ -22,6 +22,7 @@ from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
+from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.teacher import TeacherConfig
 from citing_trl.verification import check_settings as check_gate_settings
 
@@ -106,6 +107,13 @@ class CitingArguments:
                   "(those rows are not sent to the teacher). Teaches self-revision to keep a right answer. "
                   "0 = off (every target is the teacher's revision)."},
     )
+    revision_prompt: str = field(
+        default="improve",
+        metadata={"help": "Header of the revision prompt pr(x, c, r) the student learns, self-revises and the plain "
+                  "teacher revises with: 'improve' (keep what is correct, fix what is wrong, add what is missing) or "
+                  "'keep_right' (a draft that is already right is returned unchanged). Pass the same value to "
+                  "recipes/infer.py --revision_prompt."},
+    )
     revision_gate: str = field(
         default="none",
         metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
@@ -146,6 +154,7 @@ class CitingArguments:
               and 0.0 <= self.keep_right_drafts <= 1.0, "keep_right_drafts", "must be a fraction in [0, 1]",
               self.keep_right_drafts)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")

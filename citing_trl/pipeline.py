@@ -279,7 +279,8 @@ class CitingPipeline:
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
         mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
                                 rank=state.process_index, world_size=state.num_processes,
-                                desc=f"round {k}: student answers r({k})", done=on_disk)
+                                desc=f"round {k}: student answers r({k})", done=on_disk,
+                                prompt_style=self.args.revision_prompt)
         del model
         free_memory()
         state.wait_for_everyone()
@@ -308,6 +309,7 @@ class CitingPipeline:
                 gate=gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
                 keep_right_drafts=self.args.keep_right_drafts, seed=self.training_args.seed + k,
+                prompt_style=self.args.revision_prompt,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(selection.accepted)))
@@ -340,6 +342,7 @@ class CitingPipeline:
         a, teacher, rollout = self.args, self.teacher_config, self.rollout_config
         out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
                "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "keep_right_drafts": a.keep_right_drafts, "revision_prompt": a.revision_prompt,
                "teacher_repetition_penalty": teacher.repetition_penalty,
                "teacher_no_repeat_ngram_size": teacher.no_repeat_ngram_size,
                "rollout_repetition_penalty": rollout.repetition_penalty,
@@ -360,7 +363,7 @@ class CitingPipeline:
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.teacher_config.model,
             verification=result.verification,
-            revision_settings=self.revision_settings(),
+            revision_settings=self.revision_settings(), revision_prompt=self.args.revision_prompt,
         )
         trainer.train()
         trainer.save_model(args.output_dir)

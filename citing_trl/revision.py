@@ -47,10 +47,11 @@ def strip_echoed_sections(text: str) -> str:
     return text[: match.start()].rstrip() if match else text
 
 
-def rollout_prompt(row: dict, previous: str | None) -> list[dict]:
+def rollout_prompt(row: dict, previous: str | None, prompt_style: str = "improve") -> list[dict]:
+    """The student's prompt: the instruction (first answer) or pr(x, c, previous) with the ``prompt_style`` header."""
     if previous is None:
         return instruction_messages(row["instruction"], row.get("input") or "")
-    return revision_messages(row["instruction"], row.get("input") or "", row["criteria"], previous)
+    return revision_messages(row["instruction"], row.get("input") or "", row["criteria"], previous, prompt_style)
 
 
 def student_rollouts(
@@ -64,18 +65,20 @@ def student_rollouts(
     world_size: int = 1,
     desc: str = "student rollouts",
     done: dict[str, dict] | None = None,
+    prompt_style: str = "improve",
 ) -> dict[str, dict]:
     """Generate r(k) for each row (this rank's share), appending each finished batch to ``path``.
 
     Returns ``{id: {"response", "finish_reason", "completion_tokens"}}`` for this rank's rows, including the
     ones already on disk from an interrupted run (in ``path``, or passed in as ``done`` from other files).
+    ``prompt_style``: the revision prompt's header when revising ``previous`` (:data:`citing_trl.prompts.REVISION_HEADERS`).
     """
     path = Path(path)
     done = {**(done or {}), **{r["id"]: r for r in read_jsonl(path)}}
     mine = [r for i, r in enumerate(rows) if i % world_size == rank]
     todo = [r for r in mine if r["id"] not in done]
     if todo:
-        prompts = [rollout_prompt(r, previous.get(r["id"]) if previous else None) for r in todo]
+        prompts = [rollout_prompt(r, previous.get(r["id"]) if previous else None, prompt_style) for r in todo]
 
         def save(indices: list[int], gens: list[Generation]) -> None:
             records = [
@@ -105,14 +108,16 @@ def gold_answers(row: dict) -> list[str]:
     return answers
 
 
-def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
-    """The teacher's revision prompt for every row: pr(x, c, r(k)), or with ``reference`` and a gold answer the
-    reference-guided prompt."""
+def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False,
+                      prompt_style: str = "improve") -> list[list[dict]]:
+    """The teacher's revision prompt for every row: pr(x, c, r(k)) (header ``prompt_style``), or with ``reference``
+    and a gold answer the reference-guided prompt."""
     return [
         reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
                                     gold_answers(r))
         if reference and gold_answers(r) else
-        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
+        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]], prompt_style)
+        for r in rows
     ]
 
 
@@ -120,7 +125,7 @@ def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
     reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
     reference: bool = False, gate: Gate | None = None, gate_mode: str | None = None, num_samples: int = 1,
-    temperature: float | None = None, keep_right_drafts: float = 0.0, seed: int = 0,
+    temperature: float | None = None, keep_right_drafts: float = 0.0, seed: int = 0, prompt_style: str = "improve",
 ) -> Selection:
     """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
     through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
@@ -145,7 +150,7 @@ def teacher_revisions(
         selection = teacher_revisions(
             teacher, asked, responses, desc, reject_truncated=reject_truncated, keep_identical=keep_identical,
             keep_complete_truncated=keep_complete_truncated, reference=reference, gate=gate, gate_mode=gate_mode,
-            num_samples=num_samples, temperature=temperature,
+            num_samples=num_samples, temperature=temperature, prompt_style=prompt_style,
         ) if asked else Selection([], [], {}, {"gate": getattr(gate, "name", "none"), "ungated": 0,
                                                "fix_break": {"proposed": fix_break([], [])}})
         by_id = {a["id"]: a for a in selection.accepted}
@@ -159,7 +164,7 @@ def teacher_revisions(
         logger.info("%s: %d right drafts kept unchanged as training rows (keep_right_drafts=%s)", desc, len(keep),
                     keep_right_drafts)
         return Selection(accepted, selection.rejected, counts, report)
-    requests = revision_requests(rows, responses, reference)
+    requests = revision_requests(rows, responses, reference, prompt_style)
     sampling = {} if temperature is None else {"temperature": temperature}
     if num_samples > 1:
         samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)

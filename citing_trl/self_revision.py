@@ -18,11 +18,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.cli import check
+from citing_trl.cli import check, check_choice
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import write_jsonl
+from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.revision import student_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
@@ -45,12 +46,18 @@ class InferenceArguments:
         default=2,
         metadata={"help": "M: how many times the student revises its own answer; 0 = plain answers (no rubric)."},
     )
+    revision_prompt: str = field(
+        default="improve",
+        metadata={"help": "Header of the self-revision prompt: the one the student was trained with (its run's "
+                  "--revision_prompt, recorded in the adapter's model card): 'improve' or 'keep_right'."},
+    )
     output_dir: str = field(
         default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
     )
 
     def __post_init__(self):
         check(self.num_revisions >= 0, "num_revisions", "must be >= 0", self.num_revisions)
+        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
 
 
 # How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
@@ -64,7 +71,7 @@ ANSWERS_FILE = "answers.jsonl"
 
 
 def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: GenerationConfig,
-                output_dir: str | Path) -> list[dict]:
+                output_dir: str | Path, prompt_style: str = "improve") -> list[dict]:
     """rows need id, instruction, input and, when ``num_revisions`` > 0, criteria. Writes and returns the
     answers rows (see the module docstring) with ``responses`` = [r(0), ..., r(M)]."""
     if num_revisions < 0:
@@ -79,7 +86,8 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
     steps = []
     for j in range(num_revisions + 1):
         desc = "student answers r(0)" if j == 0 else f"self-revision r({j})"
-        done = student_rollouts(model, tokenizer, rows, out / f"step_{j}.jsonl", gen_config, previous=previous, desc=desc)
+        done = student_rollouts(model, tokenizer, rows, out / f"step_{j}.jsonl", gen_config, previous=previous, desc=desc,
+                                prompt_style=prompt_style)
         previous = {i: rec["response"] for i, rec in done.items()}
         steps.append(previous)
     results = []

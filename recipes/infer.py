@@ -37,12 +37,14 @@ def main():
                 "dataset_seed": data_args.dataset_seed, "max_new_tokens": gen.max_new_tokens,
                 "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
                 "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
+    if args.revision_prompt != "improve":  # recorded only when set, so earlier runs' folders still resume
+        settings["revision_prompt"] = args.revision_prompt
     check_output_dir(args.output_dir, settings)
     rows = load_rows(data_args)
     rows = match_rows(rows, args.rubric_path, args.embedding_model) if args.num_revisions > 0 else rows.to_list()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=device)
-    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir)
+    results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, args.revision_prompt)
     print(f"wrote {len(results)} instructions x {args.num_revisions + 1} answers to {args.output_dir}/{ANSWERS_FILE}")
 
 

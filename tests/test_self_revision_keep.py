@@ -112,3 +112,40 @@ def test_flag_is_checked_at_parse_time(bad):
         CitingArguments(keep_right_drafts=bad)
     with pytest.raises(ValueError, match="keep_right_drafts"):
         pick_right_drafts(qa_rows(2), drafts(qa_rows(2)), -0.5 if bad is True else bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# The revision prompt variant (--revision_prompt)
+# --------------------------------------------------------------------------------------------------
+
+from citing_trl.prompts import KEEP_RIGHT_REVISION_HEADER, REVISION_HEADER, revision_prompt  # noqa: E402
+from citing_trl.revision import revision_requests, rollout_prompt  # noqa: E402
+
+
+def test_prompt_variant_text_is_chosen_by_the_flag():
+    row = qa_rows(1)[0]
+    improve = revision_prompt(row["instruction"], "", row["criteria"], "draft")
+    keep = revision_prompt(row["instruction"], "", row["criteria"], "draft", "keep_right")
+    assert improve.startswith(REVISION_HEADER) and KEEP_RIGHT_REVISION_HEADER not in improve
+    assert keep.startswith(KEEP_RIGHT_REVISION_HEADER) and "exactly as it is" in keep
+    assert "fix what is wrong, and add what is missing" in improve and "add what is missing" not in keep
+    assert improve.split("\n\n", 1)[1] == keep.split("\n\n", 1)[1]  # the sections are the same
+    # the student's rollout prompt, the teacher's plain request and the training prompt follow the choice
+    assert KEEP_RIGHT_REVISION_HEADER in rollout_prompt(row, "draft", "keep_right")[0]["content"]
+    assert REVISION_HEADER in rollout_prompt(row, "draft")[0]["content"]
+    assert KEEP_RIGHT_REVISION_HEADER in revision_requests([row], {"q0": "d"}, prompt_style="keep_right")[0][0]["content"]
+    rec = {**{k: row[k] for k in ("instruction", "criteria")}, "input": "", "response": "d", "revision": "d"}
+    assert KEEP_RIGHT_REVISION_HEADER in revision_to_prompt_completion(rec, "keep_right")["prompt"][0]["content"]
+    assert REVISION_HEADER in revision_to_prompt_completion(rec)["prompt"][0]["content"]
+    with pytest.raises(ValueError, match="unknown revision prompt"):
+        revision_prompt("x", "", "c", "d", "polish")
+
+
+def test_prompt_flag_is_checked_at_parse_time():
+    from citing_trl.self_revision import InferenceArguments
+
+    assert CitingArguments(revision_prompt="keep_right").revision_prompt == "keep_right"
+    with pytest.raises(ConfigError, match="revision_prompt"):
+        CitingArguments(revision_prompt="polish")
+    with pytest.raises(ConfigError, match="revision_prompt"):
+        InferenceArguments(revision_prompt="polish")
