@@ -22,6 +22,7 @@ from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
+from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.teacher import TeacherConfig
 from citing_trl.verification import check_settings as check_gate_settings
 
@@ -99,6 +100,20 @@ class CitingArguments:
         metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
                   "answer; counted as kept_identical). False drops it as 'identical', as before."},
     )
+    keep_right_drafts: float = field(
+        default=0.0,
+        metadata={"help": "Fraction (0-1) of each round's rows whose draft r(k) is already right under its source's gold "
+                  "metric that train as keep-unchanged rows pr(x, c, r(k)) -> r(k) instead of the teacher's rewrite "
+                  "(those rows are not sent to the teacher). Teaches self-revision to keep a right answer. "
+                  "0 = off (every target is the teacher's revision)."},
+    )
+    revision_prompt: str = field(
+        default="improve",
+        metadata={"help": "Header of the revision prompt pr(x, c, r) the student learns, self-revises and the plain "
+                  "teacher revises with: 'improve' (keep what is correct, fix what is wrong, add what is missing) or "
+                  "'keep_right' (a draft that is already right is returned unchanged). Pass the same value to "
+                  "recipes/infer.py --revision_prompt."},
+    )
     revision_gate: str = field(
         default="none",
         metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
@@ -135,7 +150,11 @@ class CitingArguments:
                   "must be a whole number >= 1", value)
         if self.sft_num_train_epochs is not None:
             check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
+        check(isinstance(self.keep_right_drafts, (int, float)) and not isinstance(self.keep_right_drafts, bool)
+              and 0.0 <= self.keep_right_drafts <= 1.0, "keep_right_drafts", "must be a fraction in [0, 1]",
+              self.keep_right_drafts)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
+        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")

@@ -45,24 +45,26 @@ CITING_PAPER = {
 }
 
 
-def revision_to_prompt_completion(row: dict) -> dict:
-    """One revision record -> conversational {prompt, completion} for Eq. 4."""
+def revision_to_prompt_completion(row: dict, prompt_style: str = "improve") -> dict:
+    """One revision record -> conversational {prompt, completion} for Eq. 4 (``prompt_style``: the header of pr)."""
 
     missing = [c for c in REVISION_COLUMNS if c not in row or row[c] is None]
     if missing:
         raise DataError(f"revision row {row.get('id', '?')!r} lacks {missing}")
     return {
-        "prompt": revision_messages(row["instruction"], row["input"], row["criteria"], row["response"]),
+        "prompt": revision_messages(row["instruction"], row["input"], row["criteria"], row["response"], prompt_style),
         "completion": [{"role": "assistant", "content": row["revision"]}],
     }
 
 
-def build_citing_dataset(revisions, replay=None, replay_fraction: float = 0.0, seed: int = 0):
+def build_citing_dataset(revisions, replay=None, replay_fraction: float = 0.0, seed: int = 0,
+                         prompt_style: str = "improve"):
     """Revision records (+ optional replayed SFT rows) -> the data set CitingTrainer trains on."""
     from datasets import concatenate_datasets
 
 
-    rows = revisions.map(revision_to_prompt_completion, remove_columns=revisions.column_names, desc="CITING rows")
+    rows = revisions.map(revision_to_prompt_completion, fn_kwargs={"prompt_style": prompt_style},
+                         remove_columns=revisions.column_names, desc="CITING rows")
     if replay is not None and replay_fraction > 0 and len(replay):
         k = min(len(replay), max(1, round(replay_fraction * len(revisions))))
         picked = replay.select(sorted(random.Random(seed).sample(range(len(replay)), k)))
@@ -97,6 +99,7 @@ class CitingTrainer(TokenCounter, SFTTrainer):
         rubric_categories, round_index, num_rounds, teacher_model, revision_settings (how the revisions were
             made and filtered, e.g. ``revision_reference``), verification (gate, best-of-K, fix/break): recorded
             in the model card.
+        revision_prompt: the header of the training prompt pr(x, c, r(k)) (``CitingArguments.revision_prompt``).
         Every other argument is SFTTrainer's.
     """
 
@@ -116,12 +119,13 @@ class CitingTrainer(TokenCounter, SFTTrainer):
         teacher_model: str | None = None,
         verification: dict | None = None,
         revision_settings: dict | None = None,
+        revision_prompt: str = "improve",
         **kwargs,
     ):
         if not isinstance(args, CitingConfig):
             raise TypeError("CitingTrainer needs a CitingConfig")
         train_dataset = build_citing_dataset(
-            revision_dataset, replay_dataset, args.replay_fraction, seed=args.replay_seed
+            revision_dataset, replay_dataset, args.replay_fraction, seed=args.replay_seed, prompt_style=revision_prompt
         )
         self.citing_info = {
             "rubric_categories": list(rubric_categories or []),

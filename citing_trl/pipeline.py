@@ -306,7 +306,8 @@ class CitingPipeline:
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
         mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
                                 rank=state.process_index, world_size=state.num_processes,
-                                desc=f"round {k}: student answers r({k})", done=on_disk)
+                                desc=f"round {k}: student answers r({k})", done=on_disk,
+                                prompt_style=self.args.revision_prompt)
         del model
         free_memory()
         state.wait_for_everyone()
@@ -342,6 +343,8 @@ class CitingPipeline:
                 reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
                 gate=gate, num_samples=self.args.teacher_num_samples,
                 keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
+                keep_right_drafts=self.args.keep_right_drafts, seed=self.training_args.seed + k,
+                prompt_style=self.args.revision_prompt,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(selection.accepted)))
@@ -379,7 +382,8 @@ class CitingPipeline:
     def _verification(self, report: dict) -> dict:
         """What decided the round's training rows, for summary.json and the model card."""
         return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
-                "keep_identical": self.args.keep_identical, "teacher_num_samples": self.args.teacher_num_samples,
+                "keep_identical": self.args.keep_identical, "keep_right_drafts": self.args.keep_right_drafts,
+                "teacher_num_samples": self.args.teacher_num_samples,
                 "teacher_temperature": self.teacher_config.temperature, "ungated_rows": report["ungated"],
                 "fix_break": report["fix_break"]}
 
@@ -388,6 +392,7 @@ class CitingPipeline:
         a, teacher, rollout = self.args, self.teacher_config, self.rollout_config
         out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
                "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
+               "keep_right_drafts": a.keep_right_drafts, "revision_prompt": a.revision_prompt,
                "teacher_repetition_penalty": teacher.repetition_penalty,
                "teacher_no_repeat_ngram_size": teacher.no_repeat_ngram_size,
                "rollout_repetition_penalty": rollout.repetition_penalty,
@@ -408,7 +413,7 @@ class CitingPipeline:
             processing_class=tokenizer, rubric_categories=[c.name for c in rubric.categories], round_index=k,
             num_rounds=self.args.num_rounds, teacher_model=self.teacher_config.model,
             verification=result.verification,
-            revision_settings=self.revision_settings(),
+            revision_settings=self.revision_settings(), revision_prompt=self.args.revision_prompt,
         )
         trainer.train()
         stats = train_stats(trainer, revision_rows=len(result.accepted),

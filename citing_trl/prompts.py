@@ -41,17 +41,34 @@ REVISION_HEADER = (
 )
 
 
+# The same pr(x, c, r) with a header that says a right draft is returned unchanged. The student learns and
+# self-revises with one of the two (``--revision_prompt``); the teacher's plain prompt follows the same choice.
+KEEP_RIGHT_REVISION_HEADER = (
+    "You are given a task, a draft answer to it, and the standards that separate a strong answer "
+    "from a weak one for this kind of task. If the draft already answers the task correctly, reply with the "
+    "draft exactly as it is, word for word. Only if it is wrong or incomplete, rewrite it so that it meets the "
+    "standards. Reply with the answer only."
+)
+
+REVISION_HEADERS = {"improve": REVISION_HEADER, "keep_right": KEEP_RIGHT_REVISION_HEADER}
+
+
 def format_criteria(criteria: str | Sequence[str]) -> str:
     if isinstance(criteria, str):
         return criteria.strip()
     return "\n".join(f"- {c.strip()}" for c in criteria if c and c.strip())
 
 
-def revision_prompt(instruction: str, input: str, criteria: str | Sequence[str], response: str) -> str:
+def revision_prompt(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                    style: str = "improve") -> str:
     """pr(x, c, r): the text that both the teacher (to revise) and the student (to learn and to
-    self-revise) receive. Sections appear in the paper's order: instruction, response, criteria."""
+    self-revise) receive. Sections appear in the paper's order: instruction, response, criteria. ``style``
+    picks the header (:data:`REVISION_HEADERS`): ``improve`` (keep, fix, add) or ``keep_right`` (a right draft
+    is returned unchanged)."""
+    if style not in REVISION_HEADERS:
+        raise ValueError(f"unknown revision prompt {style!r}; expected one of {sorted(REVISION_HEADERS)}")
     return (
-        f"{REVISION_HEADER}\n\n"
+        f"{REVISION_HEADERS[style]}\n\n"
         f"### Task\n{instruction_text(instruction, input)}\n\n"
         f"### Draft answer\n{response.strip()}\n\n"
         f"### Standards\n{format_criteria(criteria)}\n\n"
@@ -59,8 +76,9 @@ def revision_prompt(instruction: str, input: str, criteria: str | Sequence[str],
     )
 
 
-def revision_messages(instruction: str, input: str, criteria: str | Sequence[str], response: str) -> list[dict]:
-    return [{"role": "user", "content": revision_prompt(instruction, input, criteria, response)}]
+def revision_messages(instruction: str, input: str, criteria: str | Sequence[str], response: str,
+                      style: str = "improve") -> list[dict]:
+    return [{"role": "user", "content": revision_prompt(instruction, input, criteria, response, style)}]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,14 +16,18 @@ teacher's cache.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from citing_trl.evaluation.gold import fix_break
 from citing_trl.generation import GenerationConfig, Generation, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
-from citing_trl.verification import KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, Selection, select_revisions
+from citing_trl.verification import (
+    KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, GoldScores, Selection, select_revisions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +47,11 @@ def strip_echoed_sections(text: str) -> str:
     return text[: match.start()].rstrip() if match else text
 
 
-def rollout_prompt(row: dict, previous: str | None) -> list[dict]:
+def rollout_prompt(row: dict, previous: str | None, prompt_style: str = "improve") -> list[dict]:
+    """The student's prompt: the instruction (first answer) or pr(x, c, previous) with the ``prompt_style`` header."""
     if previous is None:
         return instruction_messages(row["instruction"], row.get("input") or "")
-    return revision_messages(row["instruction"], row.get("input") or "", row["criteria"], previous)
+    return revision_messages(row["instruction"], row.get("input") or "", row["criteria"], previous, prompt_style)
 
 
 def student_rollouts(
@@ -60,18 +65,20 @@ def student_rollouts(
     world_size: int = 1,
     desc: str = "student rollouts",
     done: dict[str, dict] | None = None,
+    prompt_style: str = "improve",
 ) -> dict[str, dict]:
     """Generate r(k) for each row (this rank's share), appending each finished batch to ``path``.
 
     Returns ``{id: {"response", "finish_reason", "completion_tokens"}}`` for this rank's rows, including the
     ones already on disk from an interrupted run (in ``path``, or passed in as ``done`` from other files).
+    ``prompt_style``: the revision prompt's header when revising ``previous`` (:data:`citing_trl.prompts.REVISION_HEADERS`).
     """
     path = Path(path)
     done = {**(done or {}), **{r["id"]: r for r in read_jsonl(path)}}
     mine = [r for i, r in enumerate(rows) if i % world_size == rank]
     todo = [r for r in mine if r["id"] not in done]
     if todo:
-        prompts = [rollout_prompt(r, previous.get(r["id"]) if previous else None) for r in todo]
+        prompts = [rollout_prompt(r, previous.get(r["id"]) if previous else None, prompt_style) for r in todo]
 
         def save(indices: list[int], gens: list[Generation]) -> None:
             records = [
@@ -101,14 +108,16 @@ def gold_answers(row: dict) -> list[str]:
     return answers
 
 
-def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False) -> list[list[dict]]:
-    """The teacher's revision prompt for every row: pr(x, c, r(k)), or with ``reference`` and a gold answer the
-    reference-guided prompt."""
+def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference: bool = False,
+                      prompt_style: str = "improve") -> list[list[dict]]:
+    """The teacher's revision prompt for every row: pr(x, c, r(k)) (header ``prompt_style``), or with ``reference``
+    and a gold answer the reference-guided prompt."""
     return [
         reference_revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]],
                                     gold_answers(r))
         if reference and gold_answers(r) else
-        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]]) for r in rows
+        revision_messages(r["instruction"], r.get("input") or "", r["criteria"], responses[r["id"]], prompt_style)
+        for r in rows
     ]
 
 
@@ -116,7 +125,7 @@ def teacher_revisions(
     teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
     reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
     reference: bool = False, gate: Gate | None = None, gate_mode: str | None = None, num_samples: int = 1,
-    temperature: float | None = None,
+    temperature: float | None = None, keep_right_drafts: float = 0.0, seed: int = 0, prompt_style: str = "improve",
 ) -> Selection:
     """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
     through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
@@ -129,8 +138,33 @@ def teacher_revisions(
 
     ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
     answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
-    student's training prompt pr(x, c, r(k)) never contains it."""
-    requests = revision_requests(rows, responses, reference)
+    student's training prompt pr(x, c, r(k)) never contains it.
+
+    ``keep_right_drafts``: this fraction of the rows whose draft is already right under its gold metric (drawn with
+    ``seed``) is not sent to the teacher; each trains as a keep-unchanged row pr(x, c, r(k)) -> r(k), counted as
+    ``kept_right_draft`` and as right->right in the ``kept`` fix/break table (:func:`pick_right_drafts`)."""
+    scores = GoldScores()
+    keep = pick_right_drafts(rows, responses, keep_right_drafts, seed, scores)
+    if keep:
+        asked = [r for r in rows if r["id"] not in keep]
+        selection = teacher_revisions(
+            teacher, asked, responses, desc, reject_truncated=reject_truncated, keep_identical=keep_identical,
+            keep_complete_truncated=keep_complete_truncated, reference=reference, gate=gate, gate_mode=gate_mode,
+            num_samples=num_samples, temperature=temperature, prompt_style=prompt_style,
+        ) if asked else Selection([], [], {}, {"gate": getattr(gate, "name", "none"), "ungated": 0,
+                                               "fix_break": {"proposed": fix_break([], [])}})
+        by_id = {a["id"]: a for a in selection.accepted}
+        accepted = [keep_record(r, responses[r["id"]]) if r["id"] in keep else by_id[r["id"]]
+                    for r in rows if r["id"] in keep or r["id"] in by_id]
+        counts = {**selection.counts, KEPT_RIGHT_DRAFT: len(keep)}
+        row_of = {r["id"]: r for r in rows}
+        kept = fix_break([scores.is_right(row_of[a["id"]], a["response"]) for a in accepted],
+                         [scores.is_right(row_of[a["id"]], a["revision"]) for a in accepted])
+        report = {**selection.report, "fix_break": {**selection.report["fix_break"], "kept": kept}}
+        logger.info("%s: %d right drafts kept unchanged as training rows (keep_right_drafts=%s)", desc, len(keep),
+                    keep_right_drafts)
+        return Selection(accepted, selection.rejected, counts, report)
+    requests = revision_requests(rows, responses, reference, prompt_style)
     sampling = {} if temperature is None else {"temperature": temperature}
     if num_samples > 1:
         samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)
@@ -144,3 +178,32 @@ def teacher_revisions(
         if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
             logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
     return selection
+
+
+# --------------------------------------------------------------------------------------------------
+# Keep-unchanged rows: right drafts as their own targets
+# --------------------------------------------------------------------------------------------------
+
+KEPT_RIGHT_DRAFT = "kept_right_draft"  # a right draft trained as pr(x, c, r(k)) -> r(k) (keep_right_drafts)
+
+
+def right_draft_ids(rows: Sequence[dict], responses: dict[str, str], scores: GoldScores | None = None) -> list[str]:
+    """Ids of the rows whose draft r(k) is already right under its source's primary gold metric (the gold
+    gate's notion of right); rows without gold are never among them."""
+    right = (scores if scores is not None else GoldScores()).is_right
+    return [r["id"] for r in rows if right(r, responses[r["id"]])]
+
+
+def pick_right_drafts(rows: Sequence[dict], responses: dict[str, str], fraction: float, seed: int = 0,
+                      scores: GoldScores | None = None) -> set[str]:
+    """``round(fraction * n_right)`` ids drawn (seeded) from the rows whose draft is right (:func:`right_draft_ids`)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"keep_right_drafts must be in [0, 1], got {fraction}")
+    right = right_draft_ids(rows, responses, scores)
+    return set(random.Random(seed).sample(right, round(fraction * len(right)))) if fraction else set()
+
+
+def keep_record(row: dict, draft: str) -> dict:
+    """A keep-unchanged training record: pr(x, c, r(k)) -> r(k). Plain fields only, as every training record."""
+    return {"id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
+            "category": row.get("category"), "criteria": row["criteria"], "response": draft, "revision": draft}

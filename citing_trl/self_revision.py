@@ -27,12 +27,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.cli import check
+from citing_trl.cli import check, check_choice
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.revision import student_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
@@ -55,12 +56,18 @@ class InferenceArguments:
         default=2,
         metadata={"help": "M: how many times the student revises its own answer; 0 = plain answers (no rubric)."},
     )
+    revision_prompt: str = field(
+        default="improve",
+        metadata={"help": "Header of the self-revision prompt: the one the student was trained with (its run's "
+                  "--revision_prompt, recorded in the adapter's model card): 'improve' or 'keep_right'."},
+    )
     output_dir: str = field(
         default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
     )
 
     def __post_init__(self):
         check(self.num_revisions >= 0, "num_revisions", "must be >= 0", self.num_revisions)
+        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
 
 
 # How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
@@ -115,7 +122,7 @@ def join_parts(rows: list[dict], output_dir: str | Path, j: int) -> None:
 
 
 def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: GenerationConfig,
-                output_dir: str | Path, state=None) -> list[dict]:
+                output_dir: str | Path, state=None, prompt_style: str = "improve") -> list[dict]:
     """rows need id, instruction, input and, when ``num_revisions`` > 0, criteria. Writes and returns the
     answers rows (see the module docstring) with ``responses`` = [r(0), ..., r(M)].
 
@@ -140,7 +147,8 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
         if [r["id"] for r in joined] != ids:  # step j is not finished (or was written another way): (re)join it
             desc = "student answers r(0)" if j == 0 else f"self-revision r({j})"
             student_rollouts(model, tokenizer, rows, out / f"step_{j}.rank{rank}.jsonl", gen_config,
-                             previous=previous, rank=rank, world_size=world, desc=desc, done=_on_disk(out, j))
+                             previous=previous, rank=rank, world_size=world, desc=desc, done=_on_disk(out, j),
+                             prompt_style=prompt_style)
             state.wait_for_everyone()
             on_main(lambda: join_parts(rows, out, j), state)
             joined = read_jsonl(step_path(out, j))

@@ -46,6 +46,8 @@ def main():
                 "dataset_seed": data_args.dataset_seed, "max_new_tokens": gen.max_new_tokens,
                 "rubric_path": args.rubric_path, "num_revisions": args.num_revisions,
                 "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
+    if args.revision_prompt != "improve":  # recorded only when set, so earlier runs' folders still resume
+        settings["revision_prompt"] = args.revision_prompt
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or a rank under a launcher
     on_main(lambda: check_output_dir(args.output_dir, settings), state)  # every rank stops if rank 0 refuses
     meter, timings = MemoryMeter(), {}
@@ -59,7 +61,8 @@ def main():
         model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, device=str(state.device))
     timings["load_s"], t0 = time.time() - t0, time.time()
     with meter.stage("inference"):
-        results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state)
+        results = self_revise(model, tokenizer, rows, args.num_revisions, gen, args.output_dir, state=state,
+                              prompt_style=args.revision_prompt)
     timings["inference_s"] = time.time() - t0
     if state.is_main_process:  # rank 0's own figures (each rank holds one model copy)
         summary = meter.summary()
