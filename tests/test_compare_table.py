@@ -22,6 +22,10 @@ def test_table_rows_cells_paired_difference_and_records(tmp_path):
     (out / "raft" / "reward.json").write_text(json.dumps({"kind": "gold"}))
     (out / "reward_model").mkdir()
     (out / "reward_model" / "eval_metrics.json").write_text(json.dumps({"held_out_pairs": 100, "held_out_accuracy": 0.52}))
+    (out / "sft_more").mkdir()
+    (out / "sft_more" / "stats.json").write_text(json.dumps({
+        "optimizer_steps": 35, "citing_optimizer_steps": 35,
+        "tokens": {"sft_more": {"all": 900, "completion": 80}, "citing": {"all": 2000, "completion": 100}}}))
     run_stage(out / ".stages" / "citing.done", lambda: {"wall_s": 60.0}, name="citing")
     text = compare_table(out, ["sft", "raft", "citing"])
     lines = text.splitlines()
@@ -39,6 +43,7 @@ def test_table_rows_cells_paired_difference_and_records(tmp_path):
     assert "raft" not in row  # no answers for raft: no row, whatever its reward record says
     assert "Self-revision citing@1 vs citing@0" in text and "fixed 3, broken 0" in text
     assert "pair accuracy 0.520" in text and "at chance" in text
+    assert "sft_more: 35 optimizer steps (CITING's rounds: 35)" in text and "900 / 80 (CITING: 2000 / 100)" in text
     assert "citing 60.0" in text and "total 1.0 min" in text
 
 

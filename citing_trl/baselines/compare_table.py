@@ -104,8 +104,11 @@ def compare_table(out: str | Path, systems: list[str], reference: str = "citing"
     if (out / "reward_model").is_dir():
         lines.append(f"Reward model ({out / 'reward_model'}): {describe_quality(reward_model_quality(out / 'reward_model'))}.")
     more = _read(out / "sft_more" / "stats.json")
-    if more:
-        lines.append(f"sft_more: {json.dumps({k: more[k] for k in ('steps', 'tokens') if k in more})}")
+    if more.get("tokens"):
+        mine, theirs = more["tokens"]["sft_more"], more["tokens"]["citing"]
+        lines.append(f"sft_more: {more.get('optimizer_steps')} optimizer steps (CITING's rounds: "
+                     f"{more.get('citing_optimizer_steps')}); tokens trained, all / completion: {mine['all']} / "
+                     f"{mine['completion']} (CITING: {theirs['all']} / {theirs['completion']}).")
     walls = {p.stem: read_marker(p).get("wall_s") for p in sorted((out / ".stages").glob("*.done")) if is_done(p)}
     if walls:
         total = sum(w for w in walls.values() if isinstance(w, (int, float)))
