@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 import time
 
@@ -16,11 +17,15 @@ linux_proc = pytest.mark.skipif(not sys.platform.startswith("linux") or rss_byte
 
 
 def touch_buffer(hold_s: float = 0.0) -> int:
-    """Allocate and write a 256 MiB buffer (resident, not just reserved), hold it, free it."""
-    buf = b"x" * BUFFER
+    """Map, write (resident, not just reserved), hold and unmap a 256 MiB buffer. An anonymous mapping of its own,
+    not malloc: after a long test session the heap may hold freed memory that is still resident, and a malloc'd
+    buffer served from it would not raise the resident size at all."""
+    buf = mmap.mmap(-1, BUFFER)
+    for offset in range(0, BUFFER, mmap.PAGESIZE):  # touch every page
+        buf[offset] = 1
     time.sleep(hold_s)
     size = len(buf)
-    del buf
+    buf.close()
     return size
 
 
