@@ -17,6 +17,7 @@ import pytest
 
 from citing_trl.baselines.ranks import DIGEST_FILE, part_path, shard
 from tests.conftest import REPO
+from tests.test_baselines_compare import compare_module
 
 TWO_RANKS = str(REPO / "accelerate_configs" / "cpu_2proc.yaml")
 TRAIN = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--disable_tqdm", "true",
@@ -119,16 +120,6 @@ def test_part_path_is_per_rank_only_with_several_ranks(tmp_path):
     path = tmp_path / "samples.jsonl"
     assert part_path(path, SimpleNamespace(num_processes=1, process_index=0)) == path
     assert part_path(path, SimpleNamespace(num_processes=2, process_index=1)) == tmp_path / "samples.rank1.jsonl"
-
-
-def compare_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare", REPO / "baselines" / "compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["compare"] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
 
 
 TRAINING = ("citing", "reward_model", "ppo", "rrhf", "raft", "dpo")
