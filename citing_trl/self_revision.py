@@ -27,19 +27,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.cli import check, check_choice
+from citing_trl.citing_config import RevisionStyleArguments
+from citing_trl.cli import check
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
-from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.revision import student_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
 
 
 @dataclass
-class InferenceArguments:
+class InferenceArguments(RevisionStyleArguments):
     """Settings of the self-revision inference recipe; decoding is :data:`AnswerGenerationArguments`."""
 
     model_name_or_path: str = field(
@@ -49,17 +49,9 @@ class InferenceArguments:
     rubric_path: str | None = field(
         default=None, metadata={"help": "rubric.json to match criteria from; default: the built-in rubric."}
     )
-    embedding_model: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "sentence-BERT model for matching."}
-    )
     num_revisions: int = field(
         default=2,
         metadata={"help": "M: how many times the student revises its own answer; 0 = plain answers (no rubric)."},
-    )
-    revision_prompt: str = field(
-        default="improve",
-        metadata={"help": "Header of the self-revision prompt: the one the student was trained with (its run's "
-                  "--revision_prompt, recorded in the adapter's model card): 'improve' or 'keep_right'."},
     )
     output_dir: str = field(
         default="outputs/infer", metadata={"help": "Where step_<j>.jsonl and answers.jsonl (the answers file) go."}
@@ -67,7 +59,7 @@ class InferenceArguments:
 
     def __post_init__(self):
         check(self.num_revisions >= 0, "num_revisions", "must be >= 0", self.num_revisions)
-        check_choice("revision_prompt", self.revision_prompt, tuple(REVISION_HEADERS))
+        super().__post_init__()
 
 
 # How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
