@@ -22,6 +22,7 @@ from pathlib import Path
 
 from citing_trl.baselines.reward_model import describe_quality, reward_model_quality
 from citing_trl.stages import is_done, read_marker
+from citing_trl.evaluation.formatting import p_value, signed
 
 PRIMARY = ("accuracy", "answer_in_response", "correct")  # "correct": the pooled share right
 
@@ -39,14 +40,6 @@ def _cell(entry: dict | None) -> str:
     if value is None:
         return "-"
     return f"{'≈' if (entry or {}).get('at_chance') else ''}{100 * value:.1f}"
-
-
-def _pct(x) -> str:
-    return "-" if x is None or x != x else f"{100 * x:+.1f}"
-
-
-def _p(x) -> str:
-    return "-" if x is None or x != x else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
 
 
 def _reward_label(out: Path, system: str) -> str:
@@ -85,8 +78,8 @@ def compare_table(out: str | Path, systems: list[str], reference: str = "citing"
         if pair:
             lo, hi = pair["ci"]
             # paired_gold's fixed/broken read from the system ("before") to the reference ("after")
-            diff = f"{_pct(pair['diff'])} [{_pct(lo)}, {_pct(hi)}]"
-            fb, p = f"{pair['fixed']} / {pair['broken']}", _p(pair["mcnemar_p"])
+            diff = f"{signed(pair['diff'])} [{signed(lo)}, {signed(hi)}]"
+            fb, p = f"{pair['fixed']} / {pair['broken']}", p_value(pair["mcnemar_p"])
         else:
             diff, fb, p = "", "", ""
         lines.append(f"| {label}{f' ({extra})' if extra else ''} | {' | '.join(cells)} | {diff} | {fb} | {p} |")
@@ -99,8 +92,8 @@ def compare_table(out: str | Path, systems: list[str], reference: str = "citing"
         pooled = entry.get("_all") or {}
         if pooled:
             lo, hi = pooled["ci"]
-            lines.append(f"Self-revision {label}: {_pct(pooled['diff'])} pts [{_pct(lo)}, {_pct(hi)}], fixed "
-                         f"{pooled['fixed']}, broken {pooled['broken']}, McNemar p {_p(pooled['mcnemar_p'])}.")
+            lines.append(f"Self-revision {label}: {signed(pooled['diff'])} pts [{signed(lo)}, {signed(hi)}], fixed "
+                         f"{pooled['fixed']}, broken {pooled['broken']}, McNemar p {p_value(pooled['mcnemar_p'])}.")
     if (out / "reward_model").is_dir():
         lines.append(f"Reward model ({out / 'reward_model'}): {describe_quality(reward_model_quality(out / 'reward_model'))}.")
     more = _read(out / "sft_more" / "stats.json")

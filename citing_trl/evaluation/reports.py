@@ -26,6 +26,7 @@ from citing_trl.evaluation.gold import (
 )
 from citing_trl.evaluation.paired import paired_gold, paired_scores, paired_verdicts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
+from citing_trl.evaluation.formatting import cell, p_value, pct, signed
 
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
 
@@ -185,14 +186,6 @@ SPLIT_METRICS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
 """SQuAD v2 / QuAC's official split: the answerable (HasAns) and unanswerable (NoAns) rows scored apart."""
 
 
-def _pct1(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.1f}"
-
-
-def _p(value) -> str:
-    return "-" if value is None or value != value else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
-
-
 def _correct(row: dict) -> bool | None:
     return is_correct(row["source"], row["response"], row["answers"], row["input"])
 
@@ -289,9 +282,9 @@ def chance_lines(gold: dict) -> list[str]:
                 continue
             metric = "correct" if source == "_all" else ("accuracy" if "accuracy" in m else "answer_in_response")
             lo, hi = m["ci"][metric]
-            flagged[source].append(f"{system} {_pct1(m[metric])}% [{_pct1(lo)}, {_pct1(hi)}]")
+            flagged[source].append(f"{system} {pct(m[metric])}% [{pct(lo)}, {pct(hi)}]")
             chance.setdefault(source, m["chance"])
-    return [f"at chance on {_src(source)} (chance {_pct1(chance[source]['level'])}%: {chance[source]['rule']}): "
+    return [f"at chance on {_src(source)} (chance {pct(chance[source]['level'])}%: {chance[source]['rule']}): "
             f"{'; '.join(names)} - 95% CI down to the chance level: not distinguishable from a system that "
             "knows nothing there"
             for source, names in sorted(flagged.items(), key=lambda kv: (kv[0] == "_all", kv[0]))]
@@ -306,9 +299,9 @@ def paired_gold_lines(paired: dict) -> list[str]:
             if key in ("after", "before"):
                 continue
             lo, hi = m["ci"]
-            lines.append(f"| {label} | {_src(key)} | {m['n']} | {_pct1(m.get('chance', {}).get('level'))} | "
-                         f"{_pct1(m['after'])} | {_pct1(m['before'])} | {_signed(m['diff'])} | {_signed(lo)} to "
-                         f"{_signed(hi)} | {m['fixed']} | {m['broken']} | {_p(m['mcnemar_p'])} | {_pct1(m['mde'])} | "
+            lines.append(f"| {label} | {_src(key)} | {m['n']} | {pct(m.get('chance', {}).get('level'))} | "
+                         f"{pct(m['after'])} | {pct(m['before'])} | {signed(m['diff'])} | {signed(lo)} to "
+                         f"{signed(hi)} | {m['fixed']} | {m['broken']} | {p_value(m['mcnemar_p'])} | {pct(m['mde'])} | "
                          f"{chance_note(m, entry['after'], entry['before'])} |")
     return lines
 
@@ -323,10 +316,6 @@ def chance_note(m: dict, after: str, before: str) -> str:
     return ""
 
 
-def _signed(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:+.1f}"
-
-
 def paired_reference_lines(paired: dict) -> list[str]:
     """The markdown table of :func:`paired_reference_report`."""
     lines = ["| comparison | source | n | first F1 % | second F1 % | diff pts | 95% CI | first higher | second higher "
@@ -336,9 +325,9 @@ def paired_reference_lines(paired: dict) -> list[str]:
             if key in ("after", "before"):
                 continue
             lo, hi = m["ci"]
-            lines.append(f"| {label} | {_src(key)} | {m['n']} | {_pct1(m['after'])} | {_pct1(m['before'])} | "
-                         f"{_signed(m['diff'])} | {_signed(lo)} to {_signed(hi)} | {m['higher']} | {m['lower']} | "
-                         f"{m['equal']} | {_p(m['sign_p'])} |")
+            lines.append(f"| {label} | {_src(key)} | {m['n']} | {pct(m['after'])} | {pct(m['before'])} | "
+                         f"{signed(m['diff'])} | {signed(lo)} to {signed(hi)} | {m['higher']} | {m['lower']} | "
+                         f"{m['equal']} | {p_value(m['sign_p'])} |")
     return lines
 
 
@@ -392,7 +381,7 @@ def gold_markdown(gold: dict) -> str:
                 n = m[f"{metric.split('_')[0]}_total"] if metric in SPLIT_METRICS else m["n"]
                 chance, flag = "", ""
                 if metric == primary and "chance" in m:
-                    chance = _pct1(m["chance"]["level"])
+                    chance = pct(m["chance"]["level"])
                     flag = "yes" if m.get("at_chance") else "no"
                 lines.append(f"| {system} | {_src(source)} | {n} | {metric} | "
                              f"{100 * m[metric]:.1f} | {100 * lo:.1f}-{100 * hi:.1f} | {chance} | {flag} |")
@@ -459,18 +448,12 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
     return rows
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "-" if value != value else f"{value:.1f}"
-    return str(value)
-
-
 def lc_cell(row: dict) -> str:
     """The LC win % as a table shows it: the value, or "undetermined (LOW-HIGH)" when the verdicts are
     separated by length (see :func:`pairwise_rows`)."""
     if row.get("lc_separated"):
-        return f"undetermined ({_fmt(row['lc_low_pct'])}-{_fmt(row['lc_high_pct'])})"
-    return _fmt(row["lc_win_pct"])
+        return f"undetermined ({cell(row['lc_low_pct'])}-{cell(row['lc_high_pct'])})"
+    return cell(row["lc_win_pct"])
 
 
 def net_cell(row: dict) -> str:
@@ -486,10 +469,11 @@ def table_markdown(title: str, rows: list[dict], notes: Sequence[str] = ()) -> s
     lines = [f"# {title}", "", *notes, "" if notes else "", "| " + " | ".join(head) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     for r in rows:
-        ci = f"{_fmt(r['win_ci_low_pct'])}-{_fmt(r['win_ci_high_pct'])}"
+        ci = f"{cell(r['win_ci_low_pct'])}-{cell(r['win_ci_high_pct'])}"
         cells = [r["comparison"], r["family"], r["aspect"], r["n"], r["win_pct"], r["tie_pct"], r["lose_pct"], ci,
-                 net_cell(r), _p(r.get("sign_p")), lc_cell(r), r["unparsed"], r["mean_len_ref"], r["mean_len_other"]]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+                 net_cell(r), p_value(r.get("sign_p")), lc_cell(r), r["unparsed"], r["mean_len_ref"],
+                 r["mean_len_other"]]
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from citing_trl.evaluation.reports import (
     plot_fig2, step_fix_break, strict_json, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
+from citing_trl.evaluation.formatting import num, pct, percent, pts, signed
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
         for label in labels:
             s = per_comparison[label]
             rate, share = s["consistency_rate"], s["first_position_win_share"]
-            lines.append(f"- {label}: position consistency {_pct(rate)}, first-position win share {_pct(share)}, "
+            lines.append(f"- {label}: position consistency {percent(rate)}, first-position win share {percent(share)}, "
                          f"unparsed {s['unparsed']} of {s['judgements']} judgements")
         return lines
 
@@ -161,8 +162,8 @@ def headline(summary: dict) -> list[str]:
         m = entry["_all"]
         a, b = entry["after"], entry["before"]
         lo, hi = m["ci"]
-        line = (f"{label} (gold, pooled over {m['n']} rows both answered): {a} {_pct(m['after'])} vs {b} "
-                f"{_pct(m['before'])}, difference {_pts(m['diff'])} [95% CI {_pts(lo)}, {_pts(hi)}], {m['fixed']} "
+        line = (f"{label} (gold, pooled over {m['n']} rows both answered): {a} {percent(m['after'])} vs {b} "
+                f"{percent(m['before'])}, difference {pts(m['diff'])} [95% CI {pts(lo)}, {pts(hi)}], {m['fixed']} "
                 f"fixed / {m['broken']} broken, McNemar p = {m['mcnemar_p']:.3g}; {m['n']} rows detect about "
                 f"±{100 * m['mde']:.1f} pts")
         if note := chance_note(m, a, b):
@@ -178,21 +179,14 @@ def headline(summary: dict) -> list[str]:
         lo, hi = m["ci"]
         lines.append(f"{label}: no gold answers on the {m['n']} rows both answered ({rows}), so no accuracy can be "
                      f"compared offline. Token overlap with the reference answer (F1, a proxy for closeness, not "
-                     f"correctness): {entry['after']} {_pct(m['after'])} vs {entry['before']} {_pct(m['before'])}, "
-                     f"difference {_pts(m['diff'])} [95% CI {_pts(lo)}, {_pts(hi)}], higher on {m['higher']} rows, "
+                     f"correctness): {entry['after']} {percent(m['after'])} vs {entry['before']} "
+                     f"{percent(m['before'])}, "
+                     f"difference {pts(m['diff'])} [95% CI {pts(lo)}, {pts(hi)}], higher on {m['higher']} rows, "
                      f"lower on {m['lower']}, equal on {m['equal']} (sign test p = {m['sign_p']:.3g}).")
     if not lines and sum(not name.startswith("_") for name in gold) > 1:
         lines.append(f"No gold and no reference answers on the compared rows ({rows}): nothing offline compares "
                      "these systems; only the judge table does.")
     return lines
-
-
-def _pts(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:+.1f} pts"
-
-
-def _pct(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
 def _judge_consistency(summary: dict, rows: list[dict]) -> float | None:
@@ -209,7 +203,7 @@ def _judge_title(title: str, summary: dict, rows: list[dict]) -> str:
     labels = list(dict.fromkeys(r["comparison"] for r in rows))
     pairs = sum((summary.get("judge_pairs") or {}).get(label, 0) for label in labels)
     return (f"{title} - judge {judge.get('model', '?')} ({judge.get('backend', '?')}), order-consistent on "
-            f"{_pct(_judge_consistency(summary, rows))} of judgements, {pairs} pairs: win / tie / lose % of the "
+            f"{percent(_judge_consistency(summary, rows))} of judgements, {pairs} pairs: win / tie / lose % of the "
             "first-named system")
 
 
@@ -242,9 +236,9 @@ def print_summary(summary: dict, console=None) -> None:
                     continue
                 lo, hi = m["ci"]
                 table.add_row(label, "all (pooled)" if key == "_all" else key, str(m["n"]),
-                              _pct(m.get("chance", {}).get("level")).rstrip("%"), _pct(m["after"]).rstrip("%"),
-                              _pct(m["before"]).rstrip("%"), _pts(m["diff"]).replace(" pts", ""),
-                              f"{_pts(lo)} to {_pts(hi)}".replace(" pts", ""), str(m["fixed"]), str(m["broken"]),
+                              pct(m.get("chance", {}).get("level")), pct(m["after"]),
+                              pct(m["before"]), signed(m["diff"]),
+                              f"{signed(lo)} to {signed(hi)}", str(m["fixed"]), str(m["broken"]),
                               f"{m['mcnemar_p']:.3g}", f"{100 * m['mde']:.1f}", chance_note(m, entry["after"], entry["before"]))
         console.print(table)
 
@@ -282,21 +276,21 @@ def print_summary(summary: dict, console=None) -> None:
                     "sign p", "LC win%", "unparsed", "words 1st/2nd"):
             table.add_column(col, justify="right" if col not in ("comparison", "family", "aspect") else "left")
         for r in rows:
-            f = lambda v: "-" if v != v else f"{v:.1f}"  # noqa: E731
-            table.add_row(r["comparison"], r["family"], r["aspect"], str(r["n"]), f(r["win_pct"]), f(r["tie_pct"]),
-                          f(r["lose_pct"]), f"{f(r['win_ci_low_pct'])}-{f(r['win_ci_high_pct'])}", net_cell(r),
+            table.add_row(r["comparison"], r["family"], r["aspect"], str(r["n"]), num(r["win_pct"]), num(r["tie_pct"]),
+                          num(r["lose_pct"]), f"{num(r['win_ci_low_pct'])}-{num(r['win_ci_high_pct'])}", net_cell(r),
                           f"{r['sign_p']:.3g}", lc_cell(r), str(r["unparsed"]),
                           f"{r['mean_len_ref']:.0f}/{r['mean_len_other']:.0f}")
         console.print(table)
         consistency = _judge_consistency(summary, rows)
         if consistency is not None and consistency < 0.5:
             console.print(f"[yellow]{title}: a judge whose verdict survives swapping the answers on only "
-                          f"{_pct(consistency)} of judgements is no evidence either way (see docs/evaluation.md)[/yellow]")
+                          f"{percent(consistency)} of judgements is no evidence either way "
+                          "(see docs/evaluation.md)[/yellow]")
     usage = summary.get("judge_usage")
     if usage:
         console.print(f"judge: {usage['requests']} requests ({usage['cache_hits']} cached, {usage['requests_sent']} "
-                      f"sent), consistency {_pct(usage['consistency_rate'])}, first-position wins "
-                      f"{_pct(usage['first_position_win_share'])}, unparsed {usage['unparsed']}")
+                      f"sent), consistency {percent(usage['consistency_rate'])}, first-position wins "
+                      f"{percent(usage['first_position_win_share'])}, unparsed {usage['unparsed']}")
     for line in summary["issues"]:
         console.print(f"[yellow]data issue[/yellow] {line}")
     console.print(f"reports in {summary['output_dir']}")
