@@ -84,6 +84,46 @@ def test_unprefixed_generation_flags_are_declared_once():
     assert AnswerGenerationArguments._base is GenerationConfig
 
 
+def declarations(files: dict[str, str], names: set[str]) -> dict[str, list[tuple[str, str]]]:
+    """Where each of ``names`` is declared as a field of a ``@dataclass`` class: name -> [(file, class), ...]."""
+    found: dict[str, list[tuple[str, str]]] = {n: [] for n in names}
+    for path, source in files.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and any(_is_dataclass(d) for d in node.decorator_list):
+                for s in node.body:
+                    if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.target.id in names:
+                        found[s.target.id].append((path, node.name))
+    return found
+
+
+# Settings two recipes must agree on, and the place each is declared (the other classes inherit it)
+SHARED = {
+    "revision_prompt": ("citing_trl/citing_config.py", "RevisionStyleArguments"),  # CITING run and recipes/infer.py
+    "embedding_model": ("citing_trl/citing_config.py", "RevisionStyleArguments"),
+}
+BASELINE_SHARED = {"sft_adapter": ("citing_trl/baselines/common.py", "StartArguments")}  # RRHF/RAFT/DPO and PPO/RLOO
+
+
+def test_settings_shared_by_recipes_are_declared_once():
+    files = project_sources()
+    assert {n: places for n, places in declarations(files, set(SHARED)).items()} == {n: [p] for n, p in SHARED.items()}
+    baselines = {k: v for k, v in files.items() if k.startswith(("citing_trl/baselines/", "baselines/"))}
+    assert declarations(baselines, set(BASELINE_SHARED)) == {n: [p] for n, p in BASELINE_SHARED.items()}
+    from citing_trl.baselines.common import BaselineArguments, StartArguments
+    from citing_trl.baselines.ppo.config import RLHFArguments
+    from citing_trl.citing_config import CitingArguments, RevisionStyleArguments
+    from citing_trl.self_revision import InferenceArguments
+
+    assert issubclass(CitingArguments, RevisionStyleArguments) and issubclass(InferenceArguments, RevisionStyleArguments)
+    assert issubclass(BaselineArguments, StartArguments) and issubclass(RLHFArguments, StartArguments)
+
+
+def test_the_declaration_finder_sees_a_second_copy():
+    source = ("from dataclasses import dataclass\n@dataclass\nclass A:\n    revision_prompt: str = 'improve'\n"
+              "@dataclass\nclass B:\n    revision_prompt: str = 'x'\n    other: int = 0\n")
+    assert declarations({"x.py": source}, {"revision_prompt"}) == {"revision_prompt": [("x.py", "A"), ("x.py", "B")]}
+
+
 def launchers() -> list[Path]:
     return sorted((REPO / "recipes").glob("*.py")) + sorted((REPO / "baselines").glob("*.py"))
 

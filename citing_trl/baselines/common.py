@@ -31,14 +31,22 @@ SamplingArguments = prefixed(
 
 
 @dataclass
-class BaselineArguments:
-    """Shared inputs of the RRHF / RAFT / DPO launchers."""
+class StartArguments:
+    """Where every baseline starts; declared once here, inherited by :class:`BaselineArguments` (RRHF, RAFT, DPO,
+    sft_more) and :class:`~citing_trl.baselines.ppo.config.RLHFArguments` (PPO, RLOO)."""
 
     sft_adapter: str | None = field(
         default=None,
         metadata={"help": "The SFT LoRA adapter every method starts from (a CITING run's `sft/`, Algorithm 1 lines "
-                          "2-4). Empty: a fresh adapter on the base model."},
+                          "2-4; PPO and RLOO merge it into the backbone, so their reference policy is the SFT model). "
+                          "Empty: a fresh adapter on the base model."},
     )
+
+
+@dataclass
+class BaselineArguments(StartArguments):
+    """Shared inputs of the RRHF / RAFT / DPO / sft_more launchers."""
+
     reward_model: str | None = field(
         default=None, metadata={"help": "Reward model folder written by baselines/reward_model.py (RRHF, RAFT)."}
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from citing_trl.baselines.common import StartArguments
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError, UserError
 from citing_trl.generation import GenerationConfig
@@ -167,17 +168,12 @@ def check_ppo_sampling(sampling: GenerationConfig) -> None:
 
 
 @dataclass
-class RLHFArguments:
+class RLHFArguments(StartArguments):
     """What to train and against which reward model or function. Shared by ``--method ppo`` and ``--method rloo``;
     which reward is used is ``--reward`` (:class:`citing_trl.baselines.common.RewardArguments`, parsed beside this
     and checked with it by :func:`check_reward_settings`)."""
 
     method: str = field(default="ppo", metadata={"help": "'ppo' (this project's PPOTrainer) or 'rloo' (TRL's RLOOTrainer)."})
-    sft_adapter: str | None = field(
-        default=None,
-        metadata={"help": "SFT LoRA adapter to start from (Alg. 1 lines 2-4, e.g. outputs/citing_demo/sft). It is "
-                  "merged into the backbone, so the reference policy (adapters disabled) is the SFT model."},
-    )
     reward_model_path: str | None = field(
         default=None,
         metadata={"help": "With --reward model: the reward model trained by baselines/reward_model.py, loaded with "
