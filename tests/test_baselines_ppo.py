@@ -501,6 +501,8 @@ def test_ppo_launcher_with_gold_reward_takes_a_step(tiny_model_dir, sft_adapter,
     assert 0.0 <= row["score"] <= 1.0 and math.isfinite(row["policy_loss"])
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["value_initialised_from_reward_model"] is False and summary["steps"] == 1
+    info = json.loads((out / "reward.json").read_text())  # what the comparison table labels the row with
+    assert info["method"] == "ppo" and info["kind"] == "gold" and info["rows"] > 0
 
 
 def test_rloo_with_gold_reward_takes_a_step(tiny_model_dir, sft_adapter, shared_data, tmp_path):
@@ -519,6 +521,7 @@ def test_rloo_with_gold_reward_takes_a_step(tiny_model_dir, sft_adapter, shared_
     logged = state["log_history"][0]
     assert 0.0 <= logged["rewards/GoldScorer/mean"] <= 1.0
     assert (out / "base_adapter" / "adapter_config.json").is_file()
+    assert json.loads((out / "reward.json").read_text())["kind"] == "gold"
 
 
 def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapter, tmp_path, monkeypatch):
@@ -535,6 +538,7 @@ def test_rloo_launches_from_its_yaml_and_takes_a_step(tiny_model_dir, sft_adapte
     assert state["global_step"] == 1
     logged = state["log_history"][0]
     assert "rewards/count_e/mean" in logged and math.isfinite(logged["rewards/count_e/mean"])
+    assert json.loads((out / "reward.json").read_text())["reward_function"] == "ppo_rules:count_e"
     assert (out / "adapter_config.json").is_file()
     from citing_trl.models import load_model
 

@@ -195,39 +195,30 @@ def describe_quality(quality: dict) -> str:
             f"n={quality['held_out_pairs']}): {quality['label']}")
 
 
-def reward_for_run(kind: str, reward_model: str | None, rows: list[dict], method: str, need_model: bool = True):
-    """The reward a RAFT / RRHF run optimises and its ``reward.json`` record: ``(scorer, info)``.
+def reward_info(kind: str, reward_model: str | None, rows: list[dict], method: str,
+                reward_function: str | None = None) -> dict:
+    """The ``reward.json`` record of the reward a run optimises (RAFT, RRHF, PPO, RLOO), without loading it.
 
-    ``kind="gold"``: a :class:`~citing_trl.reward.GoldScorer` over ``rows`` (each needs ``source`` and gold
-    ``answers``; ``--reward_model`` must be unset, it would contradict). ``info`` counts the rows whose own gold
-    answer the metric does not accept (no answer to them can ever be rewarded). ``kind="model"``: the reward
-    model at ``reward_model`` (required when ``need_model``), loaded with :meth:`RewardScorer.load`; its
-    :func:`reward_model_quality` goes into ``info``, and a reward model not above chance is logged as a warning
-    before anything is optimised. Without a path and ``need_model=False`` (RRHF candidates that carry their own
-    scores) the scorer is None."""
+    ``kind="gold"``: counts the rows whose own gold answer the metric does not accept (no answer to them can ever be
+    rewarded) and warns about them. ``kind="model"``: the reward model's :func:`reward_model_quality` (a warning when
+    it is not above chance), or the importable ``reward_function`` PPO/RLOO may use instead, or neither (RRHF
+    candidates that carry their own scores)."""
     if kind == "gold":
-        if reward_model:
-            raise ConfigError(f"--reward_model {reward_model} contradicts --reward gold (the gold reward uses no "
-                              "reward model): unset it (--reward_model '') or use --reward model", flag="reward_model")
-        scorer = GoldScorer(rows)
         unscorable = [r["id"] for r in rows
                       if not is_correct(r["source"], r.get("output") or r["answers"][0], r["answers"], r.get("input") or "")]
         if unscorable:
             logger.warning("%s: %d of %d rows have a gold answer their own metric does not accept (e.g. %s); no answer "
                            "to them can earn the gold reward", method, len(unscorable), len(rows), ", ".join(unscorable[:5]))
-        info = {"method": method, "kind": "gold", "reward_model": None,
+        return {"method": method, "kind": "gold", "reward_model": None,
                 "definition": "1 when the answer is right under its source's primary gold metric "
                               "(citing_trl.evaluation.gold.is_correct, the gold gate's notion of right), else 0",
                 "rows": len(rows), "rows_gold_not_accepted": len(unscorable), "label": "gold (verifiable)"}
-        return scorer, info
-    if kind != "model":
-        raise ConfigError(f"--reward must be one of model, gold, got {kind!r}", flag="reward")
+    if reward_function:
+        return {"method": method, "kind": "model", "reward_model": None, "reward_function": reward_function,
+                "label": f"reward function {reward_function}", "quality": None, "at_chance": None}
     if not reward_model:
-        if need_model:
-            raise ConfigError(f"{method} with --reward model needs --reward_model (a folder written by "
-                              "baselines/reward_model.py), or use --reward gold", flag="reward_model")
-        return None, {"method": method, "kind": "model", "reward_model": None, "label": "scores given with the data",
-                      "quality": None, "at_chance": None}
+        return {"method": method, "kind": "model", "reward_model": None, "label": "scores given with the data",
+                "quality": None, "at_chance": None}
     quality = reward_model_quality(reward_model)
     if not quality["better_than_chance"]:
         logger.warning("%s is about to optimise the reward model %s, whose held-out %s: it is not shown to be better "
@@ -235,9 +226,29 @@ def reward_for_run(kind: str, reward_model: str | None, rows: list[dict], method
                        describe_quality(quality))
     else:
         logger.info("%s optimises the reward model %s: held-out %s", method, reward_model, describe_quality(quality))
-    scorer = RewardScorer.load(reward_model)
-    return scorer, {"method": method, "kind": "model", "reward_model": str(reward_model), "quality": quality,
-                    "at_chance": quality["at_chance"], "label": f"reward model, {describe_quality(quality)}"}
+    return {"method": method, "kind": "model", "reward_model": str(reward_model), "quality": quality,
+            "at_chance": quality["at_chance"], "label": f"reward model, {describe_quality(quality)}"}
+
+
+def reward_for_run(kind: str, reward_model: str | None, rows: list[dict], method: str, need_model: bool = True):
+    """The reward a RAFT / RRHF run optimises and its ``reward.json`` record (:func:`reward_info`): ``(scorer, info)``.
+
+    ``kind="gold"``: a :class:`~citing_trl.reward.GoldScorer` over ``rows`` (each needs ``source`` and gold
+    ``answers``; ``--reward_model`` must be unset, it would contradict). ``kind="model"``: the reward model at
+    ``reward_model`` (required when ``need_model``), loaded with :meth:`RewardScorer.load`. Without a path and
+    ``need_model=False`` (RRHF candidates that carry their own scores) the scorer is None."""
+    if kind == "gold":
+        if reward_model:
+            raise ConfigError(f"--reward_model {reward_model} contradicts --reward gold (the gold reward uses no "
+                              "reward model): unset it (--reward_model '') or use --reward model", flag="reward_model")
+        return GoldScorer(rows), reward_info(kind, None, rows, method)
+    if kind != "model":
+        raise ConfigError(f"--reward must be one of model, gold, got {kind!r}", flag="reward")
+    if not reward_model and need_model:
+        raise ConfigError(f"{method} with --reward model needs --reward_model (a folder written by "
+                          "baselines/reward_model.py), or use --reward gold", flag="reward_model")
+    info = reward_info(kind, reward_model, rows, method)
+    return (RewardScorer.load(reward_model) if reward_model else None), info
 
 
 def write_reward_info(output_dir: str | Path, info: dict) -> Path:

@@ -20,7 +20,7 @@ from trl import RLOOTrainer
 
 from citing_trl.baselines.ppo.config import RLHFArguments
 from citing_trl.baselines.ppo.config import check_reward_settings
-from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, training_prompts
+from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, record_reward, training_prompts
 from citing_trl.baselines.ppo.lora import save_policy_adapter
 from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.sft import load_rows, lora_config
@@ -48,6 +48,7 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args, reward: st
     check_reward_settings(rlhf_args, reward)
     rows = load_rows(data_args)
     reward_fn = build_reward_fn(rlhf_args, reward, rows)
+    record_reward(rlhf_args, reward, rows, config.output_dir, "rloo")
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     dataset = Dataset.from_list([{"prompt": p} for p in training_prompts(rows)])
     trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,

@@ -18,6 +18,7 @@ from citing_trl.baselines.ppo.config import (
     check_reward_settings,
 )
 from citing_trl.baselines.ppo.lora import merge_sft_adapter
+from citing_trl.baselines.reward_model import reward_info, write_reward_info
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
 from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
@@ -43,6 +44,12 @@ def build_reward_fn(args: RLHFArguments, reward: str = "model", rows: list[dict]
     return RewardScorer.load(args.reward_model_path, device=device).score
 
 
+def record_reward(args: RLHFArguments, reward: str, rows: list[dict], output_dir: str, method: str) -> None:
+    """Write ``<output_dir>/reward.json`` (which reward this run optimises, as RAFT and RRHF do), from one process."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_reward_info(output_dir, reward_info(reward, args.reward_model_path, rows, method, args.reward_function))
+
+
 def load_rlhf_policy(model_args, sft_adapter: str | None):
     """Backbone with the SFT adapter merged in, and the tokenizer saved with that adapter (chat template)."""
     path = resolve_model_path(model_args.model_name_or_path)
@@ -65,6 +72,7 @@ def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args,
     check_reward_settings(rlhf_args, reward)
     rows = load_rows(data_args)
     reward_fn = build_reward_fn(rlhf_args, reward, rows)
+    record_reward(rlhf_args, reward, rows, config.output_dir, "ppo")
     model, tokenizer = load_rlhf_policy(model_args, rlhf_args.sft_adapter)
     trainer = PPOTrainer(config, model, tokenizer, training_prompts(rows), reward_fn, lora_config(model_args),
                          reward_model_path=rlhf_args.reward_model_path, sft_adapter=rlhf_args.sft_adapter,
