@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 
 from citing_trl.baselines.reward_model import describe_quality, reward_model_quality
-from citing_trl.stages import is_done, read_marker
 from citing_trl.evaluation.formatting import p_value, signed
+from citing_trl.stages import is_done, read_marker
 
 PRIMARY = ("accuracy", "answer_in_response", "correct")  # "correct": the pooled share right
 

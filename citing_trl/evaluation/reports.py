@@ -21,12 +21,12 @@ from pathlib import Path
 from citing_trl.data import FAMILIES
 from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
+from citing_trl.evaluation.formatting import cell, p_value, pct, signed
 from citing_trl.evaluation.gold import (
     METRICS, chance_level, gold_metrics, is_correct, fix_break, reference_overlap, unscored_counts,
 )
 from citing_trl.evaluation.paired import paired_gold, paired_scores, paired_verdicts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
-from citing_trl.evaluation.formatting import cell, p_value, pct, signed
 
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
 
@@ -427,7 +427,7 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
             ok = [j for j in group if j["verdicts"][aspect] != "unparsed"]
             counts = Counter(j["verdicts"][aspect] for j in ok)
             n = len(ok)
-            pct = (lambda k: 100 * counts[k] / n) if n else (lambda k: float("nan"))
+            share = (lambda k: 100 * counts[k] / n) if n else (lambda k: float("nan"))  # % of parsed verdicts
             wins = [1.0 if j["verdicts"][aspect] == "a" else 0.0 for j in ok]
             lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
             prefs = [{"a": 1.0, "tie": 0.5, "b": 0.0}[j["verdicts"][aspect]] for j in ok]
@@ -435,9 +435,9 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
             net = paired_verdicts([j["verdicts"][aspect] for j in ok], n_boot=n_boot, seed=seed)
             rows.append({
                 "comparison": comparison, "family": family, "aspect": aspect, "n": n,
-                "unparsed": len(group) - n, "win_pct": pct("a"), "tie_pct": pct("tie"), "lose_pct": pct("b"),
+                "unparsed": len(group) - n, "win_pct": share("a"), "tie_pct": share("tie"), "lose_pct": share("b"),
                 "win_ci_low_pct": 100 * lo, "win_ci_high_pct": 100 * hi,
-                "pref_pct": pct("a") + pct("tie") / 2 if n else float("nan"), "lc_win_pct": 100 * lc.value,
+                "pref_pct": share("a") + share("tie") / 2 if n else float("nan"), "lc_win_pct": 100 * lc.value,
                 "lc_separated": lc.separated, "lc_low_pct": None if lc.low is None else 100 * lc.low,
                 "lc_high_pct": None if lc.high is None else 100 * lc.high,
                 "mean_len_ref": sum(j["len_ref"] for j in group) / len(group),

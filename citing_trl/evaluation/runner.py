@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config  # noqa: F401 (re-exported)
+from citing_trl.evaluation.formatting import num, pct, percent, pts, signed
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
     AnswersError, DataIssues, align, chance_lines, chance_note, expand_steps, family_of, gold_markdown, gold_report,
@@ -17,7 +18,6 @@ from citing_trl.evaluation.reports import (
     plot_fig2, step_fix_break, strict_json, write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
-from citing_trl.evaluation.formatting import num, pct, percent, pts, signed
 
 logger = logging.getLogger(__name__)
 

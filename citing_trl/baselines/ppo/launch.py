@@ -18,8 +18,9 @@ from citing_trl.baselines.ppo.config import (
     check_reward_settings,
 )
 from citing_trl.baselines.ppo.lora import merge_sft_adapter
-from citing_trl.baselines.reward_model import reward_info, write_reward_info
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
+from citing_trl.baselines.reward_model import reward_info, write_reward_info
+from citing_trl.cli import process_rank
 from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
@@ -46,7 +47,7 @@ def build_reward_fn(args: RLHFArguments, reward: str = "model", rows: list[dict]
 
 def record_reward(args: RLHFArguments, reward: str, rows: list[dict], output_dir: str, method: str) -> None:
     """Write ``<output_dir>/reward.json`` (which reward this run optimises, as RAFT and RRHF do), from one process."""
-    if int(os.environ.get("RANK", 0)) == 0:
+    if process_rank() == 0:
         write_reward_info(output_dir, reward_info(reward, args.reward_model_path, rows, method, args.reward_function))
 
 
