@@ -22,6 +22,7 @@ from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
+from citing_trl.precision import NativeBf16
 from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.teacher import TeacherConfig
 from citing_trl.verification import check_settings as check_gate_settings
@@ -38,8 +39,9 @@ RolloutArguments = prefixed(
 
 
 @dataclass
-class CitingConfig(SFTConfig):
+class CitingConfig(NativeBf16, SFTConfig):
     """Training settings for one CITING round. Every SFTConfig field applies; the fields below are added.
+    ``bf16: true`` on a CPU without bf16 instructions trains in fp32 and says so (:mod:`citing_trl.precision`).
 
     Completion-only loss is always on: the prompt pr(x, c, r(k)) is context, never a target.
     """

@@ -16,6 +16,7 @@ from pathlib import Path
 from trl import DPOConfig as _TRLDPOConfig
 from trl import DPOTrainer
 
+from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import load_policy
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 from citing_trl.baselines.ranks import RankDigestCallback
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DPOConfig(_TRLDPOConfig):
+class DPOConfig(NativeBf16, _TRLDPOConfig):
     """TRL ``DPOConfig`` with this suite's CPU-friendly defaults."""
 
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})

@@ -42,6 +42,7 @@ import datasets
 from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.cli import check
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RAFTConfig(SFTConfig):
+class RAFTConfig(NativeBf16, SFTConfig):
     """TRL ``SFTConfig`` (for each stage's fine-tuning) + RAFT's own fields. How answers are sampled is a
     :class:`~citing_trl.generation.GenerationConfig` given to :class:`RAFTTrainer` (``--sample_*`` flags,
     :data:`~citing_trl.baselines.common.SamplingArguments`)."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from trl import RewardConfig
 
+from citing_trl.precision import NativeBf16
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # noqa: F401  (scorers live in the core)
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RewardModelConfig(RewardConfig):
+class RewardModelConfig(NativeBf16, RewardConfig):
     """TRL ``RewardConfig`` with this suite's defaults (CPU-friendly, LoRA, score head saved)."""
 
     max_length: int | None = field(

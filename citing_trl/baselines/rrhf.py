@@ -56,7 +56,9 @@ import torch
 from accelerate import PartialState
 from transformers import Trainer, TrainingArguments
 from trl.data_utils import common_prefix_length
+from trl.trainer.utils import add_fused_lm_head
 
+from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.errors import ConfigError, DataError
@@ -70,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RRHFConfig(TrainingArguments):
+class RRHFConfig(NativeBf16, TrainingArguments):
     """Training arguments of RRHF (transformers ``TrainingArguments`` + the method's own fields).
     ``per_device_train_batch_size`` counts prompts; each brings all its candidates. How candidates are sampled
     is a :class:`~citing_trl.generation.GenerationConfig` given to :func:`build_candidates` (``--sample_*``
@@ -266,13 +268,14 @@ class RRHFCollator:
                 "group": torch.tensor(group), "rewards": torch.tensor(rewards, dtype=torch.float)}
 
 
-def token_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor):
-    """Log-probabilities of each next token and the mask of the ones that belong to a response: (N, T-1)."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    labels = input_ids[:, 1:]
-    per_token = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    mask = response_mask[:, 1:].to(per_token.dtype)
-    return per_token * mask, mask
+def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
+    """Log-probabilities of each next token and the mask of the ones that belong to a response: (N, T-1).
+
+    Through TRL's fused LM head (:func:`trl.trainer.utils.add_fused_lm_head`, added by :class:`RRHFTrainer`): the
+    vocabulary is projected in tiles, so the (N, T, V) logits and their log-softmax are never held in memory."""
+    labels = input_ids.masked_fill(response_mask == 0, -100)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+    return out.log_probs, out.label_mask.to(out.log_probs.dtype)
 
 
 def rrhf_loss(per_token: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, rewards: torch.Tensor,
@@ -305,21 +308,24 @@ class RRHFTrainer(Trainer):
     def __init__(self, model, args: RRHFConfig, train_dataset, processing_class, **kwargs):
         kwargs.setdefault("data_collator", RRHFCollator(processing_class, args.max_length))
         kwargs.setdefault("callbacks", [RankDigestCallback()])
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if not getattr(base, "fused_lm_head_added", False):  # once per model: a model may train in several stages
+            add_fused_lm_head(base)
+            base.fused_lm_head_added = True
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          **kwargs)
         self._rrhf_logs: dict[str, list[float]] = {"rank_loss": [], "sft_loss": []}
         self.last_info: dict = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        per_token, mask = token_logps(out.logits, inputs["input_ids"], inputs["response_mask"])
+        per_token, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
         loss, info = rrhf_loss(per_token, mask, inputs["group"], inputs["rewards"], self.args.rrhf_weight,
                                self.args.length_penalty)
         self.last_info = info
         if model.training:
             self._rrhf_logs["rank_loss"].append(float(info["rank_loss"]))
             self._rrhf_logs["sft_loss"].append(float(info["sft_loss"]))
-        return (loss, out) if return_outputs else loss
+        return (loss, {"log_probs": per_token}) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs):
         for key, values in self._rrhf_logs.items():

@@ -40,6 +40,7 @@ from pathlib import Path
 import datasets
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import load_policy, text_key
 from citing_trl.cli import check_choice
 from citing_trl.errors import ConfigError, DataError
@@ -60,7 +61,7 @@ class CitingRunError(DataError):
 
 
 @dataclass
-class SFTMoreConfig(SFTConfig):
+class SFTMoreConfig(NativeBf16, SFTConfig):
     """TRL ``SFTConfig`` for the continued SFT + the control's own fields. ``max_steps`` is not yours to set: it is
     the CITING run's total optimizer steps (a different value is an error)."""
 
