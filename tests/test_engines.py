@@ -1,0 +1,177 @@
+"""DeepSpeed ZeRO-2/3 and FSDP2 run for real: the launchers under the project's own ``accelerate_configs/zero2.yaml``,
+``zero3.yaml`` and ``fsdp.yaml`` with two gloo CPU ranks (only ``--num_processes 2`` and ``--mixed_precision``
+overridden; :mod:`tests.helpers.engines`), each run checked for the engine accelerate reports (no silent DDP),
+ZeRO-3 / FSDP2 sharding, losses equal to a DDP run of the same global batch and a full-size adapter that loads and
+equals the DDP adapter. FSDP on CPU goes through :mod:`tests.helpers.force_fsdp` (accelerate enables FSDP only on
+GPUs; the shim says why it exists); without it the launchers refuse ``fsdp.yaml`` in one line.
+
+Runs are launched once per test session and shared (``engine_runs``): the DDP reference serves every comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from citing_trl.distributed import EngineError, check_engine, engine_report
+from tests.conftest import REPO
+from tests.helpers.engines import assert_engine_ran, bf16_supported, launch, launch_command, launcher_env
+
+SFT = REPO / "recipes" / "sft.py"
+LOSS_RTOL = 1e-3  # losses are compared as the trainer prints them (4 significant digits)
+ADAPTER_ATOL = 1e-5  # fp32 LoRA weights after 3 steps at lr 1e-3: differences come from summation order only
+
+
+def write_rows(path: Path, n: int = 12) -> Path:
+    path.write_text("".join(json.dumps({"instruction": f"Name a colour, number {i}.", "input": "",
+                                        "output": f"Blue {i}, then green."}) + "\n" for i in range(n)))
+    return path
+
+
+def sft_flags(model_dir: Path, data: Path, out: Path, bf16: bool = False) -> list[str]:
+    """3 steps at global batch 2 (1 per rank), LoRA r4 on q/v without dropout: deterministic across engines."""
+    return ["--model_name_or_path", model_dir, "--dataset", data, "--output_dir", out, "--lora_r", "4",
+            "--lora_alpha", "8", "--lora_dropout", "0", "--lora_target_modules", "q_proj", "v_proj",
+            "--max_length", "128", "--per_device_train_batch_size", "1", "--max_steps", "3", "--logging_steps", "1",
+            "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false", "--use_cpu", "true",
+            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--seed", "0", "--bf16", str(bf16).lower()]
+
+
+class EngineRuns:
+    """``recipes/sft.py`` per (engine, mixed precision), launched on first use and kept for the session."""
+
+    def __init__(self, model_dir: Path, root: Path):
+        self.model_dir, self.root = model_dir, root
+        self.data = write_rows(root / "rows.jsonl")
+        self.runs: dict = {}
+
+    def get(self, engine: str, mixed_precision: str = "no"):
+        key = (engine, mixed_precision)
+        if key not in self.runs:
+            out = self.root / f"{engine}-{mixed_precision}"
+            run = launch(SFT, engine, *sft_flags(self.model_dir, self.data, out, bf16=mixed_precision == "bf16"),
+                         mixed_precision=mixed_precision)
+            self.runs[key] = (run, out)
+        return self.runs[key]
+
+
+@pytest.fixture(scope="session")
+def engine_runs(tiny_model_dir, tmp_path_factory) -> EngineRuns:
+    return EngineRuns(tiny_model_dir, tmp_path_factory.mktemp("engines"))
+
+
+def adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    assert (folder / "adapter_config.json").is_file(), sorted(p.name for p in folder.iterdir())
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def assert_loads(model_dir: Path, folder: Path) -> None:
+    from citing_trl.models import load_model
+
+    model, _ = load_model(str(model_dir), adapter=str(folder))
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert lora and all(p.numel() > 0 for p in lora.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fast: the launch-time check
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self, kind):
+        self.distributed_type = kind
+
+
+@pytest.mark.parametrize("asked,got,refused", [
+    ({"ACCELERATE_USE_FSDP": "true"}, "MULTI_CPU", True),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "MULTI_CPU", True),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DEEPSPEED", False),
+    ({"ACCELERATE_USE_FSDP": "true"}, "FSDP", False),
+    ({}, "MULTI_CPU", False),
+    ({}, "NO", False),
+])
+def test_check_engine_refuses_a_silent_fallback(monkeypatch, asked, got, refused):
+    import citing_trl.distributed as distributed
+
+    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in asked.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed, "_ASKED_AT_START", None)
+    if refused:
+        with pytest.raises(EngineError, match=f"asks for {next(iter(asked))[len('ACCELERATE_USE_'):]} but accelerate "
+                                              f"set up {got}") as err:
+            check_engine(_State(got))
+        assert "\n" not in str(err.value)
+    else:
+        assert check_engine(_State(got)) == got
+
+
+def test_engine_report_of_one_process():
+    from accelerate import Accelerator
+    import torch
+
+    report = engine_report(Accelerator(cpu=True), torch.nn.Linear(2, 2))
+    assert report["distributed_type"] == "NO" and report["parameters_partitioned"] is False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow: recipes/sft.py under every engine, against DDP
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp"])
+def test_sft_under_engine_matches_ddp(engine_runs, tiny_model_dir, engine):
+    ddp, ddp_out = engine_runs.get("ddp")
+    run, out = engine_runs.get(engine)
+    assert_engine_ran(ddp, "ddp")
+    assert_engine_ran(run, engine)
+    assert len(ddp.losses) == 3 and len(run.losses) == 3, (ddp.losses, run.losses)
+    assert run.losses == pytest.approx(ddp.losses, rel=LOSS_RTOL), (engine, run.losses, ddp.losses)
+    want, got = adapter_tensors(ddp_out), adapter_tensors(out)
+    assert set(got) == set(want)
+    for name, tensor in want.items():
+        assert got[name].shape == tensor.shape, name  # full size: ZeRO-3 / FSDP gathered their shards
+        diff = (got[name].float() - tensor.float()).abs().max().item()
+        assert diff <= ADAPTER_ATOL, (engine, name, diff)
+    assert any((t != 0).any() for n, t in want.items() if "lora_B" in n), "the adapter trained"
+    assert_loads(tiny_model_dir, out)
+    print(f"{engine}: losses {run.losses} vs DDP {ddp.losses}; adapter max |diff| "
+          f"{max((got[n].float() - want[n].float()).abs().max().item() for n in want):.2e}")
+
+
+@pytest.mark.slow
+def test_fsdp_yaml_on_cpu_is_refused_in_one_line(engine_runs):
+    """Without the test shim accelerate sets up DDP for fsdp.yaml on CPU: the launcher says so and exits 2."""
+    import subprocess
+
+    cmd = launch_command(SFT, "fsdp", *sft_flags(engine_runs.model_dir, engine_runs.data, engine_runs.root / "refused"))
+    cmd.remove(str(REPO / "tests" / "helpers" / "force_fsdp.py"))
+    proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and "asks for FSDP but accelerate set up MULTI_CPU" in errors[0], proc.stderr[-3000:]
+    assert not (engine_runs.root / "refused" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "fsdp"])
+def test_sft_bf16_under_engine(engine_runs, tiny_model_dir, engine):
+    ok, why = bf16_supported()
+    if not ok:
+        pytest.skip(why)
+    run, out = engine_runs.get(engine, "bf16")
+    assert_engine_ran(run, engine, mixed_precision="bf16")
+    ddp, _ = engine_runs.get("ddp")
+    assert len(run.losses) == 3 and all(math.isfinite(x) for x in run.losses)
+    assert run.losses == pytest.approx(ddp.losses, rel=5e-2), (run.losses, ddp.losses)  # bf16 vs fp32 arithmetic
+    got = adapter_tensors(out)
+    assert set(got) == set(adapter_tensors(engine_runs.get("ddp")[1]))
+    assert_loads(tiny_model_dir, out)
