@@ -204,6 +204,25 @@ def gathered_for_generation(model):
         yield model
 
 
+@contextlib.contextmanager
+def whole_model_loading():
+    """Models loaded inside are whole on this rank even under DeepSpeed ZeRO-3. With ``zero3_init_flag`` a trainer
+    leaves transformers set to partition every later ``from_pretrained`` over the ranks, a collective: a model
+    that only the main process loads (the local teacher, the matching encoder, a reward model) would wait for the
+    other ranks forever. A no-op without ZeRO-3."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers keeps the active config only behind this weakref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = ref
+
+
 def _selftest() -> None:  # used by tests/test_distributed.py under a 2-process launcher
     import json
     import sys

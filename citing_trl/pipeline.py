@@ -36,7 +36,8 @@ from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.rubric.matching import release_embedders
 from citing_trl.citing_trainer import CitingTrainer
-from citing_trl.distributed import check_engine, check_shared_output_dir, gathered_for_generation, on_main, save_adapter
+from citing_trl.distributed import (check_engine, check_shared_output_dir, gathered_for_generation, on_main,
+                                    save_adapter, whole_model_loading)
 from citing_trl.errors import ConfigError
 from citing_trl.memory import MemoryMeter, memory_table, trim_heap
 from citing_trl.train_stats import train_stats, write_train_stats
@@ -262,7 +263,8 @@ class CitingPipeline:
         with self.memory.stage(f"round_{k}_rollouts"):
             responses = self._rollouts(k, adapter, rows, previous, rdir)
         timings["rollouts_s"] = time.time() - t0
-        result = self._revisions(k, rows, responses, rdir, timings)
+        with whole_model_loading():  # a local teacher or a reward gate loads on the main process only
+            result = self._revisions(k, rows, responses, rdir, timings)
 
         # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
         t2 = time.time()
@@ -439,8 +441,9 @@ class CitingPipeline:
             self.train_rows()  # an empty curriculum fails here, on every rank, before SFT
         self.preflight()
         adapter = self.sft()
-        rubric = self.rubric()
-        rows = self.matched_instructions(rubric)
+        with whole_model_loading():  # the encoder (and a designing teacher) load on the main process only
+            rubric = self.rubric()
+            rows = self.matched_instructions(rubric)
         previous = None
         for k in range(self.args.num_rounds):
             result = self.round(k, adapter, rows, rubric, previous)

@@ -175,3 +175,157 @@ def test_sft_bf16_under_engine(engine_runs, tiny_model_dir, engine):
     got = adapter_tensors(out)
     assert set(got) == set(adapter_tensors(engine_runs.get("ddp")[1]))
     assert_loads(tiny_model_dir, out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow: recipes/citing.py (SFT + 1 round) under ZeRO-2 and ZeRO-3 (the student is gathered for its rollouts)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def citing_runs(tiny_model_dir, tmp_path_factory):
+    """recipes/citing.py, SFT + 1 round, greedy rollouts, loopback teacher; per engine, launched on first use."""
+    from tests.helpers.fault_server import FaultServer
+    from tests.test_multirank import citing_yaml, revision_reply
+
+    root = tmp_path_factory.mktemp("citing-engines")
+    runs = {}
+    with FaultServer(reply=revision_reply) as server:
+        def get(engine):
+            if engine not in runs:
+                out = root / engine
+                cfg = citing_yaml(root, tiny_model_dir, server.base_url, out, num_rounds=1, rollout_do_sample=False,
+                                  lora_dropout=0.0, per_device_train_batch_size=1)
+                runs[engine] = (launch(REPO / "recipes" / "citing.py", engine, "--config", cfg,
+                                       env={"CITING_TEST_KEY": "sk-test-engines"}), out)
+            return runs[engine]
+
+        yield get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_citing_under_deepspeed_matches_ddp(citing_runs, tiny_model_dir, engine):
+    ddp, ddp_out = citing_runs("ddp")
+    run, out = citing_runs(engine)
+    assert_engine_ran(run, engine)
+    assert len(run.engines) == 2, run.engines  # the SFT stage and round 0 each saved under the engine
+    assert run.losses and run.losses == pytest.approx(ddp.losses, rel=LOSS_RTOL), (run.losses, ddp.losses)
+    # the same rollouts: a ZeRO-3 student gathered for generation answers as the DDP one
+    for name in ("rollouts.rank0.jsonl", "rollouts.rank1.jsonl", "revisions.jsonl"):
+        assert (out / "round_0" / name).read_text() == (ddp_out / "round_0" / name).read_text(), name
+    want, got = adapter_tensors(ddp_out / "final"), adapter_tensors(out / "final")
+    assert set(got) == set(want)
+    diffs = {n: (got[n].float() - want[n].float()).abs().max().item() for n in want}
+    assert all(got[n].shape == want[n].shape for n in want) and max(diffs.values()) <= ADAPTER_ATOL, diffs
+    assert_loads(tiny_model_dir, out / "final")
+    print(f"citing {engine}: {len(run.losses)} losses equal to DDP's; final adapter max |diff| {max(diffs.values()):.2e}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow: the baselines under ZeRO-2, PPO's gather under ZeRO-3
+# ---------------------------------------------------------------------------------------------------------
+
+
+from tests.test_baselines_two_rank import TRAIN, assert_same_weights_on_both_ranks, citing_run  # noqa: E402,F401
+
+BASELINES = REPO / "baselines"
+
+
+def baseline(script: str, config: str, engine: str, *flags) -> "Launch":  # noqa: F821
+    return launch(BASELINES / script, engine, "--config", BASELINES / "configs" / config, *flags)
+
+
+@pytest.fixture(scope="module")
+def reward_models(tiny_model_dir, citing_run, tmp_path_factory):
+    """baselines/reward_model.py under DDP and ZeRO-2 (the ZeRO-2 one scores the sampling baselines below)."""
+    root = tmp_path_factory.mktemp("rm-engines")
+    out = {}
+    for engine in ("ddp", "zero2"):
+        folder = root / engine
+        out[engine] = (baseline("reward_model.py", "reward_model_demo.yaml", engine, "--model_name_or_path",
+                                tiny_model_dir, *TRAIN, "--lora_dropout", "0", "--preferences", citing_run,
+                                "--output_dir", folder, "--eval_fraction", "0.34"), folder)
+    return out
+
+
+@pytest.mark.slow
+def test_reward_model_and_dpo_under_zero2_match_ddp(reward_models, tiny_model_dir, citing_run, tmp_path):
+    (ddp, ddp_out), (z2, z2_out) = reward_models["ddp"], reward_models["zero2"]
+    assert_engine_ran(z2, "zero2")
+    assert z2.losses and z2.losses == pytest.approx(ddp.losses, rel=LOSS_RTOL)
+    want, got = adapter_tensors(ddp_out), adapter_tensors(z2_out)
+    assert set(got) == set(want)
+    assert max((got[n].float() - want[n].float()).abs().max().item() for n in want) <= ADAPTER_ATOL
+    assert_same_weights_on_both_ranks(z2_out)
+
+    dpo = {}
+    for engine in ("ddp", "zero2"):
+        dpo[engine] = (baseline("dpo.py", "dpo_demo.yaml", engine, "--model_name_or_path", tiny_model_dir, *TRAIN,
+                                "--sft_adapter", citing_run / "sft", "--citing_run", citing_run,
+                                "--output_dir", tmp_path / engine), tmp_path / engine)
+    assert_engine_ran(dpo["zero2"][0], "zero2")
+    assert dpo["zero2"][0].losses == pytest.approx(dpo["ddp"][0].losses, rel=LOSS_RTOL)
+    want, got = adapter_tensors(dpo["ddp"][1]), adapter_tensors(dpo["zero2"][1])
+    assert set(got) == set(want)
+    assert max((got[n].float() - want[n].float()).abs().max().item() for n in want) <= ADAPTER_ATOL
+    assert_loads(tiny_model_dir, dpo["zero2"][1])
+
+
+@pytest.mark.slow
+def test_sampling_baselines_under_zero2(reward_models, tiny_model_dir, citing_run, tmp_path):
+    """RRHF, RAFT and RLOO sample, score and train under ZeRO-2: the engine ran, both ranks end equal, the adapter
+    is full-size and loads. (Their sampled candidates differ from a DDP run's only through the sampler's RNG.)"""
+    rm = reward_models["zero2"][1]
+    sampling = ["--model_name_or_path", tiny_model_dir, *TRAIN, "--dataset", citing_run / "data.jsonl",
+                "--sft_adapter", citing_run / "sft", "--reward_model", rm, "--sample_max_new_tokens", "8"]
+    rrhf = baseline("rrhf.py", "rrhf_demo.yaml", "zero2", *sampling, "--num_samples", "2", "--citing_run", citing_run,
+                    "--output_dir", tmp_path / "rrhf")
+    raft = baseline("raft.py", "raft_demo.yaml", "zero2", *sampling, "--num_stages", "1", "--num_samples", "2",
+                    "--output_dir", tmp_path / "raft")
+    rloo = baseline("ppo_rlhf.py", "rloo_demo.yaml", "zero2", "--model_name_or_path", tiny_model_dir,
+                    "--sft_adapter", citing_run / "sft", "--reward_model_path", rm, "--dataset",
+                    citing_run / "data.jsonl", "--lora_r", "4", "--lora_alpha", "8", "--max_completion_length", "8",
+                    "--per_device_train_batch_size", "4", "--disable_tqdm", "true", "--max_steps", "1",
+                    "--output_dir", tmp_path / "rloo")
+    for run, folder in ((rrhf, tmp_path / "rrhf"), (raft, tmp_path / "raft"), (rloo, tmp_path / "rloo")):
+        assert_engine_ran(run, "zero2")
+        assert_same_weights_on_both_ranks(folder)
+        tensors = adapter_tensors(folder)
+        assert tensors and all(t.numel() > 0 for t in tensors.values())
+    assert_loads(tiny_model_dir, tmp_path / "rrhf")
+    assert_loads(tiny_model_dir, tmp_path / "raft")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_ppo_under_deepspeed(tiny_model_dir, tmp_path, engine):
+    """PPO trains through accelerate's DeepSpeed engine; under ZeRO-3 its parameters are partitioned and
+    full_weights() gathers them for generation and saving: the saved adapters are full-size and both ranks agree."""
+    from tests.test_baselines_ppo import _rule_module, _tiny_flags
+
+    from tests.test_baselines_ppo import lora as ppo_lora  # the SFT adapter the PPO tests use
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    sft = tmp_path / "sft"
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), ppo_lora(4, ("q_proj", "v_proj")))
+    model.save_pretrained(sft)
+    out = tmp_path / "ppo"
+    run = launch(BASELINES / "ppo_rlhf.py", engine, "--config", BASELINES / "configs" / "ppo_demo.yaml",
+                 *_tiny_flags(tiny_model_dir, sft, out), "--sample_max_new_tokens", "8",
+                 "--per_device_rollout_batch_size", "2", "--per_device_mini_batch_size", "2", "--learning_rate", "1e-3",
+                 python_path=_rule_module(tmp_path))
+    assert_engine_ran(run, engine)
+    summary = json.loads((out / "train_summary.json").read_text())
+    digests = summary["weights_digest_per_rank"]
+    assert len(digests) == 2 and digests[0] == pytest.approx(digests[1], rel=1e-9, abs=0)
+    assert "DEEPSPEED" in summary["distributed_type"] and summary["steps"] == 2
+    rows = [json.loads(line) for line in (out / "ppo_log.jsonl").read_text().splitlines()]
+    assert all(r["answer_length"] > 0 for r in rows)  # the gathered policy generated
+    for folder in ("adapter", "base_adapter"):
+        tensors = adapter_tensors(out / folder)
+        assert all(t.numel() > 0 for t in tensors.values())
+    assert_loads(tiny_model_dir, out / "base_adapter")

@@ -71,11 +71,15 @@ def parse_losses(stdout: str) -> list[float]:
 
 
 def launch(script: str | Path, engine: str, *args, mixed_precision: str = "no", timeout: int = 900,
-           check: bool = True) -> Launch:
+           check: bool = True, env: dict | None = None, python_path: str | Path | None = None) -> Launch:
     """``accelerate launch --config_file accelerate_configs/<engine's config> --num_processes 2 --mixed_precision
-    M script args``; with ``check``, a failed run fails the test with the end of its log."""
+    M script args``; with ``check``, a failed run fails the test with the end of its log. ``env`` adds variables;
+    ``python_path`` a folder to import from."""
+    environ = {**launcher_env(), **(env or {})}
+    if python_path:
+        environ["PYTHONPATH"] = f"{python_path}{os.pathsep}{environ['PYTHONPATH']}"
     proc = subprocess.run(launch_command(script, engine, *args, mixed_precision=mixed_precision), cwd=REPO,
-                          env=launcher_env(), capture_output=True, text=True, timeout=timeout)
+                          env=environ, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"{script} under {engine} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-5000:]}"
     engines = [json.loads(line.split(ENGINE_LINE, 1)[1]) for line in proc.stdout.splitlines() if ENGINE_LINE in line]
