@@ -121,6 +121,38 @@ def test_engine_report_of_one_process():
     assert report["distributed_type"] == "NO" and report["parameters_partitioned"] is False
 
 
+def test_whole_model_loading_suspends_and_restores_transformers_zero3_setting():
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    from citing_trl.distributed import whole_model_loading
+
+    class Zero3:
+        config = {}
+
+        def is_zero3(self):
+            return True
+
+    keep = Zero3()
+    hf_deepspeed.set_hf_deepspeed_config(keep)
+    try:
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()
+        with whole_model_loading():
+            assert not hf_deepspeed.is_deepspeed_zero3_enabled()  # from_pretrained loads whole in here
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+
+
+def test_gathered_for_generation_leaves_an_unpartitioned_model_alone():
+    import torch
+
+    from citing_trl.distributed import gathered_for_generation
+
+    model = torch.nn.Linear(3, 2)
+    with gathered_for_generation(model) as inside:
+        assert inside is model and model.weight.shape == (2, 3)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Slow: recipes/sft.py under every engine, against DDP
 # ---------------------------------------------------------------------------------------------------------
