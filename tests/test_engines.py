@@ -121,6 +121,31 @@ def test_engine_report_of_one_process():
     assert report["distributed_type"] == "NO" and report["parameters_partitioned"] is False
 
 
+def test_sft_refuses_fsdp_that_accelerate_did_not_set_up(monkeypatch, tmp_path, tiny_model_dir):
+    """The real wiring, in one process: FSDP asked for (as ``accelerate launch --config_file fsdp.yaml`` exports it)
+    but accelerate sets up no FSDP on CPU; run_sft stops before training and saves nothing."""
+    from accelerate.state import AcceleratorState
+    from trl import ModelConfig
+
+    import citing_trl.distributed as distributed
+    from citing_trl.citing_trainer import CitingConfig
+    from citing_trl.sft import DataArguments, run_sft
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(distributed, "_ASKED_AT_START", None)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        args = CitingConfig(output_dir=str(tmp_path / "sft"), use_cpu=True, bf16=False, report_to="none", max_steps=1,
+                            per_device_train_batch_size=2, save_strategy="no", gradient_checkpointing=False)
+        model_args = ModelConfig(model_name_or_path=str(tiny_model_dir), lora_r=4, lora_alpha=8,
+                                 lora_target_modules=["q_proj", "v_proj"])
+        with pytest.raises(EngineError, match="asks for FSDP but accelerate set up NO"):
+            run_sft(DataArguments(dataset=str(write_rows(tmp_path / "rows.jsonl"))), args, model_args)
+        assert not (tmp_path / "sft" / "adapter_model.safetensors").exists()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_whole_model_loading_suspends_and_restores_transformers_zero3_setting():
     from transformers.integrations import deepspeed as hf_deepspeed
 
