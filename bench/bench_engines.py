@@ -57,7 +57,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         model = build_model(Path(tmp))
+        import importlib.util
+
+        has_deepspeed = importlib.util.find_spec("deepspeed") is not None
         for engine in args.engines:
+            if engine.startswith("zero") and not has_deepspeed:
+                print(f"{engine}: skipped, deepspeed is not installed (make setup installs it)", flush=True)
+                continue
             out = Path(tmp) / engine
             out.mkdir()
             start = time.perf_counter()
