@@ -18,7 +18,8 @@ import pytest
 
 from citing_trl.distributed import EngineError, check_engine, engine_report
 from tests.conftest import REPO
-from tests.helpers.engines import assert_engine_ran, bf16_supported, launch, launch_command, launcher_env
+from tests.helpers.engines import (Launch, assert_engine_ran, bf16_supported, launch, launch_command,
+                                  launcher_env)
 
 SFT = REPO / "recipes" / "sft.py"
 LOSS_RTOL = 1e-3  # losses are compared as the trainer prints them (4 significant digits)
@@ -114,8 +115,8 @@ def test_check_engine_refuses_a_silent_fallback(monkeypatch, asked, got, refused
 
 
 def test_engine_report_of_one_process():
-    from accelerate import Accelerator
     import torch
+    from accelerate import Accelerator
 
     report = engine_report(Accelerator(cpu=True), torch.nn.Linear(2, 2))
     assert report["distributed_type"] == "NO" and report["parameters_partitioned"] is False
@@ -289,7 +290,7 @@ from tests.test_baselines_two_rank import TRAIN, assert_same_weights_on_both_ran
 BASELINES = REPO / "baselines"
 
 
-def baseline(script: str, config: str, engine: str, *flags) -> "Launch":  # noqa: F821
+def baseline(script: str, config: str, engine: str, *flags) -> Launch:
     return launch(BASELINES / script, engine, "--config", BASELINES / "configs" / config, *flags)
 
 
@@ -359,12 +360,12 @@ def test_sampling_baselines_under_zero2(reward_models, tiny_model_dir, citing_ru
 def test_ppo_under_deepspeed(tiny_model_dir, tmp_path, engine):
     """PPO trains through accelerate's DeepSpeed engine; under ZeRO-3 its parameters are partitioned and
     full_weights() gathers them for generation and saving: the saved adapters are full-size and both ranks agree."""
-    from tests.test_baselines_ppo import _rule_module, _tiny_flags
-
-    from tests.test_baselines_ppo import lora as ppo_lora  # the SFT adapter the PPO tests use
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from tests.test_baselines_ppo import _rule_module, _tiny_flags
+    from tests.test_baselines_ppo import lora as ppo_lora  # the LoRA settings of the PPO tests' SFT adapter
 
     sft = tmp_path / "sft"
     torch.manual_seed(1)
