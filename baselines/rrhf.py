@@ -15,6 +15,7 @@ from accelerate import PartialState
 from peft import get_peft_model
 from trl import ModelConfig, TrlParser
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.baselines.common import (
     BaselineArguments, RewardArguments, SamplingArguments, load_policy, teacher_revisions,
 )
@@ -56,8 +57,9 @@ def main():
         raise DataError(f"RRHF: no prompt is left to rank ({dict(stats)}; all-equal groups cannot be ranked)")
     model.train()
     trainer = RRHFTrainer(model, args, train_dataset=records, processing_class=tokenizer)
+    check_engine(trainer.accelerator)
     trainer.train()
-    trainer.save_model(args.output_dir)
+    save_adapter(trainer, args.output_dir)
     skipped = {k: v for k, v in stats.items() if k != "prompts" and v}
     if trainer.accelerator.is_main_process:
         print(f"RRHF adapter saved to {args.output_dir} ({len(records)} prompts trained; reward: {info['label']}; "

@@ -97,6 +97,13 @@ def demo_rows(d: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def engine_rows(d: dict) -> list[tuple[str, str, str]]:
+    return [(f"{r['engine']} ({r['distributed_type']}{', sharded' if r['sharded_parameters'] else ''})",
+             f"{' / '.join(f'{x:.2f}' for x in r['peak_rss_gib_per_rank'])} GiB peak RSS per rank, "
+             f"{r['median_step_s']:.3f} s/step", f"RSS {r['rss_ratio']:.2f}x, step {r['step_ratio']:.2f}x")
+            for r in d["rows"]]
+
+
 BENCHMARKS = {
     "rollouts": ("generator vs naive loop (SmolLM2-135M, 12 prompts x 32 new tokens, greedy)", "bench_rollouts.py",
                  ["--prompts", "12", "--max-new-tokens", "32", "--batch-sizes", "1", "4", "12", "--threads", "2", "1"],
@@ -108,6 +115,8 @@ BENCHMARKS = {
     "matching": ("rubric matching throughput (all-MiniLM-L6-v2)", "bench_matching.py", ["--n", "5000"],
                  ["--n", "200", "--naive_n", "50"], matching_rows),
     "judge": ("judge calls per pair (both orders)", "bench_judge.py", [], [], judge_rows),
+    "engines": ("DDP vs ZeRO-2 vs ZeRO-3 vs FSDP2, 2 gloo ranks (random Llama 57M + LoRA r16, batch 2 x 256)",
+                "bench_engines.py", ["--steps", "6"], ["--steps", "2", "--engines", "ddp", "zero2"], engine_rows),
     # the demo config, cut to 1 round over 12 instructions and 6 optimizer steps per training stage so that
     # it stays a few minutes on a 2-core CPU (the full `make demo` takes ~12 min there)
     "demo": ("demo stage times and peak memory (demo config, 1 round, 12 instructions, 6 steps per stage)",

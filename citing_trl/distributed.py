@@ -15,6 +15,8 @@ in a collective. :func:`on_main` runs such a step and shares its outcome; the ot
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -97,6 +99,128 @@ def check_shared_output_dir(output_dir: str | Path) -> None:
             "exchange rollouts and revisions through this folder: put it on a filesystem every node mounts at the "
             "same path (NFS, Lustre, ...)."
         )
+
+
+class EngineError(UserError, RuntimeError):
+    """The launcher's accelerate config asks for DeepSpeed or FSDP, but accelerate set up another engine."""
+
+
+# what ``accelerate launch --config_file X`` exports for the engine X asks for
+ENGINE_REQUESTS = {"DEEPSPEED": "ACCELERATE_USE_DEEPSPEED", "FSDP": "ACCELERATE_USE_FSDP"}
+ENGINE_LINE = "citing-trl engine: "  # the start of the line :func:`report_engine` prints (tests parse it)
+
+
+def _asked(environ) -> str | None:
+    for engine, variable in ENGINE_REQUESTS.items():
+        if environ.get(variable, "false").lower() == "true":
+            return engine
+    return None
+
+
+# read at import, before transformers' TrainingArguments sets and then deletes ACCELERATE_USE_DEEPSPEED on GPUs
+_ASKED_AT_START = _asked(os.environ)
+
+
+def requested_engine() -> str | None:
+    """``DEEPSPEED`` or ``FSDP`` when the launcher's accelerate config asks for it, else None (DDP, one process)."""
+    return _asked(os.environ) or _ASKED_AT_START
+
+
+def check_engine(accelerator) -> str:
+    """Raise :class:`EngineError` (one line) when the config asks for DeepSpeed or FSDP and accelerate runs
+    something else: accelerate 1.16 turns FSDP on only for GPU-like devices, so on a CPU-only machine
+    ``fsdp.yaml`` would silently train plain data-parallel. Every launcher calls it before training; returns
+    the distributed type that runs."""
+    got = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    wanted = requested_engine()
+    if wanted and got != wanted:
+        why = (" (accelerate enables FSDP only on GPUs and other accelerators, not on CPU)" if wanted == "FSDP" else "")
+        raise EngineError(
+            f"the accelerate config asks for {wanted} but accelerate set up {got}{why}; launch with "
+            "accelerate_configs/cpu_2proc.yaml (data parallel) or zero2.yaml/zero3.yaml with use_cpu=True on CPU")
+    return got
+
+
+def engine_report(accelerator, model=None) -> dict:
+    """What really ran: accelerate's distributed type, the ZeRO stage, the FSDP version and whether this rank
+    holds only shards of the parameters (ZeRO-3: local size 0; FSDP2: DTensor parameters)."""
+    state = accelerator.state
+    report = {"distributed_type": str(getattr(state.distributed_type, "value", state.distributed_type)),
+              "num_processes": state.num_processes, "mixed_precision": str(state.mixed_precision)}
+    if report["distributed_type"] == "DEEPSPEED":
+        report["zero_stage"] = state.deepspeed_plugin.zero_stage
+    if report["distributed_type"] == "FSDP":
+        report["fsdp_version"] = state.fsdp_plugin.fsdp_version
+    if model is not None:
+        params = list(model.parameters())
+        report["parameters_partitioned"] = any(hasattr(p, "ds_numel") and p.numel() < p.ds_numel for p in params) \
+            or any(type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor"
+                   for p in params)
+    return report
+
+
+def report_engine(accelerator, model=None) -> dict:
+    """Print :func:`engine_report` as one line on the main process (``citing-trl engine: {json}``)."""
+    import json
+
+    report = engine_report(accelerator, model)
+    if accelerator.is_main_process:
+        print(ENGINE_LINE + json.dumps(report, sort_keys=True), flush=True)
+    return report
+
+
+def save_adapter(trainer, output_dir: str | Path) -> Path:
+    """Save a Trainer's adapter (and tokenizer) into ``output_dir`` under every engine; every rank calls it.
+
+    DDP, one process and DeepSpeed (ZeRO-3 gathers its 16-bit weights) use ``trainer.save_model``. Under FSDP
+    that path writes no adapter with ``SHARDED_STATE_DICT`` and deadlocks with ``FULL_STATE_DICT`` (peft gathers
+    the DTensors on one rank only), so there every rank calls peft's ``save_pretrained``, which gathers each
+    shard collectively, and only the main process writes."""
+    accelerator = trainer.accelerator
+    report_engine(accelerator, trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model)
+    if str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)) != "FSDP":
+        trainer.save_model(str(output_dir))
+        return Path(output_dir)
+    model = accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(output_dir), is_main_process=accelerator.is_main_process)
+    if accelerator.is_main_process and trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(str(output_dir))
+    accelerator.wait_for_everyone()
+    return Path(output_dir)
+
+
+@contextlib.contextmanager
+def gathered_for_generation(model):
+    """Inside, ``model``'s parameters are whole on every rank so that it can generate: a no-op unless it was
+    loaded partitioned by DeepSpeed ZeRO-3 (``zero3_init_flag``), whose parameters are then gathered for the
+    duration (every rank must enter together) and released after."""
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield model
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield model
+
+
+@contextlib.contextmanager
+def whole_model_loading():
+    """Models loaded inside are whole on this rank even under DeepSpeed ZeRO-3. With ``zero3_init_flag`` a trainer
+    leaves transformers set to partition every later ``from_pretrained`` over the ranks, a collective: a model
+    that only the main process loads (the local teacher, the matching encoder, a reward model) would wait for the
+    other ranks forever. A no-op without ZeRO-3."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers keeps the active config only behind this weakref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = ref
 
 
 def _selftest() -> None:  # used by tests/test_distributed.py under a 2-process launcher

@@ -36,7 +36,8 @@ from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.rubric.matching import release_embedders
 from citing_trl.citing_trainer import CitingTrainer
-from citing_trl.distributed import check_shared_output_dir, on_main
+from citing_trl.distributed import (check_engine, check_shared_output_dir, gathered_for_generation, on_main,
+                                    save_adapter, whole_model_loading)
 from citing_trl.errors import ConfigError
 from citing_trl.memory import MemoryMeter, memory_table, trim_heap
 from citing_trl.train_stats import train_stats, write_train_stats
@@ -102,14 +103,6 @@ class CitingPipeline:
         check_settings(citing_args, self.teacher_config)
         self.out = Path(training_args.output_dir)
         self.state = _state()
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled():
-            raise NotImplementedError(
-                "the CITING pipeline generates between training stages, which DeepSpeed ZeRO-3 sharding does not "
-                "support here yet; use accelerate_configs/zero2.yaml, multi_gpu.yaml or fsdp.yaml "
-                "(recipes/sft.py alone works with zero3.yaml)"
-            )
         self._teacher = None
         self.timings: dict[str, float] = {}
         self.memory = MemoryMeter()  # peak memory per stage, recorded under the names of self.timings (less "_s")
@@ -270,7 +263,8 @@ class CitingPipeline:
         with self.memory.stage(f"round_{k}_rollouts"):
             responses = self._rollouts(k, adapter, rows, previous, rdir)
         timings["rollouts_s"] = time.time() - t0
-        result = self._revisions(k, rows, responses, rdir, timings)
+        with whole_model_loading():  # a local teacher or a reward gate loads on the main process only
+            result = self._revisions(k, rows, responses, rdir, timings)
 
         # line 10: fine-tune pi(k) on pr(x, c, r(k)) -> r(k+1) (Eq. 4)
         t2 = time.time()
@@ -304,10 +298,11 @@ class CitingPipeline:
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
         shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
-        mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
-                                rank=state.process_index, world_size=state.num_processes,
-                                desc=f"round {k}: student answers r({k})", done=on_disk,
-                                prompt_style=self.args.revision_prompt)
+        with gathered_for_generation(model):  # ZeRO-3 loads it partitioned: every rank gathers it whole
+            mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
+                                    rank=state.process_index, world_size=state.num_processes,
+                                    desc=f"round {k}: student answers r({k})", done=on_disk,
+                                    prompt_style=self.args.revision_prompt)
         del model
         free_memory()
         state.wait_for_everyone()
@@ -415,10 +410,11 @@ class CitingPipeline:
             verification=result.verification,
             revision_settings=self.revision_settings(), revision_prompt=self.args.revision_prompt,
         )
+        check_engine(trainer.accelerator)
         trainer.train()
         stats = train_stats(trainer, revision_rows=len(result.accepted),
                             replayed_rows=trainer.citing_info["replayed_rows"])  # every rank: tokens are summed
-        trainer.save_model(args.output_dir)
+        save_adapter(trainer, args.output_dir)
         if self.state.is_main_process:  # steps, rows, tokens: what the compute-matched control sft_more matches
             write_train_stats(rdir, stats)
         trainer.create_model_card(model_name=f"{self.out.name}-round{k}")
@@ -445,8 +441,9 @@ class CitingPipeline:
             self.train_rows()  # an empty curriculum fails here, on every rank, before SFT
         self.preflight()
         adapter = self.sft()
-        rubric = self.rubric()
-        rows = self.matched_instructions(rubric)
+        with whole_model_loading():  # the encoder (and a designing teacher) load on the main process only
+            rubric = self.rubric()
+            rows = self.matched_instructions(rubric)
         previous = None
         for k in range(self.args.num_rounds):
             result = self.round(k, adapter, rows, rubric, previous)

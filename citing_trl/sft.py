@@ -14,6 +14,7 @@ from pathlib import Path
 
 from trl import get_peft_config
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.data import SPLITS, load_instructions, local_files_in_spec
 from citing_trl.prompts import instruction_messages
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
@@ -98,7 +99,7 @@ def load_student_for_training(model_args, adapter: str | None = None):
 
 def save_outputs(trainer, output_dir: str, merge: bool = False) -> Path:
     """Save adapter + tokenizer (and optionally a merged model) from the main process."""
-    trainer.save_model(output_dir)
+    save_adapter(trainer, output_dir)
     if merge and trainer.accelerator.is_main_process:
         merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
         merged.save_pretrained(Path(output_dir) / "merged")
@@ -115,6 +116,7 @@ def run_sft(data_args: DataArguments, training_args, model_args, adapter: str | 
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
     )
+    check_engine(trainer.accelerator)
     trainer.train()
     save_outputs(trainer, training_args.output_dir, merge=data_args.merge_adapter)
     return trainer

@@ -16,6 +16,7 @@ from pathlib import Path
 from trl import DPOConfig as _TRLDPOConfig
 from trl import DPOTrainer
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import load_policy
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
@@ -43,7 +44,8 @@ def run_dpo(pref_args: PreferenceArguments, training_args: DPOConfig, model_args
         eval_dataset=to_dataset(held) if held else None, processing_class=tokenizer, peft_config=peft_config,
         callbacks=[RankDigestCallback()],  # <output_dir>/rank_digests.json under several processes
     )
+    check_engine(trainer.accelerator)
     trainer.train()
     out = Path(training_args.output_dir)
-    trainer.save_model(str(out))
+    save_adapter(trainer, out)
     return trainer

@@ -42,6 +42,7 @@ import datasets
 from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
@@ -230,7 +231,8 @@ class RAFTTrainer:
         args = replace(self.args, output_dir=str(target), seed=self.args.seed + t)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[RankDigestCallback()])
+        check_engine(trainer.accelerator)
         trainer.train()
-        trainer.save_model(str(target))
+        save_adapter(trainer, target)
         del trainer, model
         free_memory()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from trl import RewardConfig
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.precision import NativeBf16
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 from citing_trl.baselines.ranks import RankDigestCallback
@@ -99,9 +100,10 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
         model=model, args=training_args, train_dataset=to_dataset(train), processing_class=tokenizer,
         peft_config=reward_lora_config(model_args), callbacks=[RankDigestCallback()],
     )
+    check_engine(trainer.accelerator)
     trainer.train()
     out = Path(training_args.output_dir)
-    trainer.save_model(str(out))
+    save_adapter(trainer, out)
     metrics = {"train_pairs": len(train), "held_out_pairs": len(held), **{k: int(v) for k, v in stats.items()}}
     if trainer.accelerator.is_main_process:
         (out / META_FILE).write_text(json.dumps({

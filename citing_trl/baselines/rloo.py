@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.baselines.ppo.config import RLHFArguments
 from citing_trl.baselines.ppo.config import check_reward_settings
 from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, record_reward, training_prompts
@@ -54,8 +55,9 @@ def run_rloo(rlhf_args: RLHFArguments, data_args, config, model_args, reward: st
     trainer = RLOOTrainer(model=model, reward_funcs=rloo_reward(reward_fn), args=config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config(model_args),
                           callbacks=[RankDigestCallback()])
+    check_engine(trainer.accelerator)
     trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir))
-    trainer.save_model(config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
+    save_adapter(trainer, config.output_dir)  # TRL's layout: the RL adapter alone, relative to the SFT-merged backbone
     if trainer.accelerator.is_main_process:  # <output_dir>/base_adapter: one adapter on the base model, as for PPO
         save_policy_adapter(trainer.accelerator.unwrap_model(trainer.model), "default", rlhf_args.sft_adapter,
                             Path(config.output_dir) / "base_adapter", tokenizer)

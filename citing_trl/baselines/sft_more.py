@@ -40,6 +40,7 @@ from pathlib import Path
 import datasets
 from trl import SFTConfig, SFTTrainer
 
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import load_policy, text_key
 from citing_trl.cli import check_choice
@@ -238,11 +239,12 @@ def run_sft_more(args: SFTMoreConfig, model_args, citing_run: str | Path, sft_ad
             [{k: r[k] for k in ("instruction", "input", "output")} for r in rows]))
         trainer = SFTMoreTrainer(model=model, args=targs, train_dataset=data, processing_class=tokenizer,
                                  peft_config=peft_config)
+        check_engine(trainer.accelerator)
         trainer.train()
         mine = train_stats(trainer)
         if mine["optimizer_steps"] != record.steps:
             raise RuntimeError(f"sft_more took {mine['optimizer_steps']} optimizer steps, CITING {record.steps}")
-        trainer.save_model(str(out))
+        save_adapter(trainer, out)
         citing_rows_per_step = [r["rows_per_step"] for r in record.rounds]
         stats = {
             "citing_run": str(record.run), "sft_adapter": str(sft_adapter), "gold_from": args.gold_from,

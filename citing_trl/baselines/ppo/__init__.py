@@ -30,8 +30,8 @@ field's help says otherwise:
   ``accelerator.prepare`` wraps with the optimizer; losses go through ``accelerator.backward`` under
   ``accelerator.accumulate`` (``gradient_accumulation_steps`` minibatches per optimizer step) and clipping through
   ``accelerator.clip_grad_norm_``, so the launcher's accelerate config (DDP, DeepSpeed ZeRO, FSDP) applies as for
-  every other trainer. Each rank samples its own prompts. Two DDP ranks are tested (``cpu_2proc.yaml``);
-  DeepSpeed and FSDP are not run by this project's tests.
+  every other trainer. Each rank samples its own prompts. Two DDP ranks are tested (``cpu_2proc.yaml``), and
+  ZeRO-2/ZeRO-3 (``tests/test_engines.py``); FSDP2's gather is not launched by a test.
 * **Outputs**: ``adapter/`` is the PPO adapter (it applies to the SFT-merged backbone); ``base_adapter/`` is the
   same policy as ONE LoRA adapter on the base model (SFT and PPO adapters concatenated, exact), loadable with
   ``citing_trl.models.load_model(base, adapter=...)``; ``ppo_log.jsonl`` one row per step; ``reward_curve.png``.

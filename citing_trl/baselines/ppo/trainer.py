@@ -48,6 +48,7 @@ from citing_trl.baselines.ppo.lora import (
     add_policy_and_value_adapters,
     save_policy_adapter,
 )
+from citing_trl.distributed import check_engine, report_engine, requested_engine
 from citing_trl.generation import GenerationConfig, generate, render_prompt
 from citing_trl.jsonl import read_jsonl
 
@@ -136,6 +137,32 @@ class Rollout:
     returns: torch.Tensor
 
 
+@contextlib.contextmanager
+def fsdp2_full_weights(module: torch.nn.Module, writeback: bool = False):
+    """FSDP2 (``fully_shard``): every sharded group of ``module`` all-gathered while inside (every rank enters
+    together), so a generate() or a save on one rank sees whole tensors; resharded after. FSDP2 does not copy
+    changes to the gathered tensors back to the shards, so ``writeback`` (a resume) is refused."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if writeback:
+        raise PPOError("resuming PPO from a checkpoint is not supported under FSDP2; resume under DDP or DeepSpeed")
+    groups = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    for m in groups:
+        m.set_reshard_after_forward(False)  # generate()'s forwards keep the gathered weights instead of resharding
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in groups:
+            m.reshard()
+            m.set_reshard_after_forward(True)
+
+
+def _whole(p: torch.Tensor) -> torch.Tensor:
+    """A parameter as one tensor: FSDP2's DTensor shards gathered (a collective), anything else as is."""
+    return p.full_tensor() if hasattr(p, "full_tensor") else p
+
+
 class PPOTrainer:
     """PPO on a LoRA policy. ``model`` is a causal LM holding the SFT weights (see :func:`merge_sft_adapter`);
     the trainer adds the ``default`` (policy) and ``value`` LoRA adapters from ``peft_config``.
@@ -158,11 +185,14 @@ class PPOTrainer:
         self.sampling = sampling if sampling is not None else PPOSamplingArguments().build()
         check_ppo_sampling(self.sampling)
         self.sft_adapter = sft_adapter
-        self.accelerator = accelerator or Accelerator(cpu=config.use_cpu or not torch.cuda.is_available(),
+        # cpu=True would turn DeepSpeed off (accelerate runs DeepSpeed only for cpu=False, also on a CPU box)
+        cpu = (config.use_cpu or not torch.cuda.is_available()) and requested_engine() != "DEEPSPEED"
+        self.accelerator = accelerator or Accelerator(cpu=cpu,
                                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
         if self.accelerator.gradient_accumulation_steps != config.gradient_accumulation_steps:
             raise PPOError(f"--gradient_accumulation_steps {config.gradient_accumulation_steps} differs from the "
                            f"accelerator's ({self.accelerator.gradient_accumulation_steps}); set it in one place")
+        check_engine(self.accelerator)
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
         self.reward_fn = reward_fn
@@ -185,6 +215,8 @@ class PPOTrainer:
             plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.per_device_mini_batch_size
         # DDP broadcasts rank 0's weights here and averages gradients in every backward from now on
         self.wrapped, self.optimizer = self.accelerator.prepare(module, optimizer)
+        # FSDP2 replaces the parameters by sharded ones: read the trainable tensors from what is trained
+        self.trainable = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.step = 0
@@ -203,9 +235,12 @@ class PPOTrainer:
     @contextlib.contextmanager
     def full_weights(self, writeback: bool = False):
         """Every trainable tensor whole on this rank while inside: a no-op for one process, DDP and ZeRO-1/2 (their
-        weights are never sharded); gathers ZeRO-3 / FSDP shards (not run in this project's tests)."""
+        weights are never sharded); gathers ZeRO-3 / FSDP1 / FSDP2 shards."""
         dist = self.accelerator.distributed_type
-        if dist == DistributedType.FSDP:
+        if dist == DistributedType.FSDP and self.accelerator.is_fsdp2:
+            with fsdp2_full_weights(self.wrapped, writeback=writeback):
+                yield
+        elif dist == DistributedType.FSDP:
             from torch.distributed.fsdp import FullyShardedDataParallel
 
             with FullyShardedDataParallel.summon_full_params(self.wrapped, writeback=writeback):
@@ -222,7 +257,7 @@ class PPOTrainer:
     def weights_digest(self) -> float:
         """Sum of |w| over the trainable tensors: a cheap fingerprint to check that ranks agree."""
         with self.full_weights():
-            return float(sum(p.detach().double().abs().sum() for p in self.trainable))
+            return float(sum(_whole(p).detach().double().abs().sum() for p in self.trainable))
 
     # ---- data ---------------------------------------------------------------------------------------------
     def prompts_for_step(self, step: int) -> list:
@@ -470,6 +505,7 @@ class PPOTrainer:
         same policy as ONE LoRA adapter on the base model, SFT adapter folded in exactly), both with the tokenizer,
         ``value/`` (value adapter + head), a digest of every rank's weights and the reward curve."""
         target = Path(output_dir or self.output_dir)
+        report_engine(self.accelerator, self.wrapped)
         digests = gather_object([self.weights_digest()])
         with self.full_weights():
             self._write_outputs(target, digests)
