@@ -194,9 +194,13 @@ def _key(instruction: str) -> int:
     return int(hashlib.sha1(instruction.encode()).hexdigest()[:12], 16)
 
 
-def instruction_rows(instructions: Sequence[str], seed: int = 42) -> list[dict]:
+def instruction_rows(instructions: Sequence[str], seed: int = 42, outputs: Sequence[str] | None = None) -> list[dict]:
     """IFEval rows for distinct instructions (duplicates and blanks dropped): in a seeded order, row i leads with
-    constraint type i mod 25, so every type leads equally often; 0-2 more are drawn among the compatible ones."""
+    constraint type i mod 25, so every type leads equally often; 0-2 more are drawn among the compatible ones.
+    ``outputs`` (e.g. Alpaca's answers, which ignore the constraints) ride along as ``output`` (not IFEval's)."""
+    reference = {}
+    for text, out in zip(instructions, outputs or []):
+        reference.setdefault((text or "").strip(), out)
     unique = list(dict.fromkeys(s.strip() for s in instructions if s and s.strip()))
     rng = random.Random(seed)
     rng.shuffle(unique)
@@ -205,7 +209,8 @@ def instruction_rows(instructions: Sequence[str], seed: int = 42) -> list[dict]:
         ids, kwargs = draw_constraints(rng, INSTRUCTION_IDS[i % len(INSTRUCTION_IDS)], instruction)
         rules = " ".join(describe(iid, kw) for iid, kw in zip(ids, kwargs))
         rows.append({"key": _key(instruction), "prompt": f"{instruction}\n\n{rules}",
-                     "instruction_id_list": ids, "kwargs": kwargs})
+                     "instruction_id_list": ids, "kwargs": kwargs,
+                     **({"output": reference[instruction]} if instruction in reference else {})})
     return rows
 
 
@@ -241,7 +246,8 @@ def to_instruction_row(row: dict, where: str = "") -> dict:
     if unknown:
         raise DataError(f"ifeval{(' ' + where) if where else ''}: unknown instruction id(s) {unknown}")
     kwargs = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs]
-    return {"id": str(row.get("key", "")), "instruction": row["prompt"], "input": "", "output": "",
+    output = row.get("output") if isinstance(row.get("output"), str) else ""
+    return {"id": str(row.get("key", "")), "instruction": row["prompt"], "input": "", "output": output,
             "answers": [encode_constraints(ids, kwargs)]}
 
 
@@ -254,5 +260,5 @@ def file_rows(raw: list[dict], seed: int) -> list[dict]:
     if raw and all(is_alpaca_row(r) for r in raw):
         texts = [f"{r['instruction'].strip()}\n\n{r['input'].strip()}" if (r.get("input") or "").strip()
                  else r["instruction"] for r in raw]
-        return instruction_rows(texts, seed)
+        return instruction_rows(texts, seed, outputs=[r.get("output") or "" for r in raw])
     return raw
