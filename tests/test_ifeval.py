@@ -221,3 +221,19 @@ def test_ifeval_spec_from_a_file_of_ifeval_rows(tmp_path):
     bad.write_text(json.dumps({"key": 1, "prompt": "x", "instruction_id_list": ["nope:x"], "kwargs": [{}]}))
     with pytest.raises(DataError, match="unknown instruction id"):
         load_instructions(f"ifeval:{bad}", split="train")
+
+
+def test_evaluation_report_has_the_four_numbers_and_a_constraint_type_table():
+    from citing_trl.evaluation.reports import constraint_type_report, gold_markdown, gold_report
+
+    ids, kw = ["punctuation:no_comma", "startend:quotation"], [{}, {}]
+    a = [dict(_row(ids, kw, '"No commas."'), id="r1"), dict(_row(ids, kw, "Yes, sure."), id="r2")]
+    b = [dict(_row(ids, kw, "No commas."), id="r1"), dict(_row(ids, kw, "Yes, sure."), id="r2")]
+    systems = {"sft": b, "citing": a}
+    gold = gold_report(systems, n_boot=100)
+    gold["_constraint_types"] = constraint_type_report(systems)
+    assert gold["citing"]["ifeval"]["prompt_strict"] == 0.5 and gold["sft"]["ifeval"]["inst_strict"] == 0.25
+    assert gold["_constraint_types"]["sft"]["startend:quotation"] == {"n": 2, "strict": 0.0, "loose": 0.0}
+    text = gold_markdown(gold)
+    assert "| startend:quotation | 2 | 0.0 | 0.0 | 50.0 | 50.0 |" in text
+    assert "| citing | ifeval | 2 | inst_loose | 75.0 |" in text
