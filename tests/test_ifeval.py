@@ -236,4 +236,4 @@ def test_evaluation_report_has_the_four_numbers_and_a_constraint_type_table():
     assert gold["_constraint_types"]["sft"]["startend:quotation"] == {"n": 2, "strict": 0.0, "loose": 0.0}
     text = gold_markdown(gold)
     assert "| startend:quotation | 2 | 0.0 | 0.0 | 50.0 | 50.0 |" in text
-    assert "| citing | ifeval | 2 | inst_loose | 75.0 |" in text
+    assert "| citing | ifeval | 2 | inst_loose | 50.0 |" in text
