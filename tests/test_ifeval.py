@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from citing_trl.data import load_instructions
-from citing_trl.data.ifeval import CONFLICTS, draw_constraints, instruction_rows, split_rows
+from citing_trl.data.ifeval import CONFLICTS, describe, draw_constraints, instruction_rows, split_rows
 from citing_trl.errors import DataError
 from citing_trl.evaluation import ifeval
 from citing_trl.evaluation.gold import gold_metrics, is_correct, score_response
@@ -186,6 +186,7 @@ def test_rows_have_ifeval_format_and_are_seeded():
     for row in rows:
         assert set(row) == {"key", "prompt", "instruction_id_list", "kwargs"}
         assert len(row["kwargs"]) == len(row["instruction_id_list"])
+        assert all(describe(i, k) in row["prompt"] for i, k in zip(row["instruction_id_list"], row["kwargs"]))
     assert collections.Counter(r["instruction_id_list"][0] for r in rows).most_common(1)[0][1] == 4  # 100/25
 
 

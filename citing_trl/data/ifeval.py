@@ -27,7 +27,7 @@ import random
 from collections.abc import Sequence
 
 from citing_trl.errors import DataError
-from citing_trl.evaluation.ifeval import ANSWER_OPTIONS, INSTRUCTION_IDS, encode_constraints
+from citing_trl.evaluation.ifeval import ANSWER_OPTIONS, INSTRUCTION_IDS, decode_constraints, encode_constraints
 
 HUB_ID = "google/IFEval"
 
@@ -262,3 +262,14 @@ def file_rows(raw: list[dict], seed: int) -> list[dict]:
                  else r["instruction"] for r in raw]
         return instruction_rows(texts, seed, outputs=[r.get("output") or "" for r in raw])
     return raw
+
+
+def constraint_criteria(answers: Sequence[str]) -> str:
+    """The constraints of an ``ifeval`` row (from its ``answers``) as rubric criteria, in the words
+    :func:`describe` puts in generated prompts ("" for a row without constraints). The rubric's matched criteria
+    stay beside them (:func:`citing_trl.rubric.assign_criteria`)."""
+    spec = decode_constraints(answers or [])
+    if not spec or not spec[0]:
+        return ""
+    return "The answer must follow every constraint of the instruction:\n" + "\n".join(
+        f"- {describe(i, k)}" for i, k in zip(*spec))
