@@ -46,3 +46,13 @@ def test_gold_reward_scores_ifeval_rows_with_the_checker():
     scorer = GoldScorer([r])
     prompt = instruction_messages(r["instruction"], r["input"])
     assert scorer.score([prompt, prompt], [PASSES, FAILS]) == [1.0, 0.0]
+
+
+def test_gold_score_ranks_constraint_rows_by_the_share_of_constraints_followed():
+    from citing_trl.verification import gold_score
+
+    r = row("s")
+    assert gold_score(r, PASSES) == (1.0, 1.0)
+    assert gold_score(r, "Rivers flow. That is all.") == (1.0, 1.0)
+    assert gold_score(r, "Rivers flow, fast. That is all.") == (0.0, 0.5)  # one of two constraints followed
+    assert gold_score(r, FAILS) == (0.0, 0.0)
