@@ -224,10 +224,36 @@ def test_verdicts_agree_with_lm_eval_reference(registry):
     assert set(result["per_type"]) == set(ifeval.INSTRUCTION_IDS)  # every type was compared
 
 
+def answers_agreement(registry, path: str) -> dict:
+    """Both checkers on the responses of an answers file (rows of the ``ifeval`` source)."""
+    import json
+
+    same = {"strict": [0, 0], "loose": [0, 0], "prompt_strict": [0, 0]}
+    for line in Path(path).read_text().splitlines():
+        rec = json.loads(line)
+        spec = ifeval.decode_constraints(rec.get("answers") or [])
+        if not spec:
+            continue
+        row = {"prompt": rec["instruction"], "instruction_id_list": spec[0], "kwargs": spec[1]}
+        for mode in ("strict", "loose"):
+            ours = ifeval.verdicts(rec["response"], *spec, loose=mode == "loose")
+            ref = reference_verdicts(registry, row, rec["response"], loose=mode == "loose")
+            same[mode][0] += sum(a == b for a, b in zip(ours, ref))
+            same[mode][1] += len(ours)
+            if mode == "strict":
+                same["prompt_strict"][0] += all(ours) == all(ref)
+                same["prompt_strict"][1] += 1
+    return same
+
+
 if __name__ == "__main__":
     import tempfile
 
     reg = load_reference(write_punkt_tab(Path(tempfile.mkdtemp())))
+    if len(sys.argv) > 2 and sys.argv[1] == "--answers":
+        for key, (agree, total) in answers_agreement(reg, sys.argv[2]).items():
+            print(f"{key}: {agree}/{total} verdicts agree")
+        sys.exit(0)
     res = agreement(reg, n_prompts=int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
     for mode in ("strict", "loose"):
         same, total = res["counts"][mode]
