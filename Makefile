@@ -16,7 +16,7 @@ QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_ARGS ?=
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
-.PHONY: compare setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast bench
+.PHONY: compare compare-ifeval setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast bench
 
 # ENGINES=cpu (default) installs vLLM's CPU build and DeepSpeed's CPU path so the engine tests run for real;
 # on a GPU machine use ENGINES=gpu (the CUDA vLLM extra) or ENGINES=none.
@@ -94,3 +94,8 @@ COMPARE_CONFIG ?= baselines/configs/compare_qa.yaml
 COMPARE_ARGS ?=
 compare: setup
 	$(PYTHON) baselines/compare.py --config $(COMPARE_CONFIG) $(COMPARE_ARGS)
+
+# The same comparison on constrained instructions (IFEval's checker is the gold metric and the reward):
+# baselines/configs/compare_ifeval.yaml says what each system trains on. Resumable like `make compare`.
+compare-ifeval: setup
+	$(PYTHON) baselines/compare.py --config baselines/configs/compare_ifeval.yaml $(COMPARE_ARGS)

@@ -46,7 +46,8 @@ from citing_trl.data.spec import with_part_cap
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("citing", "sft_more", "ppo", "rrhf", "raft", "dpo")
+TRAINED = ("citing", "sft_more", "ppo", "rrhf", "raft", "dpo")
+METHODS = (*TRAINED, "untuned")  # untuned (not by default): the backbone itself answers the test rows
 
 
 @dataclass
@@ -84,7 +85,8 @@ class CompareArguments:
         metadata={"help": "Reward-model pairs (--preferences of baselines/reward_model.py); 'citing' = the CITING "
                           "run's revision ≻ answer pairs."},
     )
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "Systems to train."})
+    methods: list[str] = field(default_factory=lambda: list(TRAINED),
+                               metadata={"help": "Systems to train (and 'untuned': the backbone answers too)."})
     citing_config: str = field(default="recipes/configs/citing_demo.yaml", metadata={"help": "CITING YAML."})
     reward_model_config: str = field(default="baselines/configs/reward_model_demo.yaml", metadata={"help": "RM YAML."})
     ppo_config: str = field(default="baselines/configs/ppo_demo.yaml", metadata={"help": "PPO-RLHF YAML."})
@@ -197,6 +199,8 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
     test_spec = with_part_cap(a.dataset, a.test_per_source) if a.test_per_source else a.dataset
     test = ["--dataset", test_spec, "--dataset_split", "test", "--max_samples", str(a.test_samples)]
     systems = {"sft": (a.model_name_or_path, sft), "citing": (a.model_name_or_path, str(out / "citing" / "final"))}
+    if "untuned" in a.methods:
+        systems = {"untuned": (a.model_name_or_path, None), **systems}
     for m in ("sft_more", "rrhf", "raft", "dpo"):
         if m in a.methods:
             systems[m] = (a.model_name_or_path, str(out / m))
@@ -208,7 +212,7 @@ def stage_commands(a: CompareArguments) -> dict[str, list[str]]:
         revise = (["--num_revisions", str(a.citing_revisions), "--rubric_path", str(out / "citing" / "rubric.json")]
                   if name == "citing" and a.citing_revisions else ["--num_revisions", "0"])
         cmds[f"answers_{name}"] = [*launch, "recipes/infer.py", "--config", a.infer_config, "--model_name_or_path", base,
-                                   "--adapter", adapter, *test, *revise,
+                                   *(["--adapter", adapter] if adapter else []), *test, *revise,
                                    "--output_dir", str(out / "answers" / name), *extra.get("answers", [])]
     answers = [f"{n}={out / 'answers' / n / 'answers.jsonl'}" for n in systems]
     # gold metrics only unless the evaluate stage's flags choose a judge ("evaluate=--judge_backend local ..."):
@@ -309,7 +313,8 @@ def main():
     lock.maybe_release(force=True)
     table = Path(a.output_dir) / "eval"
     if stages.is_done(stage_marker(a, "evaluate")):
-        systems = ["sft", *[m for m in METHODS if m in a.methods and m != "citing"], "citing"]
+        systems = [*(["untuned"] if "untuned" in a.methods else []), "sft",
+                   *[m for m in TRAINED if m in a.methods and m != "citing"], "citing"]
         text = compare_table(a.output_dir, systems)
         (table / "compare_table.md").write_text(text + "\n")
         print(f"[compare] reports in {table}\n\n{text}")

@@ -110,3 +110,17 @@ def test_gold_reward_test_caps_and_citing_self_revision(tmp_path):
     model = cmp.stage_commands(cmp.CompareArguments(output_dir=str(tmp_path), reward="model"))
     assert flag(model["raft"], "--reward") == "model" and flag(model["raft"], "--reward_model") == str(tmp_path / "reward_model")
     assert flag(model["ppo"], "--reward_model_path") == str(tmp_path / "reward_model")
+
+
+def test_compare_ifeval_config_answers_with_the_untuned_backbone_too(tmp_path):
+    """compare_ifeval.yaml: every method plus the untuned backbone (no adapter), 400 held-out ifeval prompts."""
+    from trl import TrlParser
+
+    cmp = compare_module()
+    (a,) = TrlParser((cmp.CompareArguments,)).parse_args_and_config(
+        ["--config", str(REPO / "baselines" / "configs" / "compare_ifeval.yaml"), "--output_dir", str(tmp_path)])
+    cmds = cmp.stage_commands(a)
+    assert "--adapter" not in cmds["answers_untuned"] and flag(cmds["answers_sft"], "--adapter").endswith("sft")
+    assert flag(cmds["answers_untuned"], "--dataset") == "ifeval:../shared/data/alpaca_4k.json"
+    assert flag(cmds["answers_untuned"], "--max_samples") == "400" and a.test_samples >= 300
+    assert {f"answers_{m}" for m in ("untuned", "sft", "citing", "sft_more", "ppo", "rrhf", "raft", "dpo")} <= set(cmds)

@@ -113,7 +113,8 @@ def test_no_gold_and_is_correct():
     assert is_correct("nq_open", "It is Paris.", ["Paris"]) is True
     assert is_correct("squad_v2", NO_ANSWER, [NO_ANSWER]) is True
     assert is_correct("boolq", "no", ["yes"]) is False
-    assert {"boolq", "piqa", "openbookqa", "commonsense_qa", "nq_open", "trivia_qa", "squad_v2", "quac"} == GOLD_SOURCES
+    assert {"boolq", "piqa", "openbookqa", "commonsense_qa", "nq_open", "trivia_qa", "squad_v2", "quac",
+            "ifeval"} == GOLD_SOURCES
 
 
 def test_fix_break_counts():

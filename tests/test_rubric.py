@@ -408,6 +408,29 @@ def _toy_rubric() -> Rubric:
     ], teacher_model="toy", source="teacher")
 
 
+def test_constraint_rows_get_their_constraints_beside_the_rubric_criteria(embedder):
+    """An ifeval row's constraints enter its criteria in the words its prompt uses; other rows are unchanged."""
+    import datasets
+
+    from citing_trl.data.ifeval import describe
+    from citing_trl.evaluation.ifeval import encode_constraints
+    from citing_trl.rubric import RubricMatcher, assign_criteria
+
+    rubric = _toy_rubric()
+    kwargs = {"end_phrase": "That is all."}
+    ds = datasets.Dataset.from_dict({
+        "instruction": ["Write a haiku about snow.", "Write a haiku about rain."], "input": ["", ""],
+        "source": ["ifeval", "alpaca"],
+        "answers": [[encode_constraints(["punctuation:no_comma", "startend:end_checker"], [{}, kwargs])], ["ref"]],
+    })
+    out = assign_criteria(ds, RubricMatcher(rubric, embedder))
+    designed = rubric.criteria_for("Poetry")
+    assert out["criteria"][1] == designed
+    assert out["criteria"][0].startswith(designed + "\n")
+    assert f"- {describe('punctuation:no_comma', {})}" in out["criteria"][0]
+    assert f"- {describe('startend:end_checker', kwargs)}" in out["criteria"][0]
+
+
 def test_assign_criteria_adds_columns_and_keeps_member_categories(embedder):
     import datasets
 

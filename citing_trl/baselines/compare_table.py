@@ -24,7 +24,7 @@ from citing_trl.baselines.reward_model import describe_quality, reward_model_qua
 from citing_trl.evaluation.formatting import p_value, signed
 from citing_trl.stages import is_done, read_marker
 
-PRIMARY = ("accuracy", "answer_in_response", "correct")  # "correct": the pooled share right
+PRIMARY = ("accuracy", "prompt_strict", "answer_in_response", "correct")  # "correct": the pooled share right
 
 
 def _read(path: Path) -> dict:

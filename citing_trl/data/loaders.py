@@ -18,10 +18,12 @@ from pathlib import Path
 
 import datasets
 
+from citing_trl.data.ifeval import file_rows as ifeval_file_rows
+from citing_trl.data.ifeval import split_rows as ifeval_split_rows
 from citing_trl.data.readers import Row, is_local, read_file
 from citing_trl.data.schema import FEATURES, KINDS, finish_rows, to_dataset
 from citing_trl.data.sources import FAMILIES, SOURCES, generic, open_ended
-from citing_trl.data.splits import check_split, demo_split, sample_rows, shuffle_split
+from citing_trl.data.splits import TEST_PERCENT, check_split, demo_split, sample_rows, shuffle_split
 from citing_trl.errors import DataError
 from citing_trl.jsonl import iter_jsonl
 
@@ -66,12 +68,23 @@ def load_alpaca(path_or_id: str | Path = "tatsu-lab/alpaca", seed: int = 42) -> 
     return datasets.DatasetDict({k: to_dataset(v) for k, v in alpaca_rows(path_or_id, seed).items()})
 
 
-def source_rows(name: str, path: str | Path | None, split: str, limit: int | None, seed: int) -> list[dict]:
+def ifeval_rows(path: str | Path, split: str, seed: int, test_percent: int = TEST_PERCENT) -> list[dict]:
+    """``split`` of a local file for the ``ifeval`` source: IFEval rows, or Alpaca rows given constraints
+    (:mod:`citing_trl.data.ifeval`), dealt to splits by instruction and stratified by constraint type."""
+    origin, raw = raw_rows("ifeval", path, "train")
+    rows = ifeval_split_rows(ifeval_file_rows([data for _, data in raw], seed), split, seed, test_percent)
+    return convert_rows("ifeval", origin, ((f"key {r.get('key')}", r) for r in rows), SOURCES["ifeval"].convert)
+
+
+def source_rows(name: str, path: str | Path | None, split: str, limit: int | None, seed: int,
+                test_percent: int = TEST_PERCENT) -> list[dict]:
     """The rows of :func:`load_source`, as a list."""
     if name not in SOURCES:
         raise DataError(f"unknown source {name!r}; known sources: {', '.join(SOURCES)}")
     check_split(split)
-    if name == "alpaca":
+    if name == "ifeval" and path is not None and (is_local(path) or Path(path).is_file()):
+        rows = ifeval_rows(path, split, seed, test_percent)
+    elif name == "alpaca":
         rows = alpaca_rows(path or SOURCES["alpaca"].hub_id, seed)[split]
     else:
         origin, raw = raw_rows(name, path, split)

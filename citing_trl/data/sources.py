@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from citing_trl.data.ifeval import HUB_ID as IFEVAL_HUB_ID
+from citing_trl.data.ifeval import to_instruction_row
 from citing_trl.data.readers import Row
 from citing_trl.data.schema import NO_ANSWER, unique
 
@@ -150,6 +152,13 @@ def _piqa(r: Row) -> dict:
     return _choice_row(r, instruction, ["A", "B"], [r.text("sol1"), r.text("sol2")], "AB"[label], "label")
 
 
+def _ifeval(r: Row) -> dict:
+    """An IFEval row {key, prompt, instruction_id_list, kwargs}: its constraints ride in ``answers``."""
+    if not isinstance(r.data, dict):
+        raise r.fail("prompt", "the row is not an object")
+    return to_instruction_row(r.data, f"{r.origin} {r.where}")
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 
@@ -173,6 +182,8 @@ SOURCES: dict[str, Source] = {
     "piqa": Source("ybisk/piqa", _piqa),
     "openbookqa": Source("allenai/openbookqa", _multiple_choice("question_stem"), config="main", splits={}),
     "commonsense_qa": Source("tau/commonsense_qa", _multiple_choice("question")),
+    # IFEval has one Hub split (541 prompts, for evaluation); a local file is split by instruction here
+    "ifeval": Source(IFEVAL_HUB_ID, _ifeval, splits={"train": "train", "validation": "train", "test": "train"}),
 }
 FAMILIES: dict[str, tuple[str, ...]] = {
     "alpaca": ("alpaca",),

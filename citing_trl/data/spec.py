@@ -43,6 +43,8 @@ def _spec_rows(spec: str, split: str, seed: int, test_percent: int | None = None
     if spec in FAMILIES:
         return load_family(spec, seed=seed, split=split).to_list(), FEATURES
     if spec in SOURCES or (rest and name in SOURCES):
+        if single_file and name == "ifeval":  # split by instruction, stratified by constraint type
+            return source_rows(name, rest, split, None, seed, test_percent or TEST_PERCENT), FEATURES
         if single_file:
             rows = source_rows(name, rest, "train", None, seed)
             return split_file_rows(rows, split, seed, test_percent or TEST_PERCENT), FEATURES

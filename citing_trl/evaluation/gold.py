@@ -19,6 +19,10 @@ source                    metrics (all fractions in [0, 1]; ``n`` = rows scored)
                           ‘ ’ ´ `) is REPLACED BY A SPACE instead of deleted, and ``_`` becomes a space, so
                           "U.S." -> "u s" (SQuAD: "us"). Max over the value and its aliases.
                           ``answer_in_response`` with the same normalisation.
+``ifeval``                IFEval's four numbers (:mod:`citing_trl.evaluation.ifeval`): ``prompt_strict``,
+                          ``prompt_loose`` (every constraint of the prompt followed) and ``inst_strict``,
+                          ``inst_loose`` (pooled over all constraints of all rows, as IFEval reports them); the
+                          row's constraints ride in its ``answers``. Primary: ``prompt_strict``.
 ``boolq``, ``piqa``,      ``accuracy`` of the answer extracted from free text (:func:`extract_yes_no`,
 ``openbookqa``,           :func:`extract_choice`), and ``answered``: the share of responses from which an
 ``commonsense_qa``        answer could be extracted at all (an unextracted response counts as wrong).
@@ -42,19 +46,22 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 
-from citing_trl.data import NO_ANSWER
+from citing_trl.data.schema import NO_ANSWER
+from citing_trl.evaluation import ifeval
 from citing_trl.evaluation.stats import bootstrap_ci
 
 SPAN_SOURCES = frozenset({"squad_v2", "quac"})
 OPEN_SOURCES = frozenset({"nq_open", "trivia_qa"})
 YES_NO_SOURCES = frozenset({"boolq"})
 CHOICE_SOURCES = frozenset({"piqa", "openbookqa", "commonsense_qa"})
-GOLD_SOURCES = SPAN_SOURCES | OPEN_SOURCES | YES_NO_SOURCES | CHOICE_SOURCES
+CONSTRAINT_SOURCES = frozenset({"ifeval"})
+GOLD_SOURCES = SPAN_SOURCES | OPEN_SOURCES | YES_NO_SOURCES | CHOICE_SOURCES | CONSTRAINT_SOURCES
 """Sources that have gold metrics; every other source (alpaca, demo, a user file) scores ``{}``."""
 
 METRICS: dict[str, tuple[str, ...]] = {
     **{s: ("exact_match", "f1", "answer_in_response") for s in SPAN_SOURCES | OPEN_SOURCES},
     **{s: ("accuracy", "answered") for s in YES_NO_SOURCES | CHOICE_SOURCES},
+    **{s: ifeval.METRICS for s in CONSTRAINT_SOURCES},
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -219,6 +226,8 @@ def score_response(source: str, response: str, answers: Sequence[str], input: st
     if source not in GOLD_SOURCES or not answers:
         return {}
     response = response or ""
+    if source in CONSTRAINT_SOURCES:
+        return ifeval.score(response, answers)
     if source in YES_NO_SOURCES:
         gold = answers[0].strip().lower()
         pred = extract_yes_no(response)
@@ -252,7 +261,9 @@ def is_correct(source: str, response: str, answers: Sequence[str], input: str = 
 
 def primary_metric(scores: dict[str, float]) -> str:
     """The key of a row's primary correctness among its scores: ``accuracy`` for choice and yes/no sources,
-    ``answer_in_response`` for open QA."""
+    ``prompt_strict`` for constraint sources (every constraint followed), ``answer_in_response`` for open QA."""
+    if "prompt_strict" in scores:
+        return "prompt_strict"
     return "accuracy" if "accuracy" in scores else "answer_in_response"
 
 
@@ -372,6 +383,12 @@ def gold_metrics(rows: Iterable[dict], ci: bool = False, n_boot: int = 2000, see
         scored = [s for _, s in per_source[source]]
         entry: dict = {"n": len(scored)}
         columns = {m: [s[m] for s in scored] for m in METRICS[source]}
+        if source in CONSTRAINT_SOURCES:  # instruction level pools the constraints of all rows, as IFEval does
+            for mode in ("strict", "loose"):
+                columns[f"inst_{mode}"] = [float(v) for r, _ in per_source[source]
+                                           for v in ifeval.verdicts(r.get("response") or "",
+                                                                    *ifeval.decode_constraints(r["answers"]),
+                                                                    loose=mode == "loose")]
         totals = {}
         if source in SPAN_SOURCES:
             for part, wanted in (("HasAns", True), ("NoAns", False)):

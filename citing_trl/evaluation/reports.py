@@ -22,8 +22,10 @@ from citing_trl.data import FAMILIES
 from citing_trl.errors import UserError
 from citing_trl.jsonl import iter_jsonl
 from citing_trl.evaluation.formatting import cell, p_value, pct, signed
+from citing_trl.evaluation import ifeval
 from citing_trl.evaluation.gold import (
-    METRICS, chance_level, gold_metrics, is_correct, fix_break, reference_overlap, unscored_counts,
+    CONSTRAINT_SOURCES, METRICS, chance_level, gold_metrics, is_correct, fix_break, primary_metric, reference_overlap,
+    unscored_counts,
 )
 from citing_trl.evaluation.paired import paired_gold, paired_scores, paired_verdicts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
@@ -180,6 +182,31 @@ def gold_report(systems: dict[str, list[dict]], n_boot: int = 2000, seed: int = 
         if unscored := unscored_counts(rows):
             out[name]["_unscored"] = unscored
     return out
+
+
+def constraint_type_report(systems: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per system with rows of a constraint source (``ifeval``): IFEval's instruction-level accuracy per constraint
+    type, ``{system: {instruction id: {"n", "strict", "loose"}}}`` (:func:`citing_trl.evaluation.ifeval.accuracy`)."""
+    out = {}
+    for name, rows in systems.items():
+        mine = [r for r in rows if r.get("source") in CONSTRAINT_SOURCES]
+        if mine:
+            out[name] = ifeval.accuracy(mine)["per_type"]
+    return out
+
+
+def constraint_type_lines(types: dict[str, dict]) -> list[str]:
+    """A markdown table: one row per constraint type, strict / loose instruction-level % per system."""
+    systems = list(types)
+    ids = sorted({i for per in types.values() for i in per})
+    lines = ["| constraint type | n | " + " | ".join(f"{s} strict | {s} loose" for s in systems) + " |",
+             "|---|---:|" + "---:|---:|" * len(systems)]
+    for i in ids:
+        n = max(types[s].get(i, {}).get("n", 0) for s in systems)
+        cells = [f"{100 * types[s][i]['strict']:.1f} | {100 * types[s][i]['loose']:.1f}" if i in types[s] else " | "
+                 for s in systems]
+        lines.append(f"| {i} | {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 SPLIT_METRICS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
@@ -374,7 +401,7 @@ def gold_markdown(gold: dict) -> str:
             if source == "_unscored":
                 unscored.append(f"{system}: " + ", ".join(f"{s} {c}" for s, c in m.items()))
                 continue
-            primary = "correct" if source == "_all" else ("accuracy" if "accuracy" in m else "answer_in_response")
+            primary = "correct" if source == "_all" else primary_metric(m)
             metrics = ["correct"] if source == "_all" else [*METRICS[source], *(k for k in SPLIT_METRICS if k in m)]
             for metric in metrics:
                 lo, hi = m["ci"][metric]
@@ -385,6 +412,9 @@ def gold_markdown(gold: dict) -> str:
                     flag = "yes" if m.get("at_chance") else "no"
                 lines.append(f"| {system} | {_src(source)} | {n} | {metric} | "
                              f"{100 * m[metric]:.1f} | {100 * lo:.1f}-{100 * hi:.1f} | {chance} | {flag} |")
+    if gold.get("_constraint_types"):
+        lines += ["", "## Constraint types (IFEval instruction-level accuracy, %)", "",
+                  *constraint_type_lines(gold["_constraint_types"])]
     if at_chance := chance_lines(gold):
         lines += ["", "## At chance", "", "A pooled number includes these sources; read it with them in mind.", "",
                   *(f"- {line}" for line in at_chance)]

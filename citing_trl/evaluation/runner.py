@@ -13,7 +13,7 @@ from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, ju
 from citing_trl.evaluation.formatting import num, pct, percent, pts, signed
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
-    AnswersError, DataIssues, align, chance_lines, chance_note, expand_steps, family_of, gold_markdown, gold_report,
+    AnswersError, DataIssues, align, chance_lines, chance_note, constraint_type_report, expand_steps, family_of, gold_markdown, gold_report,
     index_rows, lc_cell, load_answers, n_words, net_cell, paired_gold_report, paired_reference_report, pairwise_rows,
     plot_fig2, step_fix_break, strict_json, write_table,
 )
@@ -72,6 +72,8 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
     boot = dict(n_boot=args.bootstrap_samples, seed=args.seed)
     gold["_paired"] = paired_gold_report(systems, gold_pairs, **boot)
     gold["_reference_overlap"] = paired_reference_report(systems, gold_pairs, **boot)
+    if types := constraint_type_report(systems):
+        gold["_constraint_types"] = types
     (out / "gold.json").write_text(strict_json(gold, indent=2) + "\n")
     (out / "gold.md").write_text(gold_markdown(gold))
     order2 = [args.round_names()] + list(steps.values())
@@ -264,6 +266,17 @@ def print_summary(summary: dict, console=None) -> None:
         console.print(own)
     for line in chance_lines(gold):
         console.print(f"[yellow]{line}[/yellow]")
+    if gold.get("_constraint_types"):
+        types = Table(title="Constraint types: IFEval instruction-level accuracy (%), strict / loose")
+        names = list(gold["_constraint_types"])
+        for col in ("constraint type", "n", *names):
+            types.add_column(col, justify="left" if col == "constraint type" else "right")
+        ids = sorted({i for per in gold["_constraint_types"].values() for i in per})
+        for i in ids:
+            per = [gold["_constraint_types"][s].get(i) for s in names]
+            types.add_row(i, str(max(p["n"] for p in per if p)),
+                          *("" if p is None else f"{100 * p['strict']:.1f} / {100 * p['loose']:.1f}" for p in per))
+        console.print(types)
     if summary.get("table2_extra", {}).get("paired"):
         paired_table("Table 2 (gold): paired differences between consecutive steps / rounds",
                      summary["table2_extra"]["paired"])

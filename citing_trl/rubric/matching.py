@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from citing_trl.data.ifeval import constraint_criteria
 from citing_trl.errors import UserError
 from citing_trl.rubric.schema import Rubric, embeddings_path_for
 
@@ -366,7 +367,9 @@ def assign_criteria(dataset, matcher: RubricMatcher, batch_size: int = 1024, ins
     Only the instruction text is matched (not the ``input`` field), as in the paper. Rows whose instruction is
     exactly one of the rubric's member instructions keep the category the rubric (the teacher) gave them,
     even if another category scores higher for them (``use_members=False`` disables that); all other rows
-    get the arg-max category of Eq. 2. ``criteria`` is that category's :meth:`Category.criteria_text`.
+    get the arg-max category of Eq. 2. ``criteria`` is that category's :meth:`Category.criteria_text`;
+    rows of a constraint source (``ifeval``, with ``source`` and ``answers`` columns) get their constraints
+    appended to it (:func:`citing_trl.data.ifeval.constraint_criteria`).
     Existing columns with these names are replaced.
     """
     if instruction_column not in dataset.column_names:
@@ -385,9 +388,11 @@ def assign_criteria(dataset, matcher: RubricMatcher, batch_size: int = 1024, ins
             raise ValueError(f"assign_criteria: row {indices[bad[0]]}: column {instruction_column!r} holds "
                              f"{texts[bad[0]]!r}, not a string")
         matches = matcher.match(texts, use_members=use_members)
+        own = [constraint_criteria(a) if s == "ifeval" else ""
+               for s, a in zip(batch.get("source") or [""] * len(texts), batch.get("answers") or [[]] * len(texts))]
         return {
             "category": [m.category for m in matches],
-            "criteria": [criteria[m.category] for m in matches],
+            "criteria": [criteria[m.category] + (f"\n{extra}" if extra else "") for m, extra in zip(matches, own)],
             "match_score": [m.score for m in matches],
             "match_margin": [m.margin for m in matches],
         }

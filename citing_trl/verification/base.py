@@ -39,12 +39,13 @@ from citing_trl.verification.format_filter import is_identical
 
 def gold_score(row: dict, text: str) -> tuple[float, float] | None:
     """(primary metric, secondary metric) of ``text`` against the row's gold answers; None without gold.
-    Primary: ``accuracy`` or ``answer_in_response`` (as C1's ``is_correct``); secondary: ``f1`` or ``answered``."""
+    Primary: ``accuracy``, ``answer_in_response`` or ``prompt_strict`` (as C1's ``is_correct``); secondary: ``f1``,
+    ``answered`` or, for constraint rows, ``inst_strict`` (the share of constraints followed)."""
     scores = score_response(row.get("source") or "", text, row.get("answers") or [], row.get("input") or "")
     if not scores:
         return None
     primary = scores[primary_metric(scores)]
-    return (primary, scores.get("f1", scores.get("answered", 0.0)))
+    return (primary, scores.get("f1", scores.get("answered", scores.get("inst_strict", 0.0))))
 
 
 class GoldScores:
