@@ -63,6 +63,9 @@ def test_vllm_greedy_equals_transformers_fp32_on_the_demo_rows(engine, student_f
     equal = sum(a.token_ids == b.token_ids for a, b in zip(hf, vl))
     print(f"vLLM fp32 greedy = HF fp32 greedy on {equal}/{len(prompts)} demo test rows")
     assert engine.adapter_mode == "merge" and not engine.enable_sleep_mode  # the CPU build: merge, no sleep mode
+    from citing_trl.generation import _ENGINES
+
+    assert list(_ENGINES.values()) == [engine]  # generate() found the session's engine, started no other
     assert [g.token_ids for g in vl] == [g.token_ids for g in hf]
     assert [(g.text, g.finish_reason, g.completion_tokens) for g in vl] == \
         [(g.text, g.finish_reason, g.completion_tokens) for g in hf]
