@@ -97,7 +97,7 @@ def demo_rows(d: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def engine_rows(d: dict) -> list[tuple[str, str, str]]:
+def gen_engine_rows(d: dict) -> list[tuple[str, str, str]]:
     """tok/s against the naive loop; start-up and peak memory of each case's own process tree apart."""
     rows = []
     for r in d["rows"]:
@@ -122,9 +122,9 @@ BENCHMARKS = {
     "rollouts": ("generator vs naive loop (SmolLM2-135M, 12 prompts x 32 new tokens, greedy)", "bench_rollouts.py",
                  ["--prompts", "12", "--max-new-tokens", "32", "--batch-sizes", "1", "4", "12", "--threads", "2", "1"],
                  ["--prompts", "4", "--max-new-tokens", "4", "--batch-sizes", "2"], rollout_rows),
-    "engines": ("generation engines: HF vs vLLM (CPU build here), fp32/bf16, vs naive loop (SmolLM2-135M, 16 demo "
-                "prompts x 64 new tokens, greedy; each case in its own process)", "bench_engines.py", [],
-                ["--prompts", "2", "--max-new-tokens", "4", "--cases", "naive", "hf_fp32"], engine_rows),
+    "gen_engines": ("generation engines: HF vs vLLM (CPU build here), fp32/bf16, vs naive loop (SmolLM2-135M, 16 demo "
+                "prompts x 64 new tokens, greedy; each case in its own process)", "bench_gen_engines.py", [],
+                ["--prompts", "2", "--max-new-tokens", "4", "--cases", "naive", "hf_fp32"], gen_engine_rows),
     "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "4"],
                 ["--steps", "2", "--batch-size", "1"], trainer_rows),
     "teacher": ("teacher client vs ideal concurrency (loopback server)", "bench_teacher.py", [],

@@ -2,7 +2,7 @@
 naive loop (HF generate, one prompt at a time, fp32), same prompts and budget, greedy; plus the two ways an
 adapter reaches vLLM (a LoRA request per call, or the adapter merged and reloaded into the running engine).
 
-    python bench/bench_engines.py [--prompts 16] [--max-new-tokens 64] [--json out.json]
+    python bench/bench_gen_engines.py [--prompts 16] [--max-new-tokens 64] [--json out.json]
 
 Every case runs in its own child process, so start-up (model load; for vLLM engine start and compilation)
 and peak memory (resident memory of the child and all its processes, sampled every 0.2 s) are its own and
@@ -144,7 +144,7 @@ def main():
     env.setdefault("VLLM_USE_AOT_COMPILE", "0")  # the CPU build's compile cache does not reload (NOTES.md)
     results = {}
     for case in a.cases:
-        out = Path(f"/tmp/bench_engines_{os.getpid()}_{case}.json")
+        out = Path(f"/tmp/bench_gen_engines_{os.getpid()}_{case}.json")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, __file__, "--case", case, "--out", str(out), "--prompts",
                                  str(a.prompts), "--max-new-tokens", str(a.max_new_tokens)], env=env,
