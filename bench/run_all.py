@@ -104,10 +104,34 @@ def engine_rows(d: dict) -> list[tuple[str, str, str]]:
             for r in d["rows"]]
 
 
+def gen_engine_rows(d: dict) -> list[tuple[str, str, str]]:
+    """tok/s against the naive loop; start-up and peak memory of each case's own process tree apart."""
+    rows = []
+    for r in d["rows"]:
+        if r.get("error"):
+            rows.append((r["what"], f"failed: {r['error'][:60]}", ""))
+            continue
+        figure = (f"{r['tok_s']:.1f} tok/s; start-up {r['startup_s']:.0f} s; peak {r['peak_rss_gib']:.2f} GiB RSS"
+                  + (f"; greedy = HF fp32 on {r['equal_rows']} rows" if r.get("equal_rows") else ""))
+        rows.append((r["what"], figure, f"{r['ratio']:.2f}x" if r.get("ratio") else ""))
+        if r.get("adapter_tok_s"):
+            what = "  same engine, LoRA adapter " + ("as LoRA request" if r["case"].endswith("lora") else
+                                                      "merged + reloaded (first call)")
+            rows.append((what, f"{r['adapter_tok_s']:.1f} tok/s", f"{r['adapter_tok_s'] / d['rows'][0]['tok_s']:.2f}x"
+                         if d["rows"][0].get("tok_s") else ""))
+        if r.get("adapter_again_tok_s"):
+            rows.append(("  same engine, merged adapter again (no reload)", f"{r['adapter_again_tok_s']:.1f} tok/s",
+                         f"{r['adapter_again_tok_s'] / d['rows'][0]['tok_s']:.2f}x" if d["rows"][0].get("tok_s") else ""))
+    return rows
+
+
 BENCHMARKS = {
     "rollouts": ("generator vs naive loop (SmolLM2-135M, 12 prompts x 32 new tokens, greedy)", "bench_rollouts.py",
                  ["--prompts", "12", "--max-new-tokens", "32", "--batch-sizes", "1", "4", "12", "--threads", "2", "1"],
                  ["--prompts", "4", "--max-new-tokens", "4", "--batch-sizes", "2"], rollout_rows),
+    "gen_engines": ("generation engines: HF vs vLLM (CPU build here), fp32/bf16, vs naive loop (SmolLM2-135M, 16 demo "
+                "prompts x 64 new tokens, greedy; each case in its own process)", "bench_gen_engines.py", [],
+                ["--prompts", "2", "--max-new-tokens", "4", "--cases", "naive", "hf_fp32"], gen_engine_rows),
     "trainer": ("CitingTrainer vs SFTTrainer (SmolLM2-135M + LoRA r16, batch 4)", "bench_trainer.py", ["--steps", "4"],
                 ["--steps", "2", "--batch-size", "1"], trainer_rows),
     "teacher": ("teacher client vs ideal concurrency (loopback server)", "bench_teacher.py", [],

@@ -65,7 +65,8 @@ class InferenceArguments(RevisionStyleArguments):
 # How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
 AnswerGenerationArguments = prefixed(
     GenerationConfig, "", name="AnswerGenerationArguments",
-    only=("max_new_tokens", "batch_size", "repetition_penalty", "no_repeat_ngram_size", "seed"),
+    only=("max_new_tokens", "batch_size", "repetition_penalty", "no_repeat_ngram_size", "seed", "backend",
+          "vllm_adapter_mode", "vllm_dtype", "vllm_enforce_eager"),
 )
 
 

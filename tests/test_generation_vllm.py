@@ -1,6 +1,7 @@
-"""The vLLM generation backend through a fake `vllm` package (no vLLM here: it needs a CUDA GPU). The fake
-stands in for `vllm.LLM`, `SamplingParams` and `LoRARequest`, so our engine wrapper and generate()'s vllm
-path run for real: input order, finish reasons, token counts, the LoRA request, sleep/wake around training."""
+"""The vLLM generation backend through a fake `vllm` package, for fast unit tests (the real engine runs in
+tests/test_vllm_real.py, marked slow). The fake stands in for `vllm.LLM`, `SamplingParams`, `LoRARequest` and
+the platform, so our engine wrapper and generate()'s vllm path run: input order, finish reasons, token counts,
+the LoRA request, sleep/wake around training on a GPU-like platform, merged weights on a CPU-like one."""
 
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ class FakeLLM:
     def sleep(self, level=1):
         self.events.append(f"sleep{level}")
 
+    def collective_rpc(self, method, kwargs=None):
+        self.events.append(method)
+        self.reloaded = [kwargs["weights_path"], sorted(p.name for p in Path(kwargs["weights_path"]).iterdir())]
+
+    def reset_prefix_cache(self):
+        self.events.append("reset_prefix_cache")
+
     def wake_up(self, tags=None):
         self.events.append("wake_up")
 
@@ -74,6 +82,16 @@ class FakeLoRARequest:
         self.files = sorted(p.name for p in Path(lora_path).iterdir())  # the adapter must exist while in use
 
 
+class FakePlatform:
+    cpu = False
+
+    def is_cpu(self):
+        return self.cpu
+
+    def is_sleep_mode_available(self):
+        return not self.cpu
+
+
 @pytest.fixture
 def fake_vllm(monkeypatch):
     vllm = types.ModuleType("vllm")
@@ -81,7 +99,11 @@ def fake_vllm(monkeypatch):
     lora = types.ModuleType("vllm.lora")
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = FakeLoRARequest
-    for name, mod in {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}.items():
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = FakePlatform()
+    FakeLLM.platform = platforms.current_platform
+    for name, mod in {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request,
+                      "vllm.platforms": platforms}.items():
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(generation, "_ENGINES", {})
     FakeLLM.instances.clear()
@@ -174,5 +196,52 @@ def test_backend_flag_and_missing_extra(monkeypatch):
     monkeypatch.setenv("CITING_GENERATION_BACKEND", "vllm")
     assert GenerationConfig().backend == "vllm"
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
-    with pytest.raises(ImportError, match=r"citing-trl\[vllm\]"):
+    with pytest.raises(ImportError, match=r"citing-trl\[vllm"):
         VLLMEngine("some/model")
+
+
+def test_cpu_platform_merges_the_adapter_into_the_running_engine(fake_vllm, tiny, tiny_model_dir):
+    """On CPU (auto mode) no LoRA request is sent: the merged weights are reloaded in place, once per distinct
+    adapter state; the base model comes back when a plain model asks; no sleep mode, a sized KV cache."""
+    from peft import LoraConfig, get_peft_model
+
+    fake_vllm.platform.cpu = True
+    model, tokenizer = tiny
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    try:
+        config = GenerationConfig(backend="vllm", max_new_tokens=3, show_progress=False)
+        generate(peft_model, tokenizer, prompts()[:2], config)
+        (llm,) = fake_vllm.instances
+        assert "enable_lora" not in llm.kwargs and not llm.kwargs["enable_sleep_mode"]
+        assert llm.kwargs["kv_cache_memory_bytes"] > 0 and "gpu_memory_utilization" not in llm.kwargs
+        assert llm.calls[0]["lora"] is None and llm.reloaded[1] == ["model.safetensors"]
+        generate(peft_model, tokenizer, prompts()[:2], config)  # same adapter values: no second reload
+        assert llm.events.count("reload_weights") == 1
+        generate(model.__class__.from_pretrained(str(tiny_model_dir)), tokenizer, prompts()[:1], config)
+        assert llm.events.count("reload_weights") == 2 and llm.reloaded[0] == str(tiny_model_dir)
+        assert "sleep1" not in llm.events and len(fake_vllm.instances) == 1
+    finally:
+        peft_model.unload()
+
+
+def test_merged_weights_have_the_base_names_and_the_merged_values(tiny, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from citing_trl.generation import save_merged_weights
+
+    model, _ = tiny
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    try:
+        save_merged_weights(peft_model, str(tmp_path))
+        saved = load_file(str(tmp_path / "model.safetensors"))
+        assert set(saved) == set(base)
+        changed = {k for k in base if not torch.equal(saved[k], base[k])}
+        assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+        # the model itself is left unmerged: its base weights are the originals again (up to float rounding)
+        assert all(torch.allclose(v, base[k.removeprefix("base_model.model.").replace(".base_layer.", ".")], atol=1e-6)
+                   for k, v in peft_model.state_dict().items() if "lora_" not in k)
+    finally:
+        peft_model.unload()
