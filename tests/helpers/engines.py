@@ -55,7 +55,9 @@ def launch_command(script: str | Path, engine: str, *args, mixed_precision: str 
            "--mixed_precision", mixed_precision, "--main_process_port", "0"]
     if engine == "fsdp":
         cmd.append(str(FORCE_FSDP))
-    return [*cmd, str(script), *map(str, args)]
+    # the shipped demo configs train in bf16 where the CPU has it (training config `bf16: true`, which outranks the
+    # launcher's --mixed_precision): say the precision to the recipe too, so `no` really is fp32
+    return [*cmd, str(script), *map(str, args), "--bf16", str(mixed_precision == "bf16")]
 
 
 def parse_losses(stdout: str) -> list[float]:
