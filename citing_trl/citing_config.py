@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from citing_trl.cli import check, check_choice, check_path
+from citing_trl.errors import check, check_choice, check_path
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from citing_trl.models import resolve_model_path
-from citing_trl.cli import check, check_choice
+from citing_trl.errors import check, check_choice
 
 logger = logging.getLogger(__name__)
 

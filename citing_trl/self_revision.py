@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.citing_config import RevisionStyleArguments
-from citing_trl.cli import check
+from citing_trl.errors import check
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
 from citing_trl.errors import ConfigError

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.cli import check_choice
+from citing_trl.errors import check_choice
 from citing_trl.configs import prefixed
 from citing_trl.generation import GenerationConfig, generate
 from citing_trl.jsonl import read_jsonl

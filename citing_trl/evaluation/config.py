@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from citing_trl.cli import check, check_choice
+from citing_trl.errors import check, check_choice
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.judge import MODES, verdict_tokens

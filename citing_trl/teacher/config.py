@@ -1,7 +1,7 @@
 """TeacherConfig: how the teacher model is reached (backend, model, server, retries, decoding, batch mode).
 
 Shared by rubric design, teacher revisions and the judge; recipes parse it under a flag prefix
-(:func:`citing_trl.configs.prefixed`), so its rules name each field as a flag through :func:`citing_trl.cli.check`.
+(:func:`citing_trl.configs.prefixed`), so its rules name each field as a flag through :func:`citing_trl.errors.check`.
 The ``backend`` and ``mode`` choices are those of the backend registry (:mod:`citing_trl.teacher.backends`).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from citing_trl.cli import check, check_choice
+from citing_trl.errors import check, check_choice
 from citing_trl.teacher import backends as registry
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from citing_trl.cli import check, check_choice
+from citing_trl.errors import check, check_choice
 from citing_trl.evaluation.gold import primary_metric, score_response
 from citing_trl.verification.format_filter import is_identical
 
@@ -130,7 +130,7 @@ class Gate(ABC):
 
     @classmethod
     def check_settings(cls, args) -> None:
-        """Parse-time checks of this gate's settings (raise through :func:`citing_trl.cli.check`)."""
+        """Parse-time checks of this gate's settings (raise through :func:`citing_trl.errors.check`)."""
 
     @classmethod
     def label(cls, record: dict) -> str:
