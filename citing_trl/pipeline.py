@@ -24,14 +24,14 @@ import shutil
 import time
 from pathlib import Path
 
-from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_settings
+from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_teacher_sampling
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.models import ModelLoadError, load_model, resolve_model_path
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
 from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
-from citing_trl.verification import make_gate, per_kept_row, print_round_report
+from citing_trl.verification import per_kept_row, print_round_report
 from citing_trl.sft import load_rows, load_student_for_training, run_sft
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.rubric.matching import release_embedders
@@ -99,7 +99,8 @@ class CitingPipeline:
         self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
         self.teacher_config = teacher_config if teacher_config is not None else TeacherArguments().build()
         self.rollout_config = rollout_config if rollout_config is not None else RolloutArguments().build()
-        check_settings(citing_args, self.teacher_config)
+        check_teacher_sampling(citing_args, self.teacher_config)
+        self.revision = citing_args.revision_settings()  # the revision filter, handed down whole each round
         self.out = Path(training_args.output_dir)
         self.state = _state()
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -337,14 +338,9 @@ class CitingPipeline:
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
             before = self.teacher.ledger.summary()
-            gate = make_gate(self.args, teacher=self.teacher)
             selection = teacher_revisions(
-                self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
-                reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
-                gate=gate, num_samples=self.args.teacher_num_samples,
-                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
-                keep_right_drafts=self.args.keep_right_drafts, seed=self.training_args.seed + k,
-                prompt_style=self.args.revision_prompt,
+                self.teacher, rows, responses, self.revision, desc=f"round {k}: teacher revisions",
+                seed=self.training_args.seed + k, prompt_style=self.args.revision_prompt,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(selection.accepted)))
@@ -367,7 +363,7 @@ class CitingPipeline:
 
     def _no_revision_hint(self, counts: dict) -> str:
         """The setting to change when a round kept no revision, from the commonest rejection reason."""
-        a, t = self.args, self.teacher_config
+        a, t = self.revision, self.teacher_config
         reason = max(counts, key=counts.get) if counts else ""
         if reason == "truncated":
             return (f"revisions hit the token cap: raise --teacher_max_tokens (now {t.max_tokens}) or set "
@@ -380,24 +376,20 @@ class CitingPipeline:
                 f"--gate_margin (now {a.gate_margin})")
 
     def _verification(self, report: dict) -> dict:
-        """What decided the round's training rows, for summary.json and the model card."""
-        return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
-                "keep_identical": self.args.keep_identical, "keep_right_drafts": self.args.keep_right_drafts,
-                "teacher_num_samples": self.args.teacher_num_samples,
-                "teacher_temperature": self.teacher_config.temperature, "ungated_rows": report["ungated"],
-                "fix_break": report["fix_break"]}
+        """What decided the round's training rows, for summary.json and the model card: the revision settings
+        (written from the object), the teacher's temperature, the ungated rows and the fix/break counts."""
+        return {**dataclasses.asdict(self.revision), "teacher_temperature": self.teacher_config.temperature,
+                "ungated_rows": report["ungated"], "fix_break": report["fix_break"]}
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
-        """How this run's revisions were made and filtered: the round summary and the model card record it."""
-        a, teacher, rollout = self.args, self.teacher_config, self.rollout_config
-        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
-               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
-               "keep_right_drafts": a.keep_right_drafts, "revision_prompt": a.revision_prompt,
-               "teacher_repetition_penalty": teacher.repetition_penalty,
-               "teacher_no_repeat_ngram_size": teacher.no_repeat_ngram_size,
-               "rollout_repetition_penalty": rollout.repetition_penalty,
-               "rollout_no_repeat_ngram_size": rollout.no_repeat_ngram_size}
-        if rows is not None and a.revision_reference:
+        """How this run's revisions were made and filtered: the revision settings (from the object), the revision
+        prompt and the teacher's and the student's repetition controls. The round summary and the model card
+        record it."""
+        decoding = ("repetition_penalty", "no_repeat_ngram_size")
+        out = {**dataclasses.asdict(self.revision), "revision_prompt": self.args.revision_prompt,
+               **{f"teacher_{name}": getattr(self.teacher_config, name) for name in decoding},
+               **{f"rollout_{name}": getattr(self.rollout_config, name) for name in decoding}}
+        if rows is not None and self.revision.revision_reference:
             out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
         return out
 

@@ -291,3 +291,53 @@ def test_project_imports_sit_at_module_top():
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("citing_trl"):
                     inside.append(f"{path.relative_to(REPO)}:{node.lineno} ({fn.name})")
     assert not inside, f"imports inside functions: {inside}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 25: settings travel whole, one owner per layout, registries that speak for themselves
+# --------------------------------------------------------------------------------------------------
+
+
+def test_revision_filter_entry_points_agree_on_every_default():
+    """The revision filter's settings are one frozen object: no entry point of the filter declares a setting of
+    its own (so none can default differently), each takes the object whole, and the flags carry its defaults."""
+    import inspect
+
+    from citing_trl.citing_config import CitingArguments
+    from citing_trl.revision import teacher_revisions
+    from citing_trl.verification import RevisionSettings, reject_reason, select_revisions
+
+    names = {f.name for f in dataclasses.fields(RevisionSettings)}
+    assert RevisionSettings.__dataclass_params__.frozen
+    for fn in (teacher_revisions, select_revisions, reject_reason):
+        params = inspect.signature(fn).parameters
+        own = names & set(params) | {"reject_truncated", "reference", "num_samples", "gate_mode", "temperature"} & set(params)
+        assert not own, f"{fn.__module__}.{fn.__name__} declares filter settings of its own: {sorted(own)}"
+        assert params["settings"].default is None, f"{fn.__name__}: settings default to RevisionSettings()"
+    flags = {f.name: f.default for f in dataclasses.fields(CitingArguments)}
+    defaults = RevisionSettings()
+    assert {n: flags[n] for n in names} == {n: getattr(defaults, n) for n in names}
+    assert CitingArguments().revision_settings() == defaults
+
+
+def test_a_filter_default_is_the_same_through_every_entry_point():
+    """A caller relying on a default gets the same filter wherever it enters (keep_identical and
+    keep_complete_truncated used to default differently in reject_reason and select_revisions)."""
+    from citing_trl.revision import teacher_revisions
+    from citing_trl.teacher import Completion
+    from citing_trl.verification import reject_reason, select_revisions
+
+    row = {"id": "a", "instruction": "Say hi.", "input": "", "criteria": "- be short", "category": None}
+    cases = [("Hi there.", "Hi there.", "stop"), ("Hi there.", "Hello. It is a fine day to greet you.", "length")]
+    for draft, revision, finish in cases:
+        out = Completion(revision, finish, 5, 3)
+
+        class Echo:
+            def complete_detailed(self, requests, desc=""):
+                return [out for _ in requests]
+
+        direct = reject_reason(row, draft, revision, finish)
+        selected = select_revisions([row], {"a": draft}, [[out]])
+        revised = teacher_revisions(Echo(), [row], {"a": draft})
+        assert (direct is None) == bool(selected.accepted) == bool(revised.accepted), (draft, revision, finish)
+        assert selected.counts == revised.counts

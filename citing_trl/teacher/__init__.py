@@ -29,7 +29,6 @@ from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.ledger import UsageLedger
 from citing_trl.teacher.responses import RETRYABLE_STATUS, parse_retry_after
 
-_Cache = TeacherCache  # the name of the cache class before the split (tests import it)
 
 __all__ = [
     "BackendContext", "BatchBackend", "CACHE_SCHEMA", "Completion", "Job", "LocalBackend", "OpenAIBackend",

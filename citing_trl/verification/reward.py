@@ -36,9 +36,9 @@ class RewardGate(Gate):
         return cls(scorer, margin)
 
     @classmethod
-    def check_settings(cls, args) -> None:
-        check(bool(args.gate_reward_model), "gate_reward_model",
-              f"is needed by --revision_gate {cls.name} (a reward model folder or adapter)", args.gate_reward_model)
+    def check_settings(cls, settings) -> None:
+        check(bool(settings.gate_reward_model), "gate_reward_model",
+              f"is needed by --revision_gate {cls.name} (a reward model folder or adapter)", settings.gate_reward_model)
 
     @classmethod
     def label(cls, record: dict) -> str:
