@@ -29,7 +29,8 @@ from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.models import ModelLoadError, load_model, resolve_model_path
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
-from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
+from citing_trl.round_result import ROLLOUTS_FILE, NoRevisionsError, RoundResult, read_rollouts
+from citing_trl.run_layout import own_file, round_dir
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.verification import per_kept_row, print_round_report
 from citing_trl.sft import load_rows, load_student_for_training, run_sft
@@ -133,7 +134,7 @@ class CitingPipeline:
         """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
         if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
             return True
-        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+        return any(not (round_dir(self.out, k) / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
 
     def preflight(self) -> None:
         """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
@@ -257,7 +258,7 @@ class CitingPipeline:
     def round(self, k: int, adapter: Path, rows: list[dict], rubric, previous: dict[str, str] | None) -> RoundResult:
         """Round k: the student pi(k) answers (line 8), the teacher revises and the gate checks (line 9), the
         student learns (line 10). Returns the round's result; a finished round is read from disk, not rerun."""
-        rdir = self.out / f"round_{k}"
+        rdir = round_dir(self.out, k)
         summary_path = rdir / "summary.json"
         if summary_path.exists():
             logger.info("round %d already finished; skipping", k)
@@ -303,7 +304,7 @@ class CitingPipeline:
         model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter),
                                       dtype=self.model_args.dtype, device=str(state.device))
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
-        shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
+        shard = own_file(rdir / ROLLOUTS_FILE, state.process_index, state.num_processes)
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
         mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
                                 rank=state.process_index, world_size=state.num_processes,

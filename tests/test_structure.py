@@ -341,3 +341,32 @@ def test_a_filter_default_is_the_same_through_every_entry_point():
         revised = teacher_revisions(Echo(), [row], {"a": draft})
         assert (direct is None) == bool(selected.accepted) == bool(revised.accepted), (draft, revision, finish)
         assert selected.counts == revised.counts
+
+
+def test_only_the_layout_module_parses_round_folders():
+    """``round_<k>`` is named and parsed in citing_trl/run_layout.py alone; rank shards are named there too."""
+    import re
+
+    owner = "citing_trl/run_layout.py"
+    parsing = re.compile(r"glob\(\s*f?[\"']round_|name\[6:\]|f[\"']round_\{\w+\}[\"'/]|[\"']rollouts\*|f[\"'][^\"']*\.rank\{")
+    offenders = [f"{name}:{n}" for name, source in project_sources().items() if name != owner
+                 for n, line in enumerate(source.splitlines(), 1) if parsing.search(line)]
+    assert not offenders, f"run-folder layout parsed outside {owner}: {offenders}"
+
+
+def test_layout_finds_rounds_and_shards(tmp_path):
+    from citing_trl.jsonl import append_jsonl, read_jsonl
+    from citing_trl.run_layout import join_shards, own_file, read_shards, round_dir, round_dirs, shard_path
+
+    for k in (10, 2, 0):
+        round_dir(tmp_path, k).mkdir()
+    (tmp_path / "round_x").mkdir()
+    (tmp_path / "round_3.txt").write_text("")
+    assert [d.name for d in round_dirs(tmp_path)] == ["round_0", "round_2", "round_10"]
+    base = tmp_path / "step_0.jsonl"
+    assert own_file(base, 0, 1) == base and own_file(base, 1, 2) == shard_path(base, 1) == tmp_path / "step_0.rank1.jsonl"
+    append_jsonl(shard_path(base, 1), [{"id": "b"}])
+    append_jsonl(shard_path(base, 0), [{"id": "c"}, {"id": "a"}])
+    assert set(read_shards(base)) == {"a", "b", "c"}
+    join_shards(base, ["a", "b", "c"])
+    assert [r["id"] for r in read_jsonl(base)] == ["a", "b", "c"] and not list(tmp_path.glob("*.rank*"))

@@ -12,6 +12,7 @@ from citing_trl.errors import check_choice
 from citing_trl.configs import prefixed
 from citing_trl.generation import GenerationConfig, generate
 from citing_trl.jsonl import read_jsonl
+from citing_trl.run_layout import round_dirs
 from citing_trl.sft import load_student_for_training
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--citing_run {run_dir}: no such folder")
     out: dict[str, list[str]] = {}
-    rounds = sorted((d for d in run_dir.glob("round_*") if d.name[6:].isdigit()), key=lambda d: int(d.name[6:]))
-    for rdir in rounds:
+    for rdir in round_dirs(run_dir):
         for rec in read_jsonl(rdir / "revisions.jsonl"):
             text = (rec.get("revision") or "").strip()
             for key in (rec["id"], text_key(rec)):
