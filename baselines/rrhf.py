@@ -16,7 +16,11 @@ from peft import get_peft_model
 from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import (
-    BaselineArguments, RewardArguments, SamplingArguments, load_policy, teacher_revisions,
+    BaselineArguments,
+    RewardArguments,
+    SamplingArguments,
+    load_policy,
+    teacher_revisions,
 )
 from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.reward_model import reward_for_run, write_reward_info

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from citing_trl.errors import check, check_choice, check_path
 from citing_trl.configs import prefixed
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check, check_choice, check_path
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
 from citing_trl.prompts import REVISION_HEADERS

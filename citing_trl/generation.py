@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from citing_trl.models import resolve_model_path
 from citing_trl.errors import check, check_choice
+from citing_trl.models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class AnswerRepetitionControls:
     def __init__(self, prompt_width: int, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                  exempt_ids: Sequence[int] = ()):
         from transformers.generation.logits_process import (
-            NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+            NoRepeatNGramLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
         )
 
         self.width, self.exempt = prompt_width, list(exempt_ids)

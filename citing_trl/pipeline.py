@@ -25,22 +25,22 @@ import time
 from pathlib import Path
 
 from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_teacher_sampling
-from citing_trl.generation import GenerationConfig
-from citing_trl.jsonl import read_jsonl, write_jsonl
-from citing_trl.models import ModelLoadError, load_model, resolve_model_path
-from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
-from citing_trl.round_result import ROLLOUTS_FILE, NoRevisionsError, RoundResult, read_rollouts
-from citing_trl.run_layout import own_file, round_dir
-from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
-from citing_trl.verification import per_kept_row, print_round_report
-from citing_trl.sft import load_rows, load_student_for_training, run_sft
-from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
-from citing_trl.rubric.matching import release_embedders
 from citing_trl.citing_trainer import CitingTrainer
 from citing_trl.distributed import check_shared_output_dir, on_main
 from citing_trl.errors import ConfigError
+from citing_trl.generation import GenerationConfig
+from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.memory import MemoryMeter, memory_table, trim_heap
+from citing_trl.models import ModelLoadError, load_model, resolve_model_path
+from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
+from citing_trl.round_result import ROLLOUTS_FILE, NoRevisionsError, RoundResult, read_rollouts
+from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
+from citing_trl.rubric.matching import release_embedders
+from citing_trl.run_layout import own_file, round_dir
+from citing_trl.sft import load_rows, load_student_for_training, run_sft
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.train_stats import train_stats, write_train_stats
+from citing_trl.verification import per_kept_row, print_round_report
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.evaluation.gold import fix_break
-from citing_trl.generation import GenerationConfig, Generation, generate
+from citing_trl.generation import Generation, GenerationConfig, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
 from citing_trl.verification import (
-    KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, GoldScores, RevisionSettings, Selection, make_gate, select_revisions,
+    KEPT_IDENTICAL,
+    KEPT_TRUNCATED,
+    Gate,
+    GoldScores,
+    RevisionSettings,
+    Selection,
+    make_gate,
+    select_revisions,
 )
 from citing_trl.verification.selection import training_record
 

@@ -29,7 +29,6 @@ from citing_trl.errors import UserError
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.run_layout import read_shards
 
-
 ROLLOUTS_FILE = "rollouts.jsonl"  # with several processes: one shard per rank (citing_trl.run_layout)
 
 

@@ -29,15 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.citing_config import RevisionStyleArguments
-from citing_trl.errors import check
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.revision import student_rollouts
-from citing_trl.run_layout import join_shards, read_shards, shard_path
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
+from citing_trl.run_layout import join_shards, read_shards, shard_path
 
 
 @dataclass
@@ -117,7 +116,7 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
                              previous=previous, rank=rank, world_size=world, desc=desc,
                              done=read_shards(step_path(out, j)), prompt_style=prompt_style)
             state.wait_for_everyone()
-            on_main(lambda: join_shards(step_path(out, j), ids), state)
+            on_main(lambda j=j: join_shards(step_path(out, j), ids), state)
             joined = read_jsonl(step_path(out, j))
         previous = {rec["id"]: rec["response"] for rec in joined}
         steps.append(previous)

@@ -15,9 +15,9 @@ from pathlib import Path
 from trl import get_peft_config
 
 from citing_trl.data import SPLITS, load_instructions, local_files_in_spec
-from citing_trl.prompts import instruction_messages
-from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 from citing_trl.errors import check, check_choice
+from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
+from citing_trl.prompts import instruction_messages
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,12 @@ import random
 import pytest
 
 from citing_trl.baselines.preferences import (
-    PreferenceArguments, PreferenceError, load_preferences, make_pair, multiple_choice_pairs, split_pairs,
+    PreferenceArguments,
+    PreferenceError,
+    load_preferences,
+    make_pair,
+    multiple_choice_pairs,
+    split_pairs,
 )
 
 WORDS = "the a cat dog runs fast slow house tree river blue green small large answer question".split()
@@ -147,7 +152,10 @@ def test_smollm2_reward_format_and_padding(smollm2_dir, tmp_path):
 
     from citing_trl.baselines.preferences import to_dataset
     from citing_trl.baselines.reward_model import (
-        RewardScorer, load_backbone, reward_lora_config, reward_tokenizer,
+        RewardScorer,
+        load_backbone,
+        reward_lora_config,
+        reward_tokenizer,
     )
 
     tok = reward_tokenizer(str(smollm2_dir))

@@ -4,8 +4,17 @@ import pytest
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.evaluation.gold import (
-    GOLD_SOURCES, extract_choice, extract_yes_no, fix_break, gold_metrics, is_correct, normalize_answer,
-    normalize_trivia, parse_options, score_response, unscored_counts,
+    GOLD_SOURCES,
+    extract_choice,
+    extract_yes_no,
+    fix_break,
+    gold_metrics,
+    is_correct,
+    normalize_answer,
+    normalize_trivia,
+    parse_options,
+    score_response,
+    unscored_counts,
 )
 from citing_trl.evaluation.stats import bootstrap_ci
 

@@ -15,10 +15,18 @@ from citing_trl.pipeline import CitingArguments
 from citing_trl.reward import RewardModelError, RewardScorer
 from citing_trl.round_result import RoundResult
 from citing_trl.teacher import Completion
-from tests.testing_utils import gold_gate, no_gate
 from citing_trl.verification import (
-    GATES, Gate, RevisionSettings, Verdict, gate_label, gate_names, make_gate, register_gate, select_revisions,
+    GATES,
+    Gate,
+    RevisionSettings,
+    Verdict,
+    gate_label,
+    gate_names,
+    make_gate,
+    register_gate,
+    select_revisions,
 )
+from tests.testing_utils import gold_gate, no_gate
 
 
 class DummyGate(Gate):

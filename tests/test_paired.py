@@ -9,19 +9,24 @@ import re
 import numpy as np
 import pytest
 from rich.console import Console
+from test_evaluation_judge import prefers_good  # noqa: E402
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
 from citing_trl.evaluation.gold import chance_level, gold_metrics, has_answer, reference_overlap
 from citing_trl.evaluation.paired import (
-    binomial_two_sided, mcnemar_exact, min_detectable_difference, paired_bootstrap_ci, paired_gold, paired_scores,
-    paired_verdicts, sign_test,
+    binomial_two_sided,
+    mcnemar_exact,
+    min_detectable_difference,
+    paired_bootstrap_ci,
+    paired_gold,
+    paired_scores,
+    paired_verdicts,
+    sign_test,
 )
 from citing_trl.evaluation.reports import pairwise_rows
 from citing_trl.evaluation.runner import print_summary, run_evaluation
-
 from tests.helpers.fault_server import FaultServer
-from test_evaluation_judge import prefers_good  # noqa: E402
 
 OPTS = "A. red\nB. blue\nC. green\nD. black\nE. white"
 

@@ -9,8 +9,8 @@ import pytest
 from datasets import Dataset
 
 from citing_trl.revision import teacher_revisions
-from citing_trl.verification import RevisionSettings, ends_complete_sentence, reject_reason
 from citing_trl.teacher import Completion
+from citing_trl.verification import RevisionSettings, ends_complete_sentence, reject_reason
 
 ROW = {"id": "q1", "instruction": "Is the sky blue?", "input": "Passage: The sky looks blue by day.",
        "criteria": "- A good answer is right.", "answers": ["yes"], "output": "yes", "source": "boolq"}
@@ -56,9 +56,10 @@ def rows():
 
 
 def test_reference_reaches_the_teacher_and_never_the_student(tmp_path, tiny_model_dir):
+    from peft import LoraConfig
+
     from citing_trl.citing_trainer import CitingConfig, CitingTrainer
     from citing_trl.models import load_model
-    from peft import LoraConfig
 
     responses = {"q1": "no", "open": "Rain falls."}
     teacher = RecordingTeacher("Soft rain on the roof.")

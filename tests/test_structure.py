@@ -333,7 +333,7 @@ def test_a_filter_default_is_the_same_through_every_entry_point():
         out = Completion(revision, finish, 5, 3)
 
         class Echo:
-            def complete_detailed(self, requests, desc=""):
+            def complete_detailed(self, requests, desc="", out=out):
                 return [out for _ in requests]
 
         direct = reject_reason(row, draft, revision, finish)
@@ -370,3 +370,34 @@ def test_layout_finds_rounds_and_shards(tmp_path):
     assert set(read_shards(base)) == {"a", "b", "c"}
     join_shards(base, ["a", "b", "c"])
     assert [r["id"] for r in read_jsonl(base)] == ["a", "b", "c"] and not list(tmp_path.glob("*.rank*"))
+
+
+def test_ruff_is_configured_and_run_before_the_tests():
+    """A linter is configured in pyproject.toml, installed by the dev extra, and `make test` (so .ci/run) runs it
+    before pytest."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["tool"]["ruff"]["lint"]["select"], "no ruff rule set"
+    assert any(dep.startswith("ruff") for dep in project["project"]["optional-dependencies"]["dev"])
+    makefile = (REPO / "Makefile").read_text()
+    test_target = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
+    assert "lint" in test_target.splitlines()[1] and "ruff check" in makefile[makefile.index("\nlint:"):]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_noqa_in_the_package_says_why():
+    """A `# noqa` in the package or the launchers names its rule and why it is needed."""
+    import re
+
+    bare = [f"{name}:{n}" for name, source in project_sources().items()
+            for n, line in enumerate(source.splitlines(), 1)
+            if "# noqa" in line and not re.search(r"# noqa: [A-Z]+\d+(,[A-Z]+\d+)*\s*[-(]\s*\w+", line)]
+    assert not bare, f"noqa without its rule and reason: {bare}"
+
+
+@pytest.mark.slow
+def test_the_tree_is_clean_under_ruff():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

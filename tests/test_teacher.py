@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import start_client  # noqa: E402
 
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, UsageLedger, parse_retry_after
-
-from conftest import start_client  # noqa: E402
 from tests.helpers.fault_server import Fault, FaultServer, request_key
 
 

@@ -10,10 +10,15 @@ import pytest
 
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError, UserError
-from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, cache_key
-from citing_trl.teacher import backends
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, backends, cache_key
 from citing_trl.teacher.backends import (
-    BatchBackend, LocalBackend, OpenAIBackend, TeacherBackend, backend_class, backend_modes, backend_names,
+    BatchBackend,
+    LocalBackend,
+    OpenAIBackend,
+    TeacherBackend,
+    backend_class,
+    backend_modes,
+    backend_names,
     register_backend,
 )
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from citing_trl.pipeline import CitingArguments, CitingPipeline
-from citing_trl.jsonl import append_jsonl, read_jsonl
-from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
+
+from citing_trl.jsonl import append_jsonl, read_jsonl
+from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.sft import DataArguments
 from tests.helpers.oracle_server import oracle_server
 
 QA_ROWS = [
@@ -261,11 +262,10 @@ def test_bad_gate_settings_fail_at_parse_time():
 import re  # noqa: E402
 import threading  # noqa: E402
 
-from tests.helpers.fault_server import FaultServer
-
 from citing_trl.revision import teacher_revisions  # noqa: E402
 from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
 from citing_trl.verification import make_gate  # noqa: E402
+from tests.helpers.fault_server import FaultServer  # noqa: E402
 
 _ANSWERS = re.compile(r"### Answer A\n(.*?)\n\n### Answer B\n(.*?)\n\n", re.S)
 

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.errors import check_choice
 from citing_trl.configs import prefixed
+from citing_trl.errors import check_choice
 from citing_trl.generation import GenerationConfig, generate
 from citing_trl.jsonl import read_jsonl
 from citing_trl.run_layout import round_dirs
@@ -93,7 +93,9 @@ def load_policy(model_args, sft_adapter: str | None):
 
 def text_key(row: dict) -> str:
     """A row's identity by its text, for matching rows whose ids were made by another loader."""
-    norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
+    def norm(text: str | None) -> str:
+        return re.sub(r"\s+", " ", text or "").strip().lower()
+
     return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
 
 

@@ -44,8 +44,7 @@ from trl import SFTConfig, SFTTrainer
 
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
-from citing_trl.errors import check
-from citing_trl.errors import ConfigError, DataError
+from citing_trl.errors import ConfigError, DataError, check
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory

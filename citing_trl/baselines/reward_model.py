@@ -37,10 +37,10 @@ from trl import RewardConfig
 
 from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
 from citing_trl.baselines.ranks import RankDigestCallback
-from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # noqa: F401  (scorers live in the core)
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.gold import is_correct
 from citing_trl.models import load_tokenizer, resolve_model_path
+from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # the scorers live in the core
 from citing_trl.sft import lora_config
 
 logger = logging.getLogger(__name__)

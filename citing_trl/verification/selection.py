@@ -69,7 +69,7 @@ def select_revisions(
     for row, cands, reasons in zip(rows, per_row, format_reasons):
         passing = [c for c, r in zip(cands, reasons) if r is None and verdicts[(row["id"], c.sample)].keep]
         if passing:
-            def rank(c: Candidate):
+            def rank(c: Candidate, row: dict = row):
                 return (*gate.preference(c, verdicts[(row["id"], c.sample)]), -len(c.revision), -c.sample)
 
             best = max(passing, key=rank)

@@ -14,17 +14,17 @@ A gate's own settings are ``gate_<option>`` fields here, named in the gate class
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from citing_trl.errors import check, check_choice
 from citing_trl.verification.base import GATES, gate_names
 
-# The built-in gates register themselves on import, in the order --revision_gate lists them; a new gate's module
-# is imported here too, so the help below (written from the registry) names it.
-import citing_trl.verification.none  # noqa: F401  (first: the default gate)
-import citing_trl.verification.gold  # noqa: F401
-import citing_trl.verification.judge  # noqa: F401
-import citing_trl.verification.reward  # noqa: F401
+# The built-in gates' modules (one gate class each, registered on import), in the order --revision_gate lists them.
+# A new gate is a new module named here, so the help below (written from the registry) names it.
+BUILT_IN_GATES = ("none", "gold", "judge", "reward")
+for _module in BUILT_IN_GATES:
+    importlib.import_module(f"citing_trl.verification.{_module}")
 
 
 def gates_help() -> str:

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import (
-    AttemptFailed, MalformedResponse, backoff_delay, is_retryable_status, parse_choices, retry_after_of,
+    AttemptFailed,
+    MalformedResponse,
+    backoff_delay,
+    is_retryable_status,
+    parse_choices,
+    retry_after_of,
 )
 from citing_trl.teacher.secrets import client_api_key, redactor
 
