@@ -39,6 +39,7 @@ from citing_trl.baselines.preferences import PreferenceArguments, load_preferenc
 from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.gold import is_correct
+from citing_trl.evaluation.stats import Z_975
 from citing_trl.models import load_tokenizer, resolve_model_path
 from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # the scorers live in the core
 from citing_trl.sft import lora_config
@@ -121,7 +122,7 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     return trainer, metrics
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, z: float = Z_975) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (95% for the default z); (0, 1) when n = 0."""
     if n <= 0:
         return 0.0, 1.0
