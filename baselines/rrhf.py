@@ -20,7 +20,7 @@ from citing_trl.baselines.common import (
     RewardArguments,
     SamplingArguments,
     load_policy,
-    teacher_revisions,
+    run_revisions,
 )
 from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.reward_model import reward_for_run, write_reward_info
@@ -53,7 +53,7 @@ def main():
         model = get_peft_model(model, peft_config)
     model.to(PartialState().device)  # each rank samples its slice of the prompts on its own device
     records, stats = build_candidates_on_ranks(rows, model, tokenizer, scorer, args, Path(args.output_dir) / "candidates.jsonl",
-                                               teacher_revisions(base_args.citing_run), sampling=sampling_args.build())
+                                               run_revisions(base_args.citing_run), sampling=sampling_args.build())
     del scorer
     logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
     if not records:

@@ -103,7 +103,7 @@ def revisions_for(revisions: dict[str, list[str]], row: dict) -> list[str]:
     return revisions.get(row.get("id")) or revisions.get(text_key(row)) or []
 
 
-def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
+def run_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     """The accepted teacher revisions of every round of a CITING run (in round order, no repeats), keyed by row
     id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:

@@ -373,7 +373,7 @@ def split_pairs(pairs: list[dict], eval_fraction: float, seed: int = 42) -> tupl
     return [p for p in pairs if p["id"] not in held], [p for p in pairs if p["id"] in held]
 
 
-def to_dataset(pairs: list[dict]):
+def pairs_dataset(pairs: list[dict]):
     import datasets
 
     return datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from trl import RewardConfig
 
-from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
+from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, pairs_dataset, split_pairs
 from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.gold import is_correct
@@ -96,7 +96,7 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     model = load_backbone(base, tokenizer, model_args.dtype)
     training_args.pad_token = tokenizer.pad_token
     trainer = RewardTrainer(
-        model=model, args=training_args, train_dataset=to_dataset(train), processing_class=tokenizer,
+        model=model, args=training_args, train_dataset=pairs_dataset(train), processing_class=tokenizer,
         peft_config=reward_lora_config(model_args), callbacks=[RankDigestCallback()],
     )
     trainer.train()
