@@ -31,7 +31,7 @@ from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.memory import MemoryMeter, memory_table, trim_heap
-from citing_trl.models import ModelLoadError, load_model, resolve_model_path
+from citing_trl.models import load_model
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
 from citing_trl.round_result import ROLLOUTS_FILE, NoRevisionsError, RoundResult, read_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
@@ -138,35 +138,21 @@ class CitingPipeline:
 
     def preflight(self) -> None:
         """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
-        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
-        ``local``: the model reference resolves and its config loads (the weights are loaded when needed).
-        The main process checks; a failure stops every rank."""
+        not after hours of training (:meth:`~citing_trl.teacher.Teacher.preflight`: the backend's own check, or
+        one tiny cached request). The main process checks; a failure stops every rank."""
         on_main(self._check_teacher, self.state, skip=not self.teacher_needed())
 
     def _check_teacher(self) -> None:
         config = self.teacher_config
-        if config.backend == "local":
-            try:
-                from transformers import AutoConfig
-
-                AutoConfig.from_pretrained(resolve_model_path(config.model))
-            except Exception as err:
-                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
-                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-        else:
-            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
-                                        timeout=min(config.timeout, 30.0))
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
-            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
-                try:
-                    teacher.complete(probe, desc="teacher check", max_tokens=4)
-                except TeacherError as err:
-                    raise TeacherError(
-                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
-                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
-                        "start the server or fix the flags", reason=err.reason,
-                    ) from err
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            Teacher.preflight(config, cache_path=self.out / "teacher_cache.jsonl")
+        except TeacherError as err:
+            raise TeacherError(
+                f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                "start the server or fix the flags", reason=err.reason,
+            ) from err
         logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------

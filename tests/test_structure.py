@@ -413,3 +413,56 @@ def test_public_names_are_unambiguous():
                 seen.setdefault(node.name, []).append(str(path.relative_to(REPO)))
     twice = {name: paths for name, paths in seen.items() if len(paths) > 1}
     assert not twice, f"defined in several modules: {twice}"
+
+
+def test_help_texts_are_written_from_the_registries():
+    """--revision_gate, --teacher_backend / --judge_backend and --dataset list what their registries hold, so a
+    new gate, backend or source appears in the help without editing it."""
+    from citing_trl.citing_config import CitingArguments
+    from citing_trl.data import FAMILIES, SOURCES
+    from citing_trl.evaluation.config import JudgeArguments
+    from citing_trl.sft import DataArguments
+    from citing_trl.teacher import TeacherConfig
+    from citing_trl.teacher.backends import BACKENDS
+    from citing_trl.verification import GATES
+
+    def help_of(cls, name):
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+    assert all(f"'{name}': {cls.help}" in help_of(CitingArguments, "revision_gate") for name, cls in GATES.items())
+    for cls, name in ((TeacherConfig, "backend"), (JudgeArguments, "judge_backend")):
+        text = help_of(cls, name)
+        assert all(f"`{b.name}` ({b.summary})" in text for (_, mode), b in BACKENDS.items() if mode == "live")
+    assert all(f"`{mode}`" in help_of(TeacherConfig, "mode") for _, mode in BACKENDS)
+    data_help = help_of(DataArguments, "dataset")
+    assert all(name in data_help for name in [*FAMILIES, *SOURCES])
+
+
+def test_the_pipeline_does_not_branch_on_a_backend_name():
+    """The teacher preflight belongs to the backend (TeacherBackend.preflight through Teacher.preflight)."""
+    source = (PACKAGE / "pipeline.py").read_text()
+    assert ".backend ==" not in source and ".backend !=" not in source and '"local"' not in source
+
+
+@pytest.mark.parametrize("module", ["citing_trl.teacher", "citing_trl.teacher.config", "citing_trl.teacher.client",
+                                    "citing_trl.teacher.backends", "citing_trl.teacher.backends.base",
+                                    "citing_trl.teacher.backends.local", "citing_trl.run_layout",
+                                    "citing_trl.verification.settings", "citing_trl.errors"])
+def test_teacher_layout_and_settings_modules_are_in_no_import_circle(module):
+    graph = import_graph()
+    assert module in graph, f"{module} is not a module of the package"
+    assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
+
+
+def test_test_only_helpers_live_under_tests():
+    """The tiny test model, the shared-dir self-test, the old cache alias and ready-made gates are test code."""
+    import citing_trl.distributed
+    import citing_trl.models
+    import citing_trl.teacher
+    import citing_trl.verification
+
+    assert not hasattr(citing_trl.models, "build_tiny_model") and not hasattr(citing_trl.distributed, "_selftest")
+    assert not hasattr(citing_trl.teacher, "_Cache")
+    assert not {"gold_gate", "no_gate"} & set(vars(citing_trl.verification))
+    source = (PACKAGE / "models.py").read_text()
+    assert "citing_trl.prompts" not in source and "citing_trl.data" not in source
