@@ -466,3 +466,19 @@ def test_test_only_helpers_live_under_tests():
     assert not {"gold_gate", "no_gate"} & set(vars(citing_trl.verification))
     source = (PACKAGE / "models.py").read_text()
     assert "citing_trl.prompts" not in source and "citing_trl.data" not in source
+
+
+def test_one_progress_bar():
+    """rich's Progress is built in citing_trl/progress.py alone (generation, the teacher's live and batch paths)."""
+    import re
+
+    built = [name for name, source in project_sources().items()
+             if re.search(r"\bProgress\(", source) and name != "citing_trl/progress.py"]
+    assert not built, f"a progress bar built outside citing_trl/progress.py: {built}"
+
+
+def test_one_normal_quantile_and_one_bootstrap_resampler():
+    sources = project_sources()
+    assert [n for n, s in sources.items() if "1.959963984540054" in s] == ["citing_trl/evaluation/stats.py"]
+    assert [n for n, s in sources.items() if "default_rng(seed).integers" in s or "rng.integers(0, x.size" in s] \
+        == ["citing_trl/evaluation/stats.py"]
