@@ -31,7 +31,7 @@ from pathlib import Path
 from citing_trl.citing_config import RevisionStyleArguments
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
-from citing_trl.errors import ConfigError, check
+from citing_trl.errors import ConfigError, DataError, check
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.revision import student_rollouts
@@ -95,11 +95,11 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
     ``state`` (an :class:`accelerate.PartialState`, default: one process) shards the rows across ranks; every
     rank returns every row."""
     if num_revisions < 0:
-        raise ValueError(f"num_revisions must be >= 0, got {num_revisions}")
+        raise ConfigError(f"--num_revisions must be >= 0, got {num_revisions}", flag="num_revisions")
     if num_revisions > 0:
         for r in rows:
             if not r.get("criteria"):
-                raise ValueError(f"row {r.get('id')!r}: self-revision needs criteria (run rubric matching first)")
+                raise DataError(f"row {r.get('id')!r}: self-revision needs criteria (run rubric matching first)")
     state = state if state is not None else _OneProcess()
     rank, world = state.process_index, state.num_processes
     gen_config = dataclasses.replace(gen_config, show_progress=gen_config.show_progress and state.is_main_process)
