@@ -112,6 +112,11 @@ class CompareArguments:
                           "the config file's num_processes. Without --accelerate_config, more than 1 launches "
                           "data-parallel ranks (--multi_gpu; gloo ranks on a machine without GPUs)."},
     )
+    launcher: str = field(
+        default="python",
+        metadata={"help": "Replaced by --accelerate_config and --num_processes; only 'python' (the default, which "
+                          "changes nothing) is still accepted, so older YAMLs that set it keep working."},
+    )
     lock: str | None = field(
         default=None,
         metadata={"help": "A lock file (shared machine): stages run only while this process holds it (flock)."},
@@ -129,6 +134,8 @@ class CompareArguments:
 def launch_prefix(a: CompareArguments) -> list[str]:
     """How a training or answering stage's script starts: plain python, or ``accelerate launch`` with the
     ``--accelerate_config`` file and/or ``--num_processes``."""
+    check(a.launcher == "python", "launcher", "is replaced by --accelerate_config FILE and --num_processes N (only "
+          "'python' is still accepted)", a.launcher)
     if a.num_processes is not None:
         check(a.num_processes >= 1, "num_processes", "must be at least 1", a.num_processes)
     if a.accelerate_config:
