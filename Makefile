@@ -16,7 +16,7 @@ QA_TEST_DATA ?= $(subst $(eval) ,+,$(addsuffix @15,$(QA_FILES)))
 QA_ARGS ?=
 QA_GEN ?= --max_new_tokens 64 --batch_size 8 --repetition_penalty 1.2 --no_repeat_ngram_size 4
 
-.PHONY: compare compare-ifeval setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast bench
+.PHONY: compare compare-ifeval setup demo demo-eval qa-demo qa-demo-eval sft-demo test test-fast lint bench
 
 # ENGINES=cpu (default) installs vLLM's CPU build and DeepSpeed's CPU path so the engine tests run for real;
 # on a GPU machine use ENGINES=gpu (the CUDA vLLM extra) or ENGINES=none.
@@ -74,9 +74,12 @@ qa-demo-eval:
 sft-demo: setup
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 recipes/sft.py --config recipes/configs/sft_demo.yaml
 
-# Every test, slow ones included (what CI runs).
-test: setup
+# The linter (ruff, configured in pyproject.toml), then every test, slow ones included (what CI runs).
+test: setup lint
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(PYTHON) -m ruff check .
 
 # The edit loop: skips the tests marked `slow` (real SmolLM2 runs, served models, launcher subprocesses).
 test-fast:

@@ -41,8 +41,9 @@ from trl import TrlParser
 
 from citing_trl import stages
 from citing_trl.baselines.compare_table import compare_table
-from citing_trl.cli import check, check_choice, run_main
+from citing_trl.cli import run_main
 from citing_trl.data.spec import with_part_cap
+from citing_trl.errors import check, check_choice
 from citing_trl.models import load_student_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from trl import ModelConfig, TrlParser
 
 from citing_trl.baselines.common import BaselineArguments
 from citing_trl.baselines.dpo import DPOConfig, run_dpo
-from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.preferences import PreferenceArguments
+from citing_trl.baselines.ranks import end_ranks
 from citing_trl.cli import run_main
 
 

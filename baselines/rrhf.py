@@ -15,14 +15,18 @@ from accelerate import PartialState
 from peft import get_peft_model
 from trl import ModelConfig, TrlParser
 
-from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.baselines.common import (
-    BaselineArguments, RewardArguments, SamplingArguments, load_policy, teacher_revisions,
+    BaselineArguments,
+    RewardArguments,
+    SamplingArguments,
+    load_policy,
+    run_revisions,
 )
 from citing_trl.baselines.ranks import end_ranks
 from citing_trl.baselines.reward_model import reward_for_run, write_reward_info
 from citing_trl.baselines.rrhf import RRHFConfig, RRHFTrainer, build_candidates_on_ranks
 from citing_trl.cli import run_main
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.jsonl import read_jsonl
 from citing_trl.sft import DataArguments, load_rows
@@ -50,7 +54,7 @@ def main():
         model = get_peft_model(model, peft_config)
     model.to(PartialState().device)  # each rank samples its slice of the prompts on its own device
     records, stats = build_candidates_on_ranks(rows, model, tokenizer, scorer, args, Path(args.output_dir) / "candidates.jsonl",
-                                               teacher_revisions(base_args.citing_run), sampling=sampling_args.build())
+                                               run_revisions(base_args.citing_run), sampling=sampling_args.build())
     del scorer
     logging.getLogger("rrhf").info("RRHF candidates: %s", dict(stats))
     if not records:

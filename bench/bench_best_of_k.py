@@ -36,7 +36,7 @@ def main():
     from citing_trl.models import load_model
     from citing_trl.revision import revision_requests
     from citing_trl.teacher import Teacher, TeacherConfig
-    from citing_trl.verification import make_gate, select_revisions
+    from citing_trl.verification import RevisionSettings, make_gate, select_revisions
 
     rows, responses = student_drafts(args, batch_size=8, repetition_penalty=args.repetition_penalty,
                                      no_repeat_ngram_size=args.no_repeat_ngram_size)
@@ -53,8 +53,8 @@ def main():
         t1 = time.time()
         samples = teacher.complete_samples(requests, k, desc=f"teacher K={k}")
         seconds = time.time() - t1
-        accepted, _, counts, report = select_revisions(rows, responses, samples, gate,
-                                                       keep_identical=True, keep_complete_truncated=True)
+        accepted, _, counts, report = select_revisions(rows, responses, samples, gate, RevisionSettings(
+            keep_identical=True, keep_complete_truncated=True))
         kept_fb = report["fix_break"]["kept"]
         table.append({"k": k, "temperature": temperature, "rows": len(rows), "kept": len(accepted),
                       "counts": counts, "kept_fix_break": kept_fb, "teacher_s": round(seconds, 1),

@@ -33,7 +33,9 @@ def main():
     from citing_trl.models import load_model
     from citing_trl.revision import revision_requests
     from citing_trl.teacher import Teacher, TeacherConfig
-    from citing_trl.verification import clean_revision, reject_reason
+    from citing_trl.verification import RevisionSettings, clean_revision, reject_reason
+
+    STRICT = RevisionSettings(keep_identical=False, keep_complete_truncated=False)
 
     rows, responses = student_drafts(args)
     gold_rows = [r for r in rows if r["source"] in GOLD_SOURCES and r["answers"]]
@@ -53,9 +55,8 @@ def main():
         for r, out in zip(rows, outs):
             revision, draft = clean_revision(out.text), responses[r["id"]]
             eos += out.finish_reason == "stop"
-            old += reject_reason(r, draft, revision, out.finish_reason) is None  # before: strict, identical dropped
-            ok = reject_reason(r, draft, revision, out.finish_reason, keep_identical=True,
-                               keep_complete_truncated=True) is None
+            old += reject_reason(r, draft, revision, out.finish_reason, STRICT) is None  # before: identical dropped
+            ok = reject_reason(r, draft, revision, out.finish_reason, RevisionSettings()) is None  # today's defaults
             now += ok
             if r in gold_rows:
                 correct = bool(is_correct(r["source"], revision, r["answers"], r["input"]))

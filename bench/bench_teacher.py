@@ -23,9 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.fault_server import FaultServer  # noqa: E402
-
 from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
+from tests.helpers.fault_server import FaultServer  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -1,14 +1,16 @@
 """Settings of a CITING run (TRL style: ``<method>_config.py`` beside ``<method>_trainer.py``).
 
 - :class:`CitingConfig` trains one round: every ``SFTConfig`` field, plus replay of the original SFT rows.
-- :class:`CitingArguments` is the curriculum itself (Algorithm 1): rounds, rubric, revision filters and gate.
+- :class:`CitingArguments` is the curriculum itself (Algorithm 1): rounds, rubric, and the revision filter's flags,
+  whose fields are declared once in :class:`~citing_trl.verification.RevisionSettings` (the frozen object the
+  pipeline hands down whole: ``citing_args.revision_settings()``).
 - :data:`TeacherArguments` and :data:`RolloutArguments` are *views* of :class:`~citing_trl.teacher.TeacherConfig`
   (``--teacher_*``) and :class:`~citing_trl.generation.GenerationConfig` (``--rollout_*``, the student's answers):
   their fields are declared once, in those classes, and ``view.build()`` returns the settings object the pipeline
   takes. ``recipes/citing.py`` hands all of them to ``TrlParser``.
 
 A rule that needs settings of two of these (best-of-K teacher samples need a teacher temperature above 0) is
-checked once, after parsing, by :func:`check_settings`; :class:`~citing_trl.pipeline.CitingPipeline` calls it.
+checked once, after parsing, by :func:`check_teacher_sampling`; :class:`~citing_trl.pipeline.CitingPipeline` calls it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from citing_trl.cli import check, check_choice, check_path
 from citing_trl.configs import prefixed
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check, check_choice, check_path
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import SMOLLM2_HUB_ID
 from citing_trl.precision import NativeBf16
 from citing_trl.prompts import REVISION_HEADERS
 from citing_trl.teacher import TeacherConfig
-from citing_trl.verification import check_settings as check_gate_settings
+from citing_trl.verification import RevisionSettings
 
 # --teacher_*: every TeacherConfig field. The recipe's teacher is the SmolLM2 Hub id (the embedded copy offline).
 TeacherArguments = prefixed(TeacherConfig, "teacher_", name="TeacherArguments", defaults={"model": SMOLLM2_HUB_ID})
@@ -36,6 +37,10 @@ RolloutArguments = prefixed(
     only=("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
           "no_repeat_ngram_size"),
 )
+
+
+# --keep_identical, --revision_gate, ...: every RevisionSettings field under its own name
+RevisionSettingsArguments = prefixed(RevisionSettings, "", name="RevisionSettingsArguments")
 
 
 @dataclass
@@ -88,8 +93,9 @@ class RevisionStyleArguments:
 
 
 @dataclass
-class CitingArguments(RevisionStyleArguments):
-    """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters."""
+class CitingArguments(RevisionStyleArguments, RevisionSettingsArguments):
+    """Settings of the CITING curriculum (Algorithm 1) that are not training hyper-parameters. The revision
+    filter's fields come from :class:`~citing_trl.verification.RevisionSettings` (see :meth:`revision_settings`)."""
 
     num_rounds: int = field(default=2, metadata={"help": "N: curriculum rounds (student answers, teacher revises, student learns)."})
     num_instructions: int = field(
@@ -112,47 +118,6 @@ class CitingArguments(RevisionStyleArguments):
         default="revise",
         metadata={"help": "Rounds after the first: 'revise' (the student revises its previous answer) or 'answer' (fresh answers)."},
     )
-    reject_truncated: bool = field(
-        default=True, metadata={"help": "Reject teacher revisions that stopped at teacher_max_tokens (cut off)."}
-    )
-    keep_identical: bool = field(
-        default=True,
-        metadata={"help": "Train on a teacher revision identical to the student's answer (the teacher kept a right "
-                  "answer; counted as kept_identical). False drops it as 'identical', as before."},
-    )
-    keep_right_drafts: float = field(
-        default=0.0,
-        metadata={"help": "Fraction (0-1) of each round's rows whose draft r(k) is already right under its source's gold "
-                  "metric that train as keep-unchanged rows pr(x, c, r(k)) -> r(k) instead of the teacher's rewrite "
-                  "(those rows are not sent to the teacher). Teaches self-revision to keep a right answer. "
-                  "0 = off (every target is the teacher's revision)."},
-    )
-    revision_gate: str = field(
-        default="none",
-        metadata={"help": "Check each revision before training on it: 'none', 'gold' (correct under its source's gold "
-                  "metric and not worse than the draft), 'judge' (the pairwise judge prefers it to the draft in "
-                  "both orders) or 'reward' (the reward model scores it above the draft by gate_margin). "
-                  "See citing_trl/verification/ (one class per gate, one registry)."},
-    )
-    gate_margin: float = field(default=0.0, metadata={"help": "revision_gate=reward: the least reward gain to keep a revision."})
-    gate_reward_model: str | None = field(
-        default=None, metadata={"help": "revision_gate=reward: the reward model (folder or LoRA adapter) to score with."}
-    )
-    teacher_num_samples: int = field(
-        default=1,
-        metadata={"help": "K: teacher revisions sampled per row (at teacher_temperature > 0); the gate keeps the best "
-                  "passing one (gold score, then judge/reward score, then the shorter)."},
-    )
-    keep_complete_truncated: bool = field(
-        default=True,
-        metadata={"help": "With reject_truncated, still train on a revision cut at teacher_max_tokens when it ends on a "
-                  "complete sentence and repeats no sentence (counted as kept_truncated)."},
-    )
-    revision_reference: bool = field(
-        default=False,
-        metadata={"help": "Reference-guided revision: for rows with a gold answer (answers/output) the teacher also sees "
-                  "it and revises the draft to agree with it. The student's training prompt never contains it."},
-    )
     push_revisions: bool = field(default=False, metadata={"help": "With --push_to_hub, also push each round's revision data set."})
 
     def __post_init__(self):
@@ -163,18 +128,19 @@ class CitingArguments(RevisionStyleArguments):
                   "must be a whole number >= 1", value)
         if self.sft_num_train_epochs is not None:
             check(self.sft_num_train_epochs > 0, "sft_num_train_epochs", "must be > 0", self.sft_num_train_epochs)
-        check(isinstance(self.keep_right_drafts, (int, float)) and not isinstance(self.keep_right_drafts, bool)
-              and 0.0 <= self.keep_right_drafts <= 1.0, "keep_right_drafts", "must be a fraction in [0, 1]",
-              self.keep_right_drafts)
         check_choice("rollout_mode", self.rollout_mode, ("revise", "answer"))
         super().__post_init__()
         if self.rubric not in ("default", "design"):
             check_path("rubric", self.rubric, "file")  # 'default', 'design' or a rubric.json
         check_path("sft_adapter", self.sft_adapter, "folder", must_contain="adapter_config.json")
-        check_gate_settings(self)  # revision_gate, gate_reward_model, teacher_num_samples
+        self.revision_settings()  # keep_right_drafts, revision_gate and the gate's settings, teacher_num_samples
+
+    def revision_settings(self) -> RevisionSettings:
+        """The revision filter's settings as the frozen object the pipeline hands down whole."""
+        return self.build()
 
 
-def check_settings(citing: CitingArguments, teacher: TeacherConfig) -> None:
+def check_teacher_sampling(citing: CitingArguments, teacher: TeacherConfig) -> None:
     """Rules that need the curriculum's and the teacher's settings together (one line naming the flag)."""
     check(citing.teacher_num_samples == 1 or teacher.temperature > 0, "teacher_temperature",
           f"must be > 0 with --teacher_num_samples {citing.teacher_num_samples} (greedy samples are all the same)",

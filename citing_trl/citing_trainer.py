@@ -22,10 +22,10 @@ from trl import SFTTrainer
 
 from citing_trl.citing_config import CitingConfig
 from citing_trl.errors import ConfigError, DataError
-from citing_trl.verification import gate_label
 from citing_trl.prompts import revision_messages
 from citing_trl.sft import to_prompt_completion
 from citing_trl.train_stats import TokenCounter
+from citing_trl.verification import gate_label
 
 logger = logging.getLogger(__name__)
 

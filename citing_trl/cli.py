@@ -19,30 +19,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from citing_trl.errors import ConfigError, UserError
-
-
-def check(condition: bool, flag: str, problem: str, value) -> None:
-    """Raise ConfigError('--flag problem, got value') unless ``condition``."""
-    if not condition:
-        raise ConfigError(f"--{flag} {problem}, got {value!r}", flag=flag)
-
-
-def check_choice(flag: str, value, choices) -> None:
-    check(value in choices, flag, f"must be one of {', '.join(map(str, choices))}", value)
-
-
-def check_path(flag: str, value: str | None, kind: str = "file", must_contain: str | None = None) -> None:
-    """An existing local path (``kind`` 'file' or 'folder'); ``must_contain`` names a file the folder needs."""
-    if value is None:
-        return
-    path = Path(value)
-    ok = path.is_file() if kind == "file" else path.is_dir()
-    check(ok, flag, f"must be an existing {kind}", value)
-    if must_contain:
-        check((path / must_contain).is_file(), flag, f"must be a folder holding {must_contain}", value)
+from citing_trl.errors import UserError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -222,31 +222,3 @@ def whole_model_loading():
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = ref
 
-
-def _selftest() -> None:  # used by tests/test_distributed.py under a 2-process launcher
-    import json
-    import sys
-
-    from accelerate import PartialState
-
-    import torch
-
-    base = Path(sys.argv[1])
-    per_rank = len(sys.argv) > 2 and sys.argv[2] == "per-rank"
-    state = PartialState(cpu=not torch.cuda.is_available())  # gloo ranks on a CPU box (as TrainingArguments does)
-    # "per-rank" stands in for nodes whose output_dir is each on a local disk: same code, different folders
-    target = base / f"local-disk-{state.process_index}" if per_rank else base / "shared"
-    try:
-        check_shared_output_dir(target)
-        result = {"rank": state.process_index, "ok": True, "dir": str(target.resolve())}
-    except SharedDirError as err:
-        result = {"rank": state.process_index, "ok": False, "error": str(err)}
-    (base / f"result.{state.process_index}.json").write_text(json.dumps(result))
-    state.wait_for_everyone()
-    # join the gloo process group's threads before the interpreter exits: left to shutdown, a rank can die in
-    # C++ teardown ("terminate called without an active exception", SIGABRT) after its work is done
-    state.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _selftest()

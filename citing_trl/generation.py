@@ -23,10 +23,9 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+from citing_trl.errors import check, check_choice
 from citing_trl.models import resolve_model_path
-from citing_trl.cli import check, check_choice
+from citing_trl.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +135,8 @@ class AnswerRepetitionControls:
     def __init__(self, prompt_width: int, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                  exempt_ids: Sequence[int] = ()):
         from transformers.generation.logits_process import (
-            NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+            NoRepeatNGramLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
         )
 
         self.width, self.exempt = prompt_width, list(exempt_ids)
@@ -174,13 +174,6 @@ def render_prompt(tokenizer, prompt: str | list[dict]) -> str:
     if isinstance(prompt, str):
         return prompt
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-
-def _progress(show: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not show, transient=False,
-    )
 
 
 def generate(
@@ -222,7 +215,7 @@ def _generate_hf(model, tokenizer, encoded, config, desc, on_batch) -> list[Gene
     results: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    with _progress(config.show_progress) as progress:
+    with progress_bar(config.show_progress) as progress:
         task = progress.add_task(desc, total=len(prompts))
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
@@ -496,7 +489,7 @@ def _generate_vllm(model, tokenizer, encoded, config, desc, on_batch, engine) ->
     eos_ids = _eos_ids(model, tokenizer)
     results: list[Generation | None] = [None] * len(encoded)
     try:
-        with _progress(config.show_progress) as progress:
+        with progress_bar(config.show_progress) as progress:
             task = progress.add_task(desc, total=len(encoded))
             for start in range(0, len(encoded), VLLM_CHUNK):
                 idx = list(range(start, min(start + VLLM_CHUNK, len(encoded))))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from citing_trl.run_layout import round_dirs
+
 logger = logging.getLogger(__name__)
 
 SECRET_HINTS = ("api_key", "apikey", "token", "secret", "password")
@@ -30,7 +32,7 @@ def push_run(output_dir: str | Path, repo_id: str, private: bool | None = None, 
     if push_revisions:
         data_repo = f"{repo_id}-revisions"
         api.create_repo(data_repo, repo_type="dataset", private=private, exist_ok=True)
-        for rev in sorted(out.glob("round_*/revisions.jsonl")):
+        for rev in (rdir / "revisions.jsonl" for rdir in round_dirs(out) if (rdir / "revisions.jsonl").is_file()):
             api.upload_file(path_or_fileobj=str(rev), path_in_repo=f"{rev.parent.name}.jsonl", repo_id=data_repo,
                             repo_type="dataset", commit_message=f"CITING revisions: {rev.parent.name}")
             uploaded.append(f"dataset:{data_repo}/{rev.parent.name}.jsonl")

@@ -255,7 +255,8 @@ def trim_heap() -> bool:
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - raises AttributeError without glibc
+            if not hasattr(_LIBC, "malloc_trim"):  # not glibc
+                raise AttributeError("malloc_trim")
         except (OSError, AttributeError):
             _LIBC = False
     if not _LIBC:

@@ -24,23 +24,30 @@ import shutil
 import time
 from pathlib import Path
 
-from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_settings
+from citing_trl.citing_config import CitingArguments, RolloutArguments, TeacherArguments, check_teacher_sampling
+from citing_trl.citing_trainer import CitingTrainer
+from citing_trl.distributed import (
+    check_engine,
+    check_shared_output_dir,
+    gathered_for_generation,
+    on_main,
+    save_adapter,
+    whole_model_loading,
+)
+from citing_trl.errors import ConfigError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
-from citing_trl.models import ModelLoadError, load_model, resolve_model_path
+from citing_trl.memory import MemoryMeter, memory_table, trim_heap
+from citing_trl.models import load_model
 from citing_trl.revision import gold_answers, student_rollouts, teacher_revisions
-from citing_trl.round_result import NoRevisionsError, RoundResult, read_rollouts
-from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
-from citing_trl.verification import make_gate, per_kept_row, print_round_report
-from citing_trl.sft import load_rows, load_student_for_training, run_sft
+from citing_trl.round_result import ROLLOUTS_FILE, NoRevisionsError, RoundResult, read_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, design_rubric, load_embedder
 from citing_trl.rubric.matching import release_embedders
-from citing_trl.citing_trainer import CitingTrainer
-from citing_trl.distributed import (check_engine, check_shared_output_dir, gathered_for_generation, on_main,
-                                    save_adapter, whole_model_loading)
-from citing_trl.errors import ConfigError
-from citing_trl.memory import MemoryMeter, memory_table, trim_heap
+from citing_trl.run_layout import own_file, round_dir
+from citing_trl.sft import load_rows, load_student_for_training, run_sft
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
 from citing_trl.train_stats import train_stats, write_train_stats
+from citing_trl.verification import per_kept_row, print_round_report
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +107,8 @@ class CitingPipeline:
         self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
         self.teacher_config = teacher_config if teacher_config is not None else TeacherArguments().build()
         self.rollout_config = rollout_config if rollout_config is not None else RolloutArguments().build()
-        check_settings(citing_args, self.teacher_config)
+        check_teacher_sampling(citing_args, self.teacher_config)
+        self.revision = citing_args.revision_settings()  # the revision filter, handed down whole each round
         self.out = Path(training_args.output_dir)
         self.state = _state()
         self._teacher = None
@@ -125,39 +133,25 @@ class CitingPipeline:
         """A stage still to run will call the teacher (rubric design, or a round without its revisions)."""
         if self.args.rubric == "design" and not (self.out / "rubric.json").exists():
             return True
-        return any(not (self.out / f"round_{k}" / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
+        return any(not (round_dir(self.out, k) / "revisions.jsonl").exists() for k in range(self.args.num_rounds))
 
     def preflight(self) -> None:
         """Check the teacher before SFT when a later stage needs it, so a wrong URL or model fails in seconds,
-        not after hours of training. ``openai``: one tiny request (cached, so a rerun sends nothing), one retry.
-        ``local``: the model reference resolves and its config loads (the weights are loaded when needed).
-        The main process checks; a failure stops every rank."""
+        not after hours of training (:meth:`~citing_trl.teacher.Teacher.preflight`: the backend's own check, or
+        one tiny cached request). The main process checks; a failure stops every rank."""
         on_main(self._check_teacher, self.state, skip=not self.teacher_needed())
 
     def _check_teacher(self) -> None:
         config = self.teacher_config
-        if config.backend == "local":
-            try:
-                from transformers import AutoConfig
-
-                AutoConfig.from_pretrained(resolve_model_path(config.model))
-            except Exception as err:
-                raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
-                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-        else:
-            quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
-                                        timeout=min(config.timeout, 30.0))
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
-            with Teacher(quick, cache_path=self.out / "teacher_cache.jsonl") as teacher:
-                try:
-                    teacher.complete(probe, desc="teacher check", max_tokens=4)
-                except TeacherError as err:
-                    raise TeacherError(
-                        f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
-                        f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
-                        "start the server or fix the flags", reason=err.reason,
-                    ) from err
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            Teacher.preflight(config, cache_path=self.out / "teacher_cache.jsonl")
+        except TeacherError as err:
+            raise TeacherError(
+                f"--teacher_base_url {config.base_url or '(OpenAI API)'} --teacher_model {config.model!r}: "
+                f"the teacher did not answer a test request, so nothing was trained ({err.reason or err}); "
+                "start the server or fix the flags", reason=err.reason,
+            ) from err
         logger.info("teacher check passed (%s backend, %s)", config.backend, config.model)
 
     # -- lines 2-4: SFT ----------------------------------------------------------------------------
@@ -249,7 +243,7 @@ class CitingPipeline:
     def round(self, k: int, adapter: Path, rows: list[dict], rubric, previous: dict[str, str] | None) -> RoundResult:
         """Round k: the student pi(k) answers (line 8), the teacher revises and the gate checks (line 9), the
         student learns (line 10). Returns the round's result; a finished round is read from disk, not rerun."""
-        rdir = self.out / f"round_{k}"
+        rdir = round_dir(self.out, k)
         summary_path = rdir / "summary.json"
         if summary_path.exists():
             logger.info("round %d already finished; skipping", k)
@@ -296,7 +290,7 @@ class CitingPipeline:
         model, tokenizer = load_model(self.model_args.model_name_or_path, adapter=str(adapter),
                                       dtype=self.model_args.dtype, device=str(state.device))
         use_previous = previous if (k > 0 and self.args.rollout_mode == "revise") else None
-        shard = rdir / (f"rollouts.rank{state.process_index}.jsonl" if state.num_processes > 1 else "rollouts.jsonl")
+        shard = own_file(rdir / ROLLOUTS_FILE, state.process_index, state.num_processes)
         on_disk = read_rollouts(rdir, full=True)  # any shard layout: a resume with another process count
         with gathered_for_generation(model):  # ZeRO-3 loads it partitioned: every rank gathers it whole
             mine = student_rollouts(model, tokenizer, rows, shard, self._rollout_config(k), previous=use_previous,
@@ -332,14 +326,9 @@ class CitingPipeline:
             if missing:
                 raise RuntimeError(f"round {k}: no student answer on disk for ids {missing[:5]}")
             before = self.teacher.ledger.summary()
-            gate = make_gate(self.args, teacher=self.teacher)
             selection = teacher_revisions(
-                self.teacher, rows, responses, desc=f"round {k}: teacher revisions",
-                reject_truncated=self.args.reject_truncated, keep_identical=self.args.keep_identical,
-                gate=gate, num_samples=self.args.teacher_num_samples,
-                keep_complete_truncated=self.args.keep_complete_truncated, reference=self.args.revision_reference,
-                keep_right_drafts=self.args.keep_right_drafts, seed=self.training_args.seed + k,
-                prompt_style=self.args.revision_prompt,
+                self.teacher, rows, responses, self.revision, desc=f"round {k}: teacher revisions",
+                seed=self.training_args.seed + k, prompt_style=self.args.revision_prompt,
             )
             usage = usage_delta(before, self.teacher.ledger.summary())
             usage.update(per_kept_row(usage, len(selection.accepted)))
@@ -362,7 +351,7 @@ class CitingPipeline:
 
     def _no_revision_hint(self, counts: dict) -> str:
         """The setting to change when a round kept no revision, from the commonest rejection reason."""
-        a, t = self.args, self.teacher_config
+        a, t = self.revision, self.teacher_config
         reason = max(counts, key=counts.get) if counts else ""
         if reason == "truncated":
             return (f"revisions hit the token cap: raise --teacher_max_tokens (now {t.max_tokens}) or set "
@@ -375,24 +364,20 @@ class CitingPipeline:
                 f"--gate_margin (now {a.gate_margin})")
 
     def _verification(self, report: dict) -> dict:
-        """What decided the round's training rows, for summary.json and the model card."""
-        return {"revision_gate": self.args.revision_gate, "gate_margin": self.args.gate_margin,
-                "keep_identical": self.args.keep_identical, "keep_right_drafts": self.args.keep_right_drafts,
-                "teacher_num_samples": self.args.teacher_num_samples,
-                "teacher_temperature": self.teacher_config.temperature, "ungated_rows": report["ungated"],
-                "fix_break": report["fix_break"]}
+        """What decided the round's training rows, for summary.json and the model card: the revision settings
+        (written from the object), the teacher's temperature, the ungated rows and the fix/break counts."""
+        return {**dataclasses.asdict(self.revision), "teacher_temperature": self.teacher_config.temperature,
+                "ungated_rows": report["ungated"], "fix_break": report["fix_break"]}
 
     def revision_settings(self, rows: list[dict] | None = None) -> dict:
-        """How this run's revisions were made and filtered: the round summary and the model card record it."""
-        a, teacher, rollout = self.args, self.teacher_config, self.rollout_config
-        out = {"revision_reference": a.revision_reference, "reject_truncated": a.reject_truncated,
-               "keep_complete_truncated": a.keep_complete_truncated, "keep_identical": a.keep_identical,
-               "keep_right_drafts": a.keep_right_drafts, "revision_prompt": a.revision_prompt,
-               "teacher_repetition_penalty": teacher.repetition_penalty,
-               "teacher_no_repeat_ngram_size": teacher.no_repeat_ngram_size,
-               "rollout_repetition_penalty": rollout.repetition_penalty,
-               "rollout_no_repeat_ngram_size": rollout.no_repeat_ngram_size}
-        if rows is not None and a.revision_reference:
+        """How this run's revisions were made and filtered: the revision settings (from the object), the revision
+        prompt and the teacher's and the student's repetition controls. The round summary and the model card
+        record it."""
+        decoding = ("repetition_penalty", "no_repeat_ngram_size")
+        out = {**dataclasses.asdict(self.revision), "revision_prompt": self.args.revision_prompt,
+               **{f"teacher_{name}": getattr(self.teacher_config, name) for name in decoding},
+               **{f"rollout_{name}": getattr(self.rollout_config, name) for name in decoding}}
+        if rows is not None and self.revision.revision_reference:
             out["reference_guided_rows"] = sum(1 for r in rows if gold_answers(r))
         return out
 

@@ -22,12 +22,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.evaluation.gold import fix_break
-from citing_trl.generation import GenerationConfig, Generation, generate
+from citing_trl.generation import Generation, GenerationConfig, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
 from citing_trl.verification import (
-    KEPT_IDENTICAL, KEPT_TRUNCATED, Gate, GoldScores, Selection, select_revisions,
+    KEPT_IDENTICAL,
+    KEPT_TRUNCATED,
+    Gate,
+    GoldScores,
+    RevisionSettings,
+    Selection,
+    make_gate,
+    select_revisions,
 )
+from citing_trl.verification.selection import training_record
 
 logger = logging.getLogger(__name__)
 
@@ -122,58 +130,58 @@ def revision_requests(rows: Sequence[dict], responses: dict[str, str], reference
 
 
 def teacher_revisions(
-    teacher, rows: Sequence[dict], responses: dict[str, str], desc: str = "teacher revisions",
-    reject_truncated: bool = True, keep_identical: bool = True, keep_complete_truncated: bool = True,
-    reference: bool = False, gate: Gate | None = None, gate_mode: str | None = None, num_samples: int = 1,
-    temperature: float | None = None, keep_right_drafts: float = 0.0, seed: int = 0, prompt_style: str = "improve",
+    teacher, rows: Sequence[dict], responses: dict[str, str], settings: RevisionSettings | None = None, *,
+    gate: Gate | None = None, desc: str = "teacher revisions", seed: int = 0, prompt_style: str = "improve",
 ) -> Selection:
-    """Ask the teacher to revise every r(k) (``num_samples`` samples each) and pick the training revisions
-    through the format filter and the gate (:func:`citing_trl.verification.select_revisions`; ``gate`` None: no
-    gate, ``gate_mode`` optional and then the gate's name).
+    """Ask the teacher to revise every r(k) (``settings.teacher_num_samples`` samples each) and pick the training
+    revisions through the format filter and the gate (:func:`citing_trl.verification.select_revisions`).
+
+    ``settings``: the run's :class:`~citing_trl.verification.RevisionSettings`, handed on whole (default: its
+    defaults). ``gate``: the built gate (default: the one ``settings.revision_gate`` names, asking ``teacher``).
 
     Returns a Selection (accepted records, rejected records, reason counts, verification report). Counts partition
     the rows: ``accepted`` (changed revisions), ``kept_identical`` (the teacher returned the draft unchanged and
     ``keep_identical`` is on: trained on too), ``kept_truncated`` (cut at the token cap but ending on a complete
     sentence) and one key per rejection reason.
 
-    ``reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the gold
-    answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so the
-    student's training prompt pr(x, c, r(k)) never contains it.
+    ``revision_reference``: for rows with gold answers (:func:`gold_answers`) the teacher's prompt also shows the
+    gold answer (:func:`citing_trl.prompts.reference_revision_prompt`). The records keep the plain fields only, so
+    the student's training prompt pr(x, c, r(k)) never contains it.
 
     ``keep_right_drafts``: this fraction of the rows whose draft is already right under its gold metric (drawn with
     ``seed``) is not sent to the teacher; each trains as a keep-unchanged row pr(x, c, r(k)) -> r(k), counted as
     ``kept_right_draft`` and as right->right in the ``kept`` fix/break table (:func:`pick_right_drafts`)."""
+    settings = settings if settings is not None else RevisionSettings()
+    gate = gate if gate is not None else make_gate(settings, teacher=teacher)
     scores = GoldScores()
-    keep = pick_right_drafts(rows, responses, keep_right_drafts, seed, scores)
-    if keep:
-        asked = [r for r in rows if r["id"] not in keep]
-        selection = teacher_revisions(
-            teacher, asked, responses, desc, reject_truncated=reject_truncated, keep_identical=keep_identical,
-            keep_complete_truncated=keep_complete_truncated, reference=reference, gate=gate, gate_mode=gate_mode,
-            num_samples=num_samples, temperature=temperature, prompt_style=prompt_style,
-        ) if asked else Selection([], [], {}, {"gate": getattr(gate, "name", "none"), "ungated": 0,
-                                               "fix_break": {"proposed": fix_break([], [])}})
-        by_id = {a["id"]: a for a in selection.accepted}
-        accepted = [keep_record(r, responses[r["id"]]) if r["id"] in keep else by_id[r["id"]]
-                    for r in rows if r["id"] in keep or r["id"] in by_id]
-        counts = {**selection.counts, KEPT_RIGHT_DRAFT: len(keep)}
-        row_of = {r["id"]: r for r in rows}
-        kept = fix_break([scores.is_right(row_of[a["id"]], a["response"]) for a in accepted],
-                         [scores.is_right(row_of[a["id"]], a["revision"]) for a in accepted])
-        report = {**selection.report, "fix_break": {**selection.report["fix_break"], "kept": kept}}
-        logger.info("%s: %d right drafts kept unchanged as training rows (keep_right_drafts=%s)", desc, len(keep),
-                    keep_right_drafts)
-        return Selection(accepted, selection.rejected, counts, report)
-    requests = revision_requests(rows, responses, reference, prompt_style)
-    sampling = {} if temperature is None else {"temperature": temperature}
-    if num_samples > 1:
-        samples = teacher.complete_samples(requests, num_samples, desc=desc, **sampling)
+    keep = pick_right_drafts(rows, responses, settings.keep_right_drafts, seed, scores)
+    if not keep:
+        return _ask_teacher(teacher, rows, responses, settings, gate, desc, prompt_style)
+    asked = [r for r in rows if r["id"] not in keep]
+    selection = _ask_teacher(teacher, asked, responses, settings, gate, desc, prompt_style) if asked else Selection(
+        [], [], {}, {"gate": gate.name, "ungated": 0, "fix_break": {"proposed": fix_break([], [])}})
+    by_id = {a["id"]: a for a in selection.accepted}
+    accepted = [training_record(r, responses[r["id"]], responses[r["id"]]) if r["id"] in keep else by_id[r["id"]]
+                for r in rows if r["id"] in keep or r["id"] in by_id]
+    counts = {**selection.counts, KEPT_RIGHT_DRAFT: len(keep)}
+    row_of = {r["id"]: r for r in rows}
+    kept = fix_break([scores.is_right(row_of[a["id"]], a["response"]) for a in accepted],
+                     [scores.is_right(row_of[a["id"]], a["revision"]) for a in accepted])
+    report = {**selection.report, "fix_break": {**selection.report["fix_break"], "kept": kept}}
+    logger.info("%s: %d right drafts kept unchanged as training rows (keep_right_drafts=%s)", desc, len(keep),
+                settings.keep_right_drafts)
+    return Selection(accepted, selection.rejected, counts, report)
+
+
+def _ask_teacher(teacher, rows: Sequence[dict], responses: dict[str, str], settings: RevisionSettings, gate: Gate,
+                 desc: str, prompt_style: str) -> Selection:
+    """Every row to the teacher (K samples each), then the format filter, the gate and best-of-K."""
+    requests = revision_requests(rows, responses, settings.revision_reference, prompt_style)
+    if settings.teacher_num_samples > 1:
+        samples = teacher.complete_samples(requests, settings.teacher_num_samples, desc=desc)
     else:
-        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc, **sampling)]
-    selection = select_revisions(
-        rows, responses, samples, gate, gate_mode=gate_mode, reject_truncated=reject_truncated,
-        keep_identical=keep_identical, keep_complete_truncated=keep_complete_truncated,
-    )
+        samples = [[out] for out in teacher.complete_detailed(requests, desc=desc)]
+    selection = select_revisions(rows, responses, samples, gate, settings)
     for reason, n in selection.counts.items():
         if reason not in ("accepted", KEPT_IDENTICAL, KEPT_TRUNCATED):
             logger.warning("%s: rejected %d revisions as %s", desc, n, reason)
@@ -196,14 +204,8 @@ def right_draft_ids(rows: Sequence[dict], responses: dict[str, str], scores: Gol
 
 def pick_right_drafts(rows: Sequence[dict], responses: dict[str, str], fraction: float, seed: int = 0,
                       scores: GoldScores | None = None) -> set[str]:
-    """``round(fraction * n_right)`` ids drawn (seeded) from the rows whose draft is right (:func:`right_draft_ids`)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"keep_right_drafts must be in [0, 1], got {fraction}")
+    """``round(fraction * n_right)`` ids drawn (seeded) from the rows whose draft is right (:func:`right_draft_ids`).
+    ``fraction`` is ``RevisionSettings.keep_right_drafts``, checked in [0, 1] where the settings are built."""
     right = right_draft_ids(rows, responses, scores)
     return set(random.Random(seed).sample(right, round(fraction * len(right)))) if fraction else set()
 
-
-def keep_record(row: dict, draft: str) -> dict:
-    """A keep-unchanged training record: pr(x, c, r(k)) -> r(k). Plain fields only, as every training record."""
-    return {"id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
-            "category": row.get("category"), "criteria": row["criteria"], "response": draft, "revision": draft}

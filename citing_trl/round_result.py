@@ -1,4 +1,5 @@
-"""One curriculum round's result (Algorithm 1 lines 8-10) as an object, and its files in ``round_<k>/``.
+"""One curriculum round's result (Algorithm 1 lines 8-10) as an object, and its files in ``round_<k>/`` (where
+that folder is and how ranks shard a file: :mod:`citing_trl.run_layout`).
 
 :class:`RoundResult` holds what a round produced: the student's drafts r(k), the accepted revisions r(k+1)
 (the training rows), the rejected rows with their reasons, the reason counts, the teacher's usage and the
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from citing_trl.errors import UserError
 from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.run_layout import read_shards
+
+ROLLOUTS_FILE = "rollouts.jsonl"  # with several processes: one shard per rank (citing_trl.run_layout)
 
 
 class NoRevisionsError(UserError, RuntimeError):
@@ -35,10 +39,8 @@ class NoRevisionsError(UserError, RuntimeError):
 def read_rollouts(rdir: str | Path, full: bool = False) -> dict:
     """The student's answers r(k) on disk in ``rdir`` (every shard file, any process count): ``{id: text}``, or
     with ``full`` the whole records (``response``, ``finish_reason``, ``completion_tokens``)."""
-    out: dict = {}
-    for f in sorted(Path(rdir).glob("rollouts*.jsonl")):
-        out.update({r["id"]: r if full else r["response"] for r in read_jsonl(f)})
-    return out
+    records = read_shards(Path(rdir) / ROLLOUTS_FILE)
+    return records if full else {i: r["response"] for i, r in records.items()}
 
 
 def _read_json(path: Path) -> dict:

@@ -14,7 +14,8 @@ adapter or a CITING adapter can answer the same way.
 Under a launcher (``accelerate launch --num_processes N``) the rows are sharded: rank r answers rows r, r+N,
 r+2N, ... into its own part file ``step_<j>.rank<r>.jsonl`` (appended batch by batch), and once every rank is
 done rank 0 joins the parts, in input order, into ``step_<j>.jsonl`` and removes them; every rank then reads
-r(j) back to build the prompts of step j+1. One process goes the same way with one part, so the files are the
+r(j) back to build the prompts of step j+1 (the one shard scheme of :mod:`citing_trl.run_layout`). One process
+goes the same way with one part, so the files are the
 same whatever the process count. A killed run resumes from the joined files and whatever parts are on disk
 (written by any process count); nothing finished is generated again. Greedy answers match a one-process run
 up to floating-point differences between batch shapes (each rank batches its own rows).
@@ -28,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citing_trl.citing_config import RevisionStyleArguments
-from citing_trl.cli import check
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, DataError, check
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.revision import student_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
+from citing_trl.run_layout import join_shards, read_shards, shard_path
 
 
 @dataclass
@@ -87,33 +88,6 @@ def step_path(output_dir: str | Path, j: int) -> Path:
     return Path(output_dir) / f"step_{j}.jsonl"
 
 
-def part_paths(output_dir: str | Path, j: int) -> list[Path]:
-    """The per-rank part files of step j still on disk (any process count)."""
-    return sorted(Path(output_dir).glob(f"step_{j}.rank*.jsonl"))
-
-
-def _on_disk(output_dir: Path, j: int) -> dict[str, dict]:
-    """Every finished r(j) record on disk: the joined file, then the parts of an unfinished step."""
-    done: dict[str, dict] = {}
-    for path in [step_path(output_dir, j), *part_paths(output_dir, j)]:
-        done.update({r["id"]: r for r in read_jsonl(path)})
-    return done
-
-
-def join_parts(rows: list[dict], output_dir: str | Path, j: int) -> None:
-    """Rank 0, once every rank is done: write ``step_<j>.jsonl`` with every row's record in input order (atomic),
-    then remove the part files."""
-    out = Path(output_dir)
-    parts = part_paths(out, j)
-    done = _on_disk(out, j)
-    missing = [r["id"] for r in rows if r["id"] not in done]
-    if missing:
-        raise RuntimeError(f"step {j}: no answer on disk for ids {missing[:5]} after every rank finished")
-    write_jsonl(step_path(out, j), [done[r["id"]] for r in rows])
-    for path in parts:
-        path.unlink()
-
-
 def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: GenerationConfig,
                 output_dir: str | Path, state=None, prompt_style: str = "improve") -> list[dict]:
     """rows need id, instruction, input and, when ``num_revisions`` > 0, criteria. Writes and returns the
@@ -122,11 +96,11 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
     ``state`` (an :class:`accelerate.PartialState`, default: one process) shards the rows across ranks; every
     rank returns every row."""
     if num_revisions < 0:
-        raise ValueError(f"num_revisions must be >= 0, got {num_revisions}")
+        raise ConfigError(f"--num_revisions must be >= 0, got {num_revisions}", flag="num_revisions")
     if num_revisions > 0:
         for r in rows:
             if not r.get("criteria"):
-                raise ValueError(f"row {r.get('id')!r}: self-revision needs criteria (run rubric matching first)")
+                raise DataError(f"row {r.get('id')!r}: self-revision needs criteria (run rubric matching first)")
     state = state if state is not None else _OneProcess()
     rank, world = state.process_index, state.num_processes
     gen_config = dataclasses.replace(gen_config, show_progress=gen_config.show_progress and state.is_main_process)
@@ -139,11 +113,11 @@ def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_conf
         joined = read_jsonl(step_path(out, j))
         if [r["id"] for r in joined] != ids:  # step j is not finished (or was written another way): (re)join it
             desc = "student answers r(0)" if j == 0 else f"self-revision r({j})"
-            student_rollouts(model, tokenizer, rows, out / f"step_{j}.rank{rank}.jsonl", gen_config,
-                             previous=previous, rank=rank, world_size=world, desc=desc, done=_on_disk(out, j),
-                             prompt_style=prompt_style)
+            student_rollouts(model, tokenizer, rows, shard_path(step_path(out, j), rank), gen_config,
+                             previous=previous, rank=rank, world_size=world, desc=desc,
+                             done=read_shards(step_path(out, j)), prompt_style=prompt_style)
             state.wait_for_everyone()
-            on_main(lambda: join_parts(rows, out, j), state)
+            on_main(lambda j=j: join_shards(step_path(out, j), ids), state)
             joined = read_jsonl(step_path(out, j))
         previous = {rec["id"]: rec["response"] for rec in joined}
         steps.append(previous)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from trl import get_peft_config
 
+from citing_trl.data import FAMILIES, SOURCES, SPLITS, load_instructions, local_files_in_spec
 from citing_trl.distributed import check_engine, save_adapter
-from citing_trl.data import SPLITS, load_instructions, local_files_in_spec
-from citing_trl.prompts import instruction_messages
+from citing_trl.errors import check, check_choice
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
-from citing_trl.cli import check, check_choice
+from citing_trl.prompts import instruction_messages
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ class DataArguments:
     dataset: str = field(
         default="demo",
         metadata={
-            "help": "Data to use: 'demo' (shipped with the package), a family name ('alpaca', 'world_knowledge', "
-            "'reading_comprehension', 'commonsense'; Hub), '<source>:<file>', a local .json/.jsonl file of instructions, "
-            "or a '+' mixture with optional per-part caps ('boolq:b.jsonl@100+nq_open:n.jsonl@100'; see citing_trl/data/spec.py)."
+            "help": "Data to use: 'demo' (shipped with the package), a family name (" + ", ".join(
+                f"'{name}'" for name in FAMILIES) + "; Hub), a source name (" + ", ".join(SOURCES) + "), "
+            "'<source>:<file>', a local .json/.jsonl file of instructions, or a '+' mixture with optional per-part caps "
+            "('boolq:b.jsonl@100+nq_open:n.jsonl@100'; see citing_trl/data/spec.py)."
         },
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to use (train/validation/test)."})

@@ -31,7 +31,12 @@ from citing_trl.errors import ConfigError
 from citing_trl.memory import MemoryMeter, memory_table
 from citing_trl.models import load_model
 from citing_trl.self_revision import (
-    ANSWERS_FILE, AnswerGenerationArguments, InferenceArguments, check_output_dir, match_rows, self_revise,
+    ANSWERS_FILE,
+    AnswerGenerationArguments,
+    InferenceArguments,
+    check_output_dir,
+    match_rows,
+    self_revise,
 )
 from citing_trl.sft import DataArguments, load_rows
 

@@ -70,7 +70,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from citing_trl.models import build_tiny_model
+    from tests.testing_utils import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 

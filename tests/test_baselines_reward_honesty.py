@@ -12,10 +12,19 @@ from collections import Counter
 import pytest
 
 from citing_trl.baselines.preferences import (
-    PreferenceArguments, load_preferences, multiple_choice_pairs, passage_sentences, rejected_answer,
+    PreferenceArguments,
+    load_preferences,
+    multiple_choice_pairs,
+    passage_sentences,
+    rejected_answer,
 )
 from citing_trl.baselines.reward_model import (
-    accuracy_summary, pair_accuracy, reward_for_run, reward_model_quality, wilson_interval, write_reward_info,
+    accuracy_summary,
+    pair_accuracy,
+    reward_for_run,
+    reward_model_quality,
+    wilson_interval,
+    write_reward_info,
 )
 from citing_trl.data import NO_ANSWER
 from citing_trl.errors import ConfigError, DataError

@@ -9,7 +9,12 @@ import random
 import pytest
 
 from citing_trl.baselines.preferences import (
-    PreferenceArguments, PreferenceError, load_preferences, make_pair, multiple_choice_pairs, split_pairs,
+    PreferenceArguments,
+    PreferenceError,
+    load_preferences,
+    make_pair,
+    multiple_choice_pairs,
+    split_pairs,
 )
 
 WORDS = "the a cat dog runs fast slow house tree river blue green small large answer question".split()
@@ -145,9 +150,12 @@ def test_smollm2_reward_format_and_padding(smollm2_dir, tmp_path):
     a score."""
     from trl import RewardTrainer
 
-    from citing_trl.baselines.preferences import to_dataset
+    from citing_trl.baselines.preferences import pairs_dataset
     from citing_trl.baselines.reward_model import (
-        RewardScorer, load_backbone, reward_lora_config, reward_tokenizer,
+        RewardScorer,
+        load_backbone,
+        reward_lora_config,
+        reward_tokenizer,
     )
 
     tok = reward_tokenizer(str(smollm2_dir))
@@ -156,7 +164,7 @@ def test_smollm2_reward_format_and_padding(smollm2_dir, tmp_path):
     pairs = [make_pair("a", "What is 2+2?", "", "4", "5"),
              make_pair("b", "Name a long river in Africa, please.", "", "The Nile is a very long river.", "Paris")]
     trainer = RewardTrainer(model=model, args=rm_args(tmp_path, max_steps=1, pad_token=tok.pad_token),
-                            train_dataset=to_dataset(pairs), processing_class=tok, peft_config=reward_lora_config(
+                            train_dataset=pairs_dataset(pairs), processing_class=tok, peft_config=reward_lora_config(
                                 model_args(smollm2_dir)))
     scorer = RewardScorer(trainer.model, tok, batch_size=4)
     for row, pair in zip(trainer.train_dataset, pairs):

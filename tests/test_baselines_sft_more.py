@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
-from citing_trl.baselines.sft_more import (CitingRunError, SFTMoreConfig, gold_rows, read_citing_run,
-                                           run_sft_more)
+from citing_trl.baselines.sft_more import CitingRunError, SFTMoreConfig, gold_rows, read_citing_run, run_sft_more
 from citing_trl.errors import DataError
 from citing_trl.jsonl import read_jsonl, write_jsonl
-from conftest import REPO
 
 TRAIN = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1, learning_rate=1e-3,
              max_length=512, dataloader_num_workers=0, disable_tqdm=True)
@@ -39,7 +38,7 @@ def write_citing_run(run: Path, model_dir: Path, rows: list[dict], rounds: list[
     """A finished CITING run folder as the pipeline leaves it, written by hand: a fresh LoRA adapter as sft/ and
     final/, the curriculum rows, and per round (ids trained on, optimizer steps) at 2 rows per step."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from citing_trl.models import load_student_tokenizer
 

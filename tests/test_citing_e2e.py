@@ -21,10 +21,10 @@ import yaml
 from trl import ModelConfig
 
 from citing_trl.citing_config import CitingArguments, CitingConfig, RolloutArguments, TeacherArguments
-from citing_trl.pipeline import CitingPipeline
 from citing_trl.jsonl import read_jsonl
-from citing_trl.verification import is_identical
+from citing_trl.pipeline import CitingPipeline
 from citing_trl.sft import DataArguments
+from citing_trl.verification import is_identical
 from tests.conftest import REPO
 from tests.helpers.fault_server import FaultServer
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from citing_trl.cli import ConfigError, run_main
+from citing_trl.cli import run_main
+from citing_trl.errors import ConfigError
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]

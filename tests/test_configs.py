@@ -7,9 +7,8 @@ from dataclasses import dataclass, field, fields
 
 import pytest
 
-from citing_trl.cli import check
 from citing_trl.configs import fields_of, prefixed
-from citing_trl.errors import ConfigError, UserError
+from citing_trl.errors import ConfigError, UserError, check
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import importlib
+import json
 from importlib import resources
 from pathlib import Path
 

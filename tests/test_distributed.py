@@ -32,7 +32,7 @@ def launch_two_ranks(tmp_path: Path, *args: str) -> list[dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", "0",
-         str(REPO / "citing_trl" / "distributed.py"), str(tmp_path), *args],
+         str(REPO / "tests" / "helpers" / "shared_dir_check.py"), str(tmp_path), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

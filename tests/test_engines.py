@@ -18,8 +18,7 @@ import pytest
 
 from citing_trl.distributed import EngineError, check_engine, engine_report
 from tests.conftest import REPO
-from tests.helpers.engines import (Launch, assert_engine_ran, bf16_supported, launch, launch_command,
-                                  launcher_env)
+from tests.helpers.engines import Launch, assert_engine_ran, bf16_supported, launch, launch_command, launcher_env
 
 SFT = REPO / "recipes" / "sft.py"
 LOSS_RTOL = 1e-3  # losses are compared as the trainer prints them (4 significant digits)

@@ -4,8 +4,17 @@ import pytest
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.evaluation.gold import (
-    GOLD_SOURCES, extract_choice, extract_yes_no, fix_break, gold_metrics, is_correct, normalize_answer,
-    normalize_trivia, parse_options, score_response, unscored_counts,
+    GOLD_SOURCES,
+    extract_choice,
+    extract_yes_no,
+    fix_break,
+    gold_metrics,
+    is_correct,
+    normalize_answer,
+    normalize_trivia,
+    parse_options,
+    score_response,
+    unscored_counts,
 )
 from citing_trl.evaluation.stats import bootstrap_ci
 
@@ -153,3 +162,46 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
     low4, high4 = bootstrap_ci(values * 16, seed=1)
     assert low4 < 0.6 < high4
     assert (high4 - low4) < (high - low) / 2  # 16x the data: about a quarter of the width
+
+
+# NQ-open's official scorer (ORQA's normalize_answer) decomposes Unicode (NFD) before SQuAD's normalisation.
+COMPOSED_DECOMPOSED = [
+    ("Caf\u00e9 de Flore", "Cafe\u0301 de Flore"),        # é vs e + combining acute
+    ("Bj\u00f6rk", "Bjo\u0308rk"),                          # ö vs o + combining diaeresis
+    ("S\u00e3o Paulo", "Sa\u0303o Paulo"),                  # ã vs a + combining tilde
+    ("Ren\u00e9e Zellweger", "Rene\u0301e Zellweger"),
+]
+
+
+def official_nq_normalize(text: str) -> str:
+    """ORQA eval_utils.normalize_answer, step by step: NFD, lower, drop punctuation, drop a/an/the, whitespace."""
+    import re
+    import string
+    import unicodedata
+
+    text = unicodedata.normalize("NFD", text).lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+@pytest.mark.parametrize("composed, decomposed", COMPOSED_DECOMPOSED)
+def test_nq_open_exact_match_decomposes_unicode_as_the_official_script(composed, decomposed):
+    from citing_trl.evaluation.gold import normalize_nq
+
+    assert composed != decomposed and normalize_answer(composed) != normalize_answer(decomposed)  # SQuAD alone
+    assert normalize_nq(composed) == normalize_nq(decomposed) == official_nq_normalize(composed)
+    for gold, said in ((composed, decomposed), (decomposed, composed)):
+        scores = score_response("nq_open", said, [gold])
+        assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0 and scores["answer_in_response"] == 1.0
+        assert score_response("nq_open", f"It is {said}.", [gold])["answer_in_response"] == 1.0
+    # SQuAD v2 keeps its own official normalisation (no NFD)
+    assert score_response("squad_v2", decomposed, [composed])["exact_match"] == 0.0
+
+
+def test_nq_open_exact_match_on_crafted_rows_matches_the_official_definition():
+    """The issue's check: three rows, one plain match, one composed/decomposed pair, one miss: 2/3 officially."""
+    rows = [("Paris", ["Paris"]), ("Cafe\u0301 de Flore", ["Caf\u00e9 de Flore"]), ("London", ["Rome"])]
+    ours = [score_response("nq_open", said, golds)["exact_match"] for said, golds in rows]
+    official = [float(any(official_nq_normalize(g) == official_nq_normalize(said) for g in golds))
+                for said, golds in rows]
+    assert ours == official == [1.0, 1.0, 0.0]

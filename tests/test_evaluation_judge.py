@@ -7,7 +7,6 @@ import pytest
 
 from citing_trl.evaluation.judge import PairwiseJudge, combine, parse_verdicts
 from citing_trl.teacher import Teacher, TeacherConfig
-
 from tests.helpers.fault_server import FaultServer
 
 ASPECTS = ["articulate", "in-depth", "comprehensive"]

@@ -7,19 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_evaluation_judge import prefers_good  # noqa: E402
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.errors import UserError
-from citing_trl.evaluation.reports import (
-    AnswersError, family_of, gold_markdown, gold_report, pairwise_rows, plot_fig2, strict_json, write_table,
-)
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
+from citing_trl.evaluation.reports import (
+    AnswersError,
+    family_of,
+    gold_markdown,
+    gold_report,
+    pairwise_rows,
+    plot_fig2,
+    strict_json,
+    write_table,
+)
 from citing_trl.evaluation.runner import run_evaluation
-from citing_trl.teacher import Teacher, TeacherConfig
-
 from tests.helpers.batch_server import BatchServer
 from tests.helpers.fault_server import FaultServer
-from test_evaluation_judge import prefers_good  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASPECTS = ["articulate", "in-depth", "comprehensive"]

@@ -16,8 +16,17 @@ from citing_trl.reward import RewardModelError, RewardScorer
 from citing_trl.round_result import RoundResult
 from citing_trl.teacher import Completion
 from citing_trl.verification import (
-    GATES, Gate, Verdict, gate_label, gate_names, gold_gate, make_gate, no_gate, register_gate, select_revisions,
+    GATES,
+    Gate,
+    RevisionSettings,
+    Verdict,
+    gate_label,
+    gate_names,
+    make_gate,
+    register_gate,
+    select_revisions,
 )
+from tests.testing_utils import gold_gate, no_gate
 
 
 class DummyGate(Gate):
@@ -122,7 +131,7 @@ def test_gold_score_is_computed_once_per_text(gate, monkeypatch):
     responses = {"a": "London", "b": "Paris", "c": "Rome", "d": "a poem"}
     samples = [done("Paris", "It is Paris.", "Rome"), done("Paris", "Paris", "Berlin"), done("", "Rome", "Milan"),
                done("verse", "a poem", "prose")]
-    selection = select_revisions(rows, responses, samples, gate, keep_identical=True)
+    selection = select_revisions(rows, responses, samples, gate, RevisionSettings(keep_identical=True))
     assert selection.accepted
     assert calls and max(calls.values()) == 1, [key for key, n in calls.items() if n > 1]
     # what had to be scored: every draft, every revision the gate saw, the first sample (fix/break: proposed)
@@ -132,10 +141,13 @@ def test_gold_score_is_computed_once_per_text(gate, monkeypatch):
     assert scored <= set(calls)
 
 
-def test_gate_mode_must_name_the_given_gate():
+def test_the_gate_given_is_the_gate_recorded():
+    """``gate_mode`` (a second name for the gate, kept for old callers) is gone: the gate object alone decides,
+    and the report names it."""
     rows, responses, samples = [row("a")], {"a": "London"}, [done("Paris")]
-    assert select_revisions(rows, responses, samples, gold_gate, gate_mode="gold").counts == {"accepted": 1}
-    with pytest.raises(ValueError, match="gate_mode 'judge' names another gate"):
+    assert select_revisions(rows, responses, samples, gold_gate).counts == {"accepted": 1}
+    assert select_revisions(rows, responses, samples, gold_gate).report["gate"] == "gold"
+    with pytest.raises(TypeError, match="gate_mode"):
         select_revisions(rows, responses, samples, gold_gate, gate_mode="judge")
 
 

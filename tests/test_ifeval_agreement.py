@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from citing_trl.data.ifeval import draw_constraints, instruction_rows
+from citing_trl.data.ifeval import instruction_rows
 from citing_trl.evaluation import ifeval
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")

@@ -7,7 +7,8 @@ from citing_trl.evaluation.ifeval import encode_constraints
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import GoldScorer
 from citing_trl.teacher import Completion
-from citing_trl.verification import gold_gate, select_revisions
+from citing_trl.verification import select_revisions
+from tests.testing_utils import gold_gate
 
 CONSTRAINTS = encode_constraints(["punctuation:no_comma", "startend:end_checker"],
                                  [{}, {"end_phrase": "That is all."}])

@@ -11,8 +11,8 @@ import pytest
 
 from citing_trl.generation import GenerationConfig
 from citing_trl.hub import push_run
-from citing_trl.models import load_model
 from citing_trl.jsonl import read_jsonl
+from citing_trl.models import load_model
 from citing_trl.self_revision import self_revise
 from tests.conftest import REPO
 

@@ -9,19 +9,24 @@ import re
 import numpy as np
 import pytest
 from rich.console import Console
+from test_evaluation_judge import prefers_good  # noqa: E402
 
 from citing_trl.data import NO_ANSWER
 from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config
 from citing_trl.evaluation.gold import chance_level, gold_metrics, has_answer, reference_overlap
 from citing_trl.evaluation.paired import (
-    binomial_two_sided, mcnemar_exact, min_detectable_difference, paired_bootstrap_ci, paired_gold, paired_scores,
-    paired_verdicts, sign_test,
+    binomial_two_sided,
+    mcnemar_exact,
+    min_detectable_difference,
+    paired_bootstrap_ci,
+    paired_gold,
+    paired_scores,
+    paired_verdicts,
+    sign_test,
 )
 from citing_trl.evaluation.reports import pairwise_rows
 from citing_trl.evaluation.runner import print_summary, run_evaluation
-
 from tests.helpers.fault_server import FaultServer
-from test_evaluation_judge import prefers_good  # noqa: E402
 
 OPTS = "A. red\nB. blue\nC. green\nD. black\nE. white"
 
@@ -297,3 +302,48 @@ def test_printout_without_gold_says_so_and_compares_reference_overlap(tmp_path):
     assert overlap["n"] == 6 and overlap["diff"] > 0 and overlap["sign_p"] == pytest.approx(2 / 64)
     assert "## Rows without gold: token overlap with the reference answer" in (tmp_path / "out" / "gold.md").read_text()
     assert np.isfinite(overlap["ci"][0])
+
+
+# --------------------------------------------------------------------------------------------------
+# One resampler, one set of constants, and agreement with scipy.stats
+# --------------------------------------------------------------------------------------------------
+
+
+def test_constants_are_the_normal_quantiles():
+    import scipy.stats as st
+
+    from citing_trl.evaluation.stats import Z_80, Z_975
+
+    assert Z_975 == st.norm.ppf(0.975) and Z_80 == st.norm.ppf(0.80)
+
+
+def test_paired_interval_is_the_old_numbers_bit_for_bit_and_agrees_with_scipy():
+    """The paired interval now shares bootstrap_ci's resampler; its numbers are the former implementation's
+    exactly, and scipy.stats.bootstrap (paired, percentile, same generator) agrees to 1e-12."""
+    import numpy as np
+    import scipy.stats as st
+
+    from citing_trl.evaluation.stats import paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    for seed in range(12):
+        n = int(rng.integers(2, 60))
+        x, y = rng.integers(0, 2, n).astype(float), rng.random(n)
+        idx = np.random.default_rng(seed).integers(0, n, size=(500, n))  # the former code, inline
+        alpha = (1 - 0.95) / 2
+        old = tuple(float(v) for v in np.quantile(y[idx].mean(axis=1) - x[idx].mean(axis=1), [alpha, 1 - alpha]))
+        ours = paired_bootstrap_ci(x, y, n_boot=500, seed=seed)
+        assert ours == old
+        ref = st.bootstrap((x, y), lambda a, b, axis=-1: b.mean(axis=axis) - a.mean(axis=axis), paired=True,
+                           vectorized=True, n_resamples=500, method="percentile", rng=np.random.default_rng(seed))
+        assert ours == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), abs=1e-12)
+
+
+def test_exact_binomial_agrees_with_scipy_binomtest():
+    """McNemar's and the sign test's p-value is the exact two-sided binomial; scipy.stats.binomtest gives the
+    same p-values up to rounding in the last bits (1e-12 relative), so the exact sum is kept."""
+    import scipy.stats as st
+
+    for n in range(1, 80):
+        for k in range(n + 1):
+            assert binomial_two_sided(k, n) == pytest.approx(st.binomtest(k, n, 0.5).pvalue, rel=1e-12)

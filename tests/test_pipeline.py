@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from citing_trl.pipeline import CitingPipeline
+from conftest import tiny_citing_parts
+
 from citing_trl.jsonl import read_jsonl
 from citing_trl.memory import RECORD_KEYS
+from citing_trl.pipeline import CitingPipeline
 from citing_trl.sft import DataArguments
-from conftest import tiny_citing_parts
 
 N_INSTRUCTIONS = 8
 

@@ -9,8 +9,8 @@ import pytest
 from datasets import Dataset
 
 from citing_trl.revision import teacher_revisions
-from citing_trl.verification import ends_complete_sentence, reject_reason
 from citing_trl.teacher import Completion
+from citing_trl.verification import RevisionSettings, ends_complete_sentence, reject_reason
 
 ROW = {"id": "q1", "instruction": "Is the sky blue?", "input": "Passage: The sky looks blue by day.",
        "criteria": "- A good answer is right.", "answers": ["yes"], "output": "yes", "source": "boolq"}
@@ -30,10 +30,10 @@ def test_ends_complete_sentence(text, complete):
 
 def test_truncated_revision_kept_only_when_it_ends_a_sentence():
     whole, cut = "Yes, the passage says the sky looks blue.", "Yes, the passage says the sky looks"
-    assert reject_reason(ROW, "no", whole, "length", keep_complete_truncated=True) is None
-    assert reject_reason(ROW, "no", cut, "length", keep_complete_truncated=True) == "truncated"
-    assert reject_reason(ROW, "no", whole, "length", keep_complete_truncated=False) == "truncated"  # strict mode
-    assert reject_reason(ROW, "no", cut, "length", reject_truncated=False) is None  # keep everything
+    assert reject_reason(ROW, "no", whole, "length", RevisionSettings(keep_complete_truncated=True)) is None
+    assert reject_reason(ROW, "no", cut, "length", RevisionSettings(keep_complete_truncated=True)) == "truncated"
+    assert reject_reason(ROW, "no", whole, "length", RevisionSettings(keep_complete_truncated=False)) == "truncated"  # strict mode
+    assert reject_reason(ROW, "no", cut, "length", RevisionSettings(reject_truncated=False)) is None  # keep everything
 
 
 class RecordingTeacher:
@@ -56,17 +56,18 @@ def rows():
 
 
 def test_reference_reaches_the_teacher_and_never_the_student(tmp_path, tiny_model_dir):
+    from peft import LoraConfig
+
     from citing_trl.citing_trainer import CitingConfig, CitingTrainer
     from citing_trl.models import load_model
-    from peft import LoraConfig
 
     responses = {"q1": "no", "open": "Rain falls."}
     teacher = RecordingTeacher("Soft rain on the roof.")
-    accepted, rejected, counts, _ = teacher_revisions(teacher, rows(), responses, reference=True)
+    accepted, rejected, counts, _ = teacher_revisions(teacher, rows(), responses, RevisionSettings(revision_reference=True))
     assert GOLD in teacher.prompts[0] and "gold seven" in teacher.prompts[0]
     assert "Reference answer" in teacher.prompts[0] and "Reference answer" not in teacher.prompts[1]  # no gold: plain
     plain = RecordingTeacher("The answer is yes.")
-    teacher_revisions(plain, rows(), responses, reference=False)
+    teacher_revisions(plain, rows(), responses, RevisionSettings(revision_reference=False))
     assert GOLD not in plain.prompts[0]  # off: the teacher does not see it either
     assert [r["revision"] for r in accepted] == [f"The answer is {GOLD}.", "Soft rain on the roof."]
     assert all(GOLD not in json.dumps({k: v for k, v in r.items() if k != "revision"}) for r in accepted)

@@ -12,7 +12,8 @@ from citing_trl.citing_trainer import revision_to_prompt_completion
 from citing_trl.errors import ConfigError
 from citing_trl.revision import KEPT_RIGHT_DRAFT, pick_right_drafts, right_draft_ids, teacher_revisions
 from citing_trl.teacher import Completion
-from citing_trl.verification import gold_gate
+from citing_trl.verification import RevisionSettings
+from tests.testing_utils import gold_gate
 
 GOLD = "ZEBRA-GOLD-7"  # a gold answer no prompt would contain by chance
 
@@ -56,7 +57,7 @@ def test_right_drafts_need_gold():
 def test_off_keeps_the_old_rows():
     rows = qa_rows(6)
     teacher = RewritingTeacher()
-    sel = teacher_revisions(teacher, rows, drafts(rows), gate=gold_gate, keep_right_drafts=0.0)
+    sel = teacher_revisions(teacher, rows, drafts(rows), RevisionSettings(keep_right_drafts=0.0), gate=gold_gate)
     assert teacher.asked == [r["id"] for r in rows]  # every row goes to the teacher
     assert KEPT_RIGHT_DRAFT not in sel.counts
     # the right drafts' targets are the teacher's rewrites, never the draft itself
@@ -67,7 +68,7 @@ def test_every_right_draft_becomes_a_keep_row():
     rows, responses = qa_rows(6), None
     responses = drafts(rows)
     teacher = RewritingTeacher()
-    sel = teacher_revisions(teacher, rows, responses, gate=gold_gate, keep_right_drafts=1.0, seed=3)
+    sel = teacher_revisions(teacher, rows, responses, RevisionSettings(keep_right_drafts=1.0), gate=gold_gate, seed=3)
     right = {"q0", "q2", "q4"}
     trained = {a["id"]: a for a in sel.accepted}
     assert right <= set(trained)
@@ -93,7 +94,8 @@ def test_ratio_is_honoured(fraction, n_right, expected):
     picked = pick_right_drafts(rows, responses, fraction, seed=0)
     assert len(picked) == expected and picked <= set(right_draft_ids(rows, responses))
     assert pick_right_drafts(rows, responses, fraction, seed=0) == picked  # seeded
-    sel = teacher_revisions(RewritingTeacher(), rows, responses, gate=gold_gate, keep_right_drafts=fraction)
+    sel = teacher_revisions(RewritingTeacher(), rows, responses, RevisionSettings(keep_right_drafts=fraction),
+                            gate=gold_gate)
     keep_rows = [a for a in sel.accepted if a["revision"] == a["response"]]
     assert len(keep_rows) == sel.counts[KEPT_RIGHT_DRAFT] == expected
 
@@ -102,7 +104,7 @@ def test_all_rows_kept_asks_the_teacher_nothing():
     rows = qa_rows(3)
     responses = {r["id"]: r["answers"][0] for r in rows}
     teacher = RewritingTeacher()
-    sel = teacher_revisions(teacher, rows, responses, gate=gold_gate, keep_right_drafts=1.0)
+    sel = teacher_revisions(teacher, rows, responses, RevisionSettings(keep_right_drafts=1.0), gate=gold_gate)
     assert teacher.asked == [] and sel.counts == {KEPT_RIGHT_DRAFT: 3} and len(sel.accepted) == 3
 
 
@@ -110,8 +112,8 @@ def test_all_rows_kept_asks_the_teacher_nothing():
 def test_flag_is_checked_at_parse_time(bad):
     with pytest.raises(ConfigError, match="keep_right_drafts"):
         CitingArguments(keep_right_drafts=bad)
-    with pytest.raises(ValueError, match="keep_right_drafts"):
-        pick_right_drafts(qa_rows(2), drafts(qa_rows(2)), -0.5 if bad is True else bad)
+    with pytest.raises(ValueError, match="keep_right_drafts"):  # the other entry point: the settings object itself
+        RevisionSettings(keep_right_drafts=-0.5 if bad is True else bad)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def test_lora_config_is_trls_with_the_suites_defaults():
 def test_one_dtype_resolver():
     import torch
 
-    from citing_trl.cli import ConfigError
+    from citing_trl.errors import ConfigError
     from citing_trl.models import resolve_dtype
 
     assert resolve_dtype(None) == resolve_dtype("auto") == "auto"

@@ -291,3 +291,194 @@ def test_project_imports_sit_at_module_top():
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("citing_trl"):
                     inside.append(f"{path.relative_to(REPO)}:{node.lineno} ({fn.name})")
     assert not inside, f"imports inside functions: {inside}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 25: settings travel whole, one owner per layout, registries that speak for themselves
+# --------------------------------------------------------------------------------------------------
+
+
+def test_revision_filter_entry_points_agree_on_every_default():
+    """The revision filter's settings are one frozen object: no entry point of the filter declares a setting of
+    its own (so none can default differently), each takes the object whole, and the flags carry its defaults."""
+    import inspect
+
+    from citing_trl.citing_config import CitingArguments
+    from citing_trl.revision import teacher_revisions
+    from citing_trl.verification import RevisionSettings, reject_reason, select_revisions
+
+    names = {f.name for f in dataclasses.fields(RevisionSettings)}
+    assert RevisionSettings.__dataclass_params__.frozen
+    for fn in (teacher_revisions, select_revisions, reject_reason):
+        params = inspect.signature(fn).parameters
+        own = names & set(params) | {"reject_truncated", "reference", "num_samples", "gate_mode", "temperature"} & set(params)
+        assert not own, f"{fn.__module__}.{fn.__name__} declares filter settings of its own: {sorted(own)}"
+        assert params["settings"].default is None, f"{fn.__name__}: settings default to RevisionSettings()"
+    flags = {f.name: f.default for f in dataclasses.fields(CitingArguments)}
+    defaults = RevisionSettings()
+    assert {n: flags[n] for n in names} == {n: getattr(defaults, n) for n in names}
+    assert CitingArguments().revision_settings() == defaults
+
+
+def test_a_filter_default_is_the_same_through_every_entry_point():
+    """A caller relying on a default gets the same filter wherever it enters (keep_identical and
+    keep_complete_truncated used to default differently in reject_reason and select_revisions)."""
+    from citing_trl.revision import teacher_revisions
+    from citing_trl.teacher import Completion
+    from citing_trl.verification import reject_reason, select_revisions
+
+    row = {"id": "a", "instruction": "Say hi.", "input": "", "criteria": "- be short", "category": None}
+    cases = [("Hi there.", "Hi there.", "stop"), ("Hi there.", "Hello. It is a fine day to greet you.", "length")]
+    for draft, revision, finish in cases:
+        out = Completion(revision, finish, 5, 3)
+
+        class Echo:
+            def complete_detailed(self, requests, desc="", out=out):
+                return [out for _ in requests]
+
+        direct = reject_reason(row, draft, revision, finish)
+        selected = select_revisions([row], {"a": draft}, [[out]])
+        revised = teacher_revisions(Echo(), [row], {"a": draft})
+        assert (direct is None) == bool(selected.accepted) == bool(revised.accepted), (draft, revision, finish)
+        assert selected.counts == revised.counts
+
+
+def test_only_the_layout_module_parses_round_folders():
+    """``round_<k>`` is named and parsed in citing_trl/run_layout.py alone; rank shards are named there too."""
+    import re
+
+    owner = "citing_trl/run_layout.py"
+    parsing = re.compile(r"glob\(\s*f?[\"']round_|name\[6:\]|f[\"']round_\{\w+\}[\"'/]|[\"']rollouts\*|f[\"'][^\"']*\.rank\{")
+    offenders = [f"{name}:{n}" for name, source in project_sources().items() if name != owner
+                 for n, line in enumerate(source.splitlines(), 1) if parsing.search(line)]
+    assert not offenders, f"run-folder layout parsed outside {owner}: {offenders}"
+
+
+def test_layout_finds_rounds_and_shards(tmp_path):
+    from citing_trl.jsonl import append_jsonl, read_jsonl
+    from citing_trl.run_layout import join_shards, own_file, read_shards, round_dir, round_dirs, shard_path
+
+    for k in (10, 2, 0):
+        round_dir(tmp_path, k).mkdir()
+    (tmp_path / "round_x").mkdir()
+    (tmp_path / "round_3.txt").write_text("")
+    assert [d.name for d in round_dirs(tmp_path)] == ["round_0", "round_2", "round_10"]
+    base = tmp_path / "step_0.jsonl"
+    assert own_file(base, 0, 1) == base and own_file(base, 1, 2) == shard_path(base, 1) == tmp_path / "step_0.rank1.jsonl"
+    append_jsonl(shard_path(base, 1), [{"id": "b"}])
+    append_jsonl(shard_path(base, 0), [{"id": "c"}, {"id": "a"}])
+    assert set(read_shards(base)) == {"a", "b", "c"}
+    join_shards(base, ["a", "b", "c"])
+    assert [r["id"] for r in read_jsonl(base)] == ["a", "b", "c"] and not list(tmp_path.glob("*.rank*"))
+
+
+def test_ruff_is_configured_and_run_before_the_tests():
+    """A linter is configured in pyproject.toml, installed by the dev extra, and `make test` (so .ci/run) runs it
+    before pytest."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["tool"]["ruff"]["lint"]["select"], "no ruff rule set"
+    assert any(dep.startswith("ruff") for dep in project["project"]["optional-dependencies"]["dev"])
+    makefile = (REPO / "Makefile").read_text()
+    test_target = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
+    assert "lint" in test_target.splitlines()[1] and "ruff check" in makefile[makefile.index("\nlint:"):]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_noqa_in_the_package_says_why():
+    """A `# noqa` in the package or the launchers names its rule and why it is needed."""
+    import re
+
+    bare = [f"{name}:{n}" for name, source in project_sources().items()
+            for n, line in enumerate(source.splitlines(), 1)
+            if "# noqa" in line and not re.search(r"# noqa: [A-Z]+\d+(,[A-Z]+\d+)*\s*[-(]\s*\w+", line)]
+    assert not bare, f"noqa without its rule and reason: {bare}"
+
+
+@pytest.mark.slow
+def test_the_tree_is_clean_under_ruff():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_public_names_are_unambiguous():
+    """No two modules of the package define a public function or class of the same name (``teacher_revisions``
+    once named both the teacher's revision step and a run-folder reader; ``check_settings`` three checks)."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                seen.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    twice = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not twice, f"defined in several modules: {twice}"
+
+
+def test_help_texts_are_written_from_the_registries():
+    """--revision_gate, --teacher_backend / --judge_backend and --dataset list what their registries hold, so a
+    new gate, backend or source appears in the help without editing it."""
+    from citing_trl.citing_config import CitingArguments
+    from citing_trl.data import FAMILIES, SOURCES
+    from citing_trl.evaluation.config import JudgeArguments
+    from citing_trl.sft import DataArguments
+    from citing_trl.teacher import TeacherConfig
+    from citing_trl.teacher.backends import BACKENDS
+    from citing_trl.verification import GATES
+
+    def help_of(cls, name):
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+    assert all(f"'{name}': {cls.help}" in help_of(CitingArguments, "revision_gate") for name, cls in GATES.items())
+    for cls, name in ((TeacherConfig, "backend"), (JudgeArguments, "judge_backend")):
+        text = help_of(cls, name)
+        assert all(f"`{b.name}` ({b.summary})" in text for (_, mode), b in BACKENDS.items() if mode == "live")
+    assert all(f"`{mode}`" in help_of(TeacherConfig, "mode") for _, mode in BACKENDS)
+    data_help = help_of(DataArguments, "dataset")
+    assert all(name in data_help for name in [*FAMILIES, *SOURCES])
+
+
+def test_the_pipeline_does_not_branch_on_a_backend_name():
+    """The teacher preflight belongs to the backend (TeacherBackend.preflight through Teacher.preflight)."""
+    source = (PACKAGE / "pipeline.py").read_text()
+    assert ".backend ==" not in source and ".backend !=" not in source and '"local"' not in source
+
+
+@pytest.mark.parametrize("module", ["citing_trl.teacher", "citing_trl.teacher.config", "citing_trl.teacher.client",
+                                    "citing_trl.teacher.backends", "citing_trl.teacher.backends.base",
+                                    "citing_trl.teacher.backends.local", "citing_trl.run_layout",
+                                    "citing_trl.verification.settings", "citing_trl.errors"])
+def test_teacher_layout_and_settings_modules_are_in_no_import_circle(module):
+    graph = import_graph()
+    assert module in graph, f"{module} is not a module of the package"
+    assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
+
+
+def test_test_only_helpers_live_under_tests():
+    """The tiny test model, the shared-dir self-test, the old cache alias and ready-made gates are test code."""
+    import citing_trl.distributed
+    import citing_trl.models
+    import citing_trl.teacher
+    import citing_trl.verification
+
+    assert not hasattr(citing_trl.models, "build_tiny_model") and not hasattr(citing_trl.distributed, "_selftest")
+    assert not hasattr(citing_trl.teacher, "_Cache")
+    assert not {"gold_gate", "no_gate"} & set(vars(citing_trl.verification))
+    source = (PACKAGE / "models.py").read_text()
+    assert "citing_trl.prompts" not in source and "citing_trl.data" not in source
+
+
+def test_one_progress_bar():
+    """rich's Progress is built in citing_trl/progress.py alone (generation, the teacher's live and batch paths)."""
+    import re
+
+    built = [name for name, source in project_sources().items()
+             if re.search(r"\bProgress\(", source) and name != "citing_trl/progress.py"]
+    assert not built, f"a progress bar built outside citing_trl/progress.py: {built}"
+
+
+def test_one_normal_quantile_and_one_bootstrap_resampler():
+    sources = project_sources()
+    assert [n for n, s in sources.items() if "1.959963984540054" in s] == ["citing_trl/evaluation/stats.py"]
+    assert [n for n, s in sources.items() if "default_rng(seed).integers" in s or "rng.integers(0, x.size" in s] \
+        == ["citing_trl/evaluation/stats.py"]

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import start_client  # noqa: E402
 
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, UsageLedger, parse_retry_after
-
-from conftest import start_client  # noqa: E402
 from tests.helpers.fault_server import Fault, FaultServer, request_key
 
 
@@ -253,9 +252,9 @@ def wait_for(condition, timeout: float = 90.0, proc: subprocess.Popen | None = N
 
 
 def server_keys_in_cache(cache: Path) -> set[str]:
-    from citing_trl.teacher import _Cache
+    from citing_trl.teacher import TeacherCache
 
-    return {request_key(rec["messages"]) for rec in _Cache(cache).records.values()}
+    return {request_key(rec["messages"]) for rec in TeacherCache(cache).records.values()}
 
 
 def all_keys(n: int) -> set[str]:

@@ -10,10 +10,15 @@ import pytest
 
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError, UserError
-from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, cache_key
-from citing_trl.teacher import backends
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, backends, cache_key
 from citing_trl.teacher.backends import (
-    BatchBackend, LocalBackend, OpenAIBackend, TeacherBackend, backend_class, backend_modes, backend_names,
+    BatchBackend,
+    LocalBackend,
+    OpenAIBackend,
+    TeacherBackend,
+    backend_class,
+    backend_modes,
+    backend_names,
     register_backend,
 )
 
@@ -157,3 +162,28 @@ def test_a_resumed_batch_caches_the_lines_of_the_earlier_call_too(tmp_path, monk
         later = Teacher(config, cache_path=cache)
         assert later.complete([user("b sample")]) == ["Answer to: b sample"]
         assert later.ledger.cache_hits == 1 and len(server.batches) == 1 and server.uploads == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The preflight belongs to the backend
+# --------------------------------------------------------------------------------------------------
+
+
+def test_local_preflight_loads_the_config_only(tiny_model_dir, tmp_path):
+    """The local backend's own check is enough: no request is sent and nothing is cached."""
+    cache = tmp_path / "cache.jsonl"
+    Teacher.preflight(TeacherConfig(backend="local", model=str(tiny_model_dir)), cache_path=cache)
+    assert not cache.exists()
+    from citing_trl.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="--teacher_model .*the local teacher cannot be loaded"):
+        Teacher.preflight(TeacherConfig(backend="local", model=str(tmp_path / "no_such_model")), cache_path=cache)
+
+
+def test_remote_preflight_sends_one_request_when_the_backend_cannot_check_itself(tmp_path):
+    """A backend without its own check (the default) gets one tiny request; an unreachable server is a
+    TeacherError, not a traceback."""
+    assert backends.OpenAIBackend.preflight(TeacherConfig(backend="openai", model="m")) is False
+    config = TeacherConfig(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=2.0)
+    with pytest.raises(TeacherError):
+        Teacher.preflight(config, cache_path=tmp_path / "cache.jsonl")

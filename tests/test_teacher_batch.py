@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import start_client  # noqa: E402
 
 from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, cache_key
-
 from tests.helpers.batch_server import BatchServer
-from conftest import start_client  # noqa: E402
 
 
 def msgs(text: str) -> list[dict]:

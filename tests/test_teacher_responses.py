@@ -8,7 +8,11 @@ import random
 import pytest
 
 from citing_trl.teacher.responses import (
-    MalformedResponse, backoff_delay, is_retryable_status, parse_choices, retry_after_of,
+    MalformedResponse,
+    backoff_delay,
+    is_retryable_status,
+    parse_choices,
+    retry_after_of,
 )
 
 

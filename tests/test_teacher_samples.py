@@ -8,7 +8,6 @@ import json
 import pytest
 
 from citing_trl.teacher import Teacher, TeacherConfig, cache_key
-
 from tests.helpers.fault_server import FaultServer, request_key
 
 

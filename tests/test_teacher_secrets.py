@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from citing_trl.teacher import Teacher, TeacherConfig, TeacherError
-from citing_trl.teacher import secrets
-
+from citing_trl.teacher import Teacher, TeacherConfig, TeacherError, secrets
 from tests.helpers.fault_server import Fault, FaultServer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "citing_trl" / "teacher"

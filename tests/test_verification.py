@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from citing_trl.pipeline import CitingArguments, CitingPipeline
-from citing_trl.jsonl import append_jsonl, read_jsonl
-from citing_trl.sft import DataArguments
 from conftest import tiny_citing_parts
+
+from citing_trl.jsonl import append_jsonl, read_jsonl
+from citing_trl.pipeline import CitingArguments, CitingPipeline
+from citing_trl.sft import DataArguments
 from tests.helpers.oracle_server import oracle_server
 
 QA_ROWS = [
@@ -111,7 +112,8 @@ def test_keep_identical_off_drops_right_drafts(tmp_path, tiny_model_dir):
 # --------------------------------------------------------------------------------------------------
 
 from citing_trl.teacher import Completion  # noqa: E402
-from citing_trl.verification import JudgeGate, RewardGate, gold_gate, select_revisions  # noqa: E402
+from citing_trl.verification import JudgeGate, RevisionSettings, RewardGate, select_revisions  # noqa: E402
+from tests.testing_utils import gold_gate  # noqa: E402
 
 CRITERIA = "- Answer the question."
 
@@ -132,7 +134,7 @@ def test_gold_gate_keeps_exactly_right_and_not_worse():
                  "kept-right": "Paris", "kept-wrong": "Rome"}
     samples = [done("Rome"), done("It is Paris."), done("Paris, which is a large city in the north of France"),
                done("violets are blue"), done("Paris"), done("Rome")]
-    accepted, rejected, counts, report = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    accepted, rejected, counts, report = select_revisions(rows, responses, samples, gold_gate)
     assert {a["id"] for a in accepted} == {"right", "nogold", "kept-right"}
     assert {r["id"]: r["reason"] for r in rejected} == {"wrong": "gate_wrong", "worse": "gate_worse",
                                                         "kept-wrong": "gate_wrong"}
@@ -145,11 +147,9 @@ def test_gold_gate_keeps_exactly_right_and_not_worse():
 def test_gold_gate_multiple_choice_uses_accuracy():
     mc = row("mc", source="commonsense_qa", answers=("B. pizza", "pizza"), instruction="Which food is round?")
     mc["input"] = "A. bread\nB. pizza\nC. rice"
-    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "A. bread"}, [done("B. pizza")], gold_gate,
-                                                     gate_mode="gold")
+    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "A. bread"}, [done("B. pizza")], gold_gate)
     assert counts == {"accepted": 1}
-    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "B. pizza"}, [done("C. rice")], gold_gate,
-                                                     gate_mode="gold")
+    accepted, rejected, counts, _ = select_revisions([mc], {"mc": "B. pizza"}, [done("C. rice")], gold_gate)
     assert counts == {"gate_wrong": 1}
 
 
@@ -177,7 +177,7 @@ def test_judge_gate_keeps_only_consistent_wins():
         "mixed": {"articulate": "a", "in-depth": "b", "comprehensive": "tie"},
     })
     samples = [done("better"), done("flipped"), done("worse"), done("mixed"), done("Paris")]
-    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, JudgeGate(judge), gate_mode="judge")
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, JudgeGate(judge))
     assert {a["id"] for a in accepted} == {"win", "same"}
     assert counts == {"accepted": 1, "kept_identical": 1, "gate_not_better": 3}
     assert [it["a"] for it in judge.items] == ["better", "flipped", "worse", "mixed"]  # identical: not asked
@@ -198,12 +198,11 @@ def test_reward_gate_margin():
     responses = {"big": "d1", "small": "d2", "down": "d3"}
     scorer = FakeScorer({"d1": 0.0, "d2": 0.0, "d3": 1.0, "r1": 1.0, "r2": 0.3, "r3": 0.0})
     samples = [done("r1"), done("r2"), done("r3")]
-    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.5),
-                                                     gate_mode="reward")
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.5))
     assert [a["id"] for a in accepted] == ["big"]
     assert counts == {"accepted": 1, "gate_not_better": 2}
     assert next(r for r in rejected if r["id"] == "small")["verdict"]["reward_revision"] == 0.3
-    _, _, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.2), gate_mode="reward")
+    _, _, counts, _ = select_revisions(rows, responses, samples, RewardGate(scorer, margin=0.2))
     assert counts == {"accepted": 2, "gate_not_better": 1}
     assert scorer.prompts[0] == [{"role": "user", "content": rows[0]["instruction"]}]
 
@@ -216,15 +215,14 @@ def test_best_of_k_keeps_best_passing_sample():
         done("Berlin", "", "Madrid"),  # nothing passes: reason of the first gated sample
         done("", "Paris is it", "It is Paris"),  # same gold score: the shorter... equal length: the earlier
     ]
-    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gold_gate)
     kept = {a["id"]: (a["revision"], a["sample"]) for a in accepted}
     assert kept == {"a": ("Paris", 2), "c": ("Paris is it", 1)}
     assert rejected[0]["reason"] == "gate_wrong"
     assert [s["reason"] for s in rejected[0]["samples"]] == ["gate_wrong", "empty", "gate_wrong"]
     # judge scores rank samples when there is no gold gate
     judge = FakeJudge({"x": {"j": "a"}, "yy": {"j": "a", "k": "a"}, "z": {"j": "b"}})
-    accepted, _, _, _ = select_revisions([row("d")], {"d": "draft"}, [done("x", "yy", "z")], JudgeGate(judge),
-                                         gate_mode="judge")
+    accepted, _, _, _ = select_revisions([row("d")], {"d": "draft"}, [done("x", "yy", "z")], JudgeGate(judge))
     assert accepted[0]["revision"] == "yy"
 
 
@@ -232,11 +230,11 @@ def test_fix_break_arithmetic_on_hand_built_rows():
     rows = [row(f"r{i}") for i in range(5)] + [row("open", source="alpaca", answers=("x",))]
     responses = {"r0": "London", "r1": "Paris", "r2": "Paris", "r3": "Rome", "r4": "Paris", "open": "x"}
     samples = [done("Paris"), done("Berlin"), done("It is Paris"), done("Oslo"), done("Paris"), done("y")]
-    _, _, counts, report = select_revisions(rows, responses, samples, None, gate_mode="none")
+    _, _, counts, report = select_revisions(rows, responses, samples, None)
     proposed = {"wrong_to_right": 1, "right_to_wrong": 1, "right_to_right": 2, "wrong_to_wrong": 1, "no_gold": 1}
     assert report["fix_break"]["proposed"] == proposed == report["fix_break"]["kept"]
     assert counts == {"accepted": 5, "kept_identical": 1}
-    _, _, counts, report = select_revisions(rows, responses, samples, gold_gate, gate_mode="gold")
+    _, _, counts, report = select_revisions(rows, responses, samples, gold_gate)
     assert report["fix_break"]["proposed"] == proposed  # before the gate: unchanged
     assert report["fix_break"]["kept"] == {"wrong_to_right": 1, "right_to_wrong": 0, "right_to_right": 1,
                                            "wrong_to_wrong": 0, "no_gold": 1}
@@ -244,15 +242,15 @@ def test_fix_break_arithmetic_on_hand_built_rows():
 
 
 def test_bad_gate_settings_fail_at_parse_time():
-    from citing_trl.citing_config import TeacherArguments, check_settings
-    from citing_trl.cli import ConfigError
+    from citing_trl.citing_config import TeacherArguments, check_teacher_sampling
+    from citing_trl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--revision_gate must be one of none, gold, judge, reward, got 'oracle'"):
         CitingArguments(revision_gate="oracle")
     with pytest.raises(ConfigError, match="--gate_reward_model is needed"):
         CitingArguments(revision_gate="reward")
     with pytest.raises(ConfigError, match="--teacher_temperature must be > 0 with --teacher_num_samples 4"):
-        check_settings(CitingArguments(teacher_num_samples=4), TeacherArguments().build())
+        check_teacher_sampling(CitingArguments(teacher_num_samples=4), TeacherArguments().build())
     with pytest.raises(ConfigError, match="--teacher_num_samples must be a whole number"):
         CitingArguments(teacher_num_samples=0)
 
@@ -264,11 +262,10 @@ def test_bad_gate_settings_fail_at_parse_time():
 import re  # noqa: E402
 import threading  # noqa: E402
 
-from tests.helpers.fault_server import FaultServer
-
 from citing_trl.revision import teacher_revisions  # noqa: E402
 from citing_trl.teacher import Teacher, TeacherConfig  # noqa: E402
 from citing_trl.verification import make_gate  # noqa: E402
+from tests.helpers.fault_server import FaultServer  # noqa: E402
 
 _ANSWERS = re.compile(r"### Answer A\n(.*?)\n\n### Answer B\n(.*?)\n\n", re.S)
 
@@ -296,14 +293,14 @@ def test_judge_gate_with_pairwise_judge_both_orders(tmp_path):
     with FaultServer(reply=judge_reply) as server:
         teacher = openai_teacher(server, tmp_path / "cache.jsonl")
         gate = make_gate("judge", teacher=teacher)
-        accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="judge")
+        accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate)
         assert [a["id"] for a in accepted] == ["w"]
         assert {r["id"]: r["reason"] for r in rejected} == {"f": "gate_not_better", "l": "gate_not_better"}
         assert set(next(r for r in rejected if r["id"] == "f")["verdict"]["judge"].values()) == {"tie"}
         sent = server.total_hits
         assert sent == 6  # three pairs, both orders, one joint request each
         again = openai_teacher(server, tmp_path / "cache.jsonl")  # same cache: a rerun is free
-        select_revisions(rows, responses, samples, make_gate("judge", teacher=again), gate_mode="judge")
+        select_revisions(rows, responses, samples, make_gate("judge", teacher=again))
         assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
 
 
@@ -325,8 +322,8 @@ def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
     responses = {"a": "London", "b": "Milan"}
     with FaultServer(reply=CyclingReply(["Berlin", "Paris, the capital city of France", "Paris, Rome"])) as server:
         teacher = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
-        accepted, rejected, counts, _ = teacher_revisions(teacher, rows, responses, gate=make_gate("gold"),
-                                                          gate_mode="gold", num_samples=3)
+        accepted, rejected, counts, _ = teacher_revisions(teacher, rows, responses, RevisionSettings(teacher_num_samples=3),
+                                                          gate=make_gate("gold"))
         kept = {a["id"]: a["revision"] for a in accepted}
         # row a: samples 1 and 2 are right; 2 has the higher F1 ("paris rome" vs the longer sentence)
         assert kept == {"a": "Paris, Rome", "b": "Paris, Rome"}
@@ -334,8 +331,7 @@ def test_best_of_k_with_teacher_samples_and_free_rerun(tmp_path):
         sent = server.total_hits
         assert teacher.ledger.summary()["requests_sent"] > 0 and sent >= 2
         again = openai_teacher(server, tmp_path / "cache.jsonl", temperature=1.0)
-        assert teacher_revisions(again, rows, responses, gate=make_gate("gold"), gate_mode="gold",
-                                 num_samples=3)[0] == accepted
+        assert teacher_revisions(again, rows, responses, RevisionSettings(teacher_num_samples=3), gate=make_gate("gold"))[0] == accepted
         assert server.total_hits == sent and again.ledger.summary()["requests_sent"] == 0
 
 
@@ -356,8 +352,8 @@ def test_reward_gate_with_trained_reward_model(tiny_model_dir, tmp_path):
     responses = {"up": "the cat runs fast", "down": "the dog runs slow excellent"}
     samples = [done("the cat runs fast excellent"), done("the dog runs slow")]
     gate = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=0.0)
-    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate, gate_mode="reward")
+    accepted, rejected, counts, _ = select_revisions(rows, responses, samples, gate)
     assert [a["id"] for a in accepted] == ["up"] and counts == {"accepted": 1, "gate_not_better": 1}
     assert rejected[0]["verdict"]["reward_draft"] > rejected[0]["verdict"]["reward_revision"]
     strict = make_gate("reward", reward_model=str(tmp_path / "rm"), margin=1e6)
-    assert select_revisions(rows, responses, samples, strict, gate_mode="reward")[2] == {"gate_not_better": 2}
+    assert select_revisions(rows, responses, samples, strict)[2] == {"gate_not_better": 2}

@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citing_trl.cli import check_choice
 from citing_trl.configs import prefixed
+from citing_trl.errors import check_choice
 from citing_trl.generation import GenerationConfig, generate
 from citing_trl.jsonl import read_jsonl
+from citing_trl.run_layout import round_dirs
 from citing_trl.sft import load_student_for_training
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ def load_policy(model_args, sft_adapter: str | None):
 
 def text_key(row: dict) -> str:
     """A row's identity by its text, for matching rows whose ids were made by another loader."""
-    norm = lambda t: re.sub(r"\s+", " ", t or "").strip().lower()  # noqa: E731
+    def norm(text: str | None) -> str:
+        return re.sub(r"\s+", " ", text or "").strip().lower()
+
     return f"{norm(row.get('instruction'))}\n{norm(row.get('input'))}"
 
 
@@ -100,7 +103,7 @@ def revisions_for(revisions: dict[str, list[str]], row: dict) -> list[str]:
     return revisions.get(row.get("id")) or revisions.get(text_key(row)) or []
 
 
-def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
+def run_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     """The accepted teacher revisions of every round of a CITING run (in round order, no repeats), keyed by row
     id and by :func:`text_key`; look them up with :func:`revisions_for`."""
     if not run_dir:
@@ -109,8 +112,7 @@ def teacher_revisions(run_dir: str | Path | None) -> dict[str, list[str]]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--citing_run {run_dir}: no such folder")
     out: dict[str, list[str]] = {}
-    rounds = sorted((d for d in run_dir.glob("round_*") if d.name[6:].isdigit()), key=lambda d: int(d.name[6:]))
-    for rdir in rounds:
+    for rdir in round_dirs(run_dir):
         for rec in read_jsonl(rdir / "revisions.jsonl"):
             text = (rec.get("revision") or "").strip()
             for key in (rec["id"], text_key(rec)):

@@ -16,11 +16,11 @@ from pathlib import Path
 from trl import DPOConfig as _TRLDPOConfig
 from trl import DPOTrainer
 
+from citing_trl.baselines.common import load_policy
+from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, pairs_dataset, split_pairs
+from citing_trl.baselines.ranks import RankDigestCallback
 from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.precision import NativeBf16
-from citing_trl.baselines.common import load_policy
-from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
-from citing_trl.baselines.ranks import RankDigestCallback
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def run_dpo(pref_args: PreferenceArguments, training_args: DPOConfig, model_args
     logger.info("DPO: %d training pairs, %d held out (%s)", len(train), len(held), dict(stats))
     model, tokenizer, peft_config = load_policy(model_args, sft_adapter)
     trainer = DPOTrainer(
-        model=model, args=training_args, train_dataset=to_dataset(train),
-        eval_dataset=to_dataset(held) if held else None, processing_class=tokenizer, peft_config=peft_config,
+        model=model, args=training_args, train_dataset=pairs_dataset(train),
+        eval_dataset=pairs_dataset(held) if held else None, processing_class=tokenizer, peft_config=peft_config,
         callbacks=[RankDigestCallback()],  # <output_dir>/rank_digests.json under several processes
     )
     check_engine(trainer.accelerator)

@@ -39,6 +39,8 @@ from citing_trl.errors import UserError
 from citing_trl.evaluation.gold import GOLD_SOURCES, OPEN_SOURCES, SPAN_SOURCES, is_correct, is_no_answer
 from citing_trl.jsonl import iter_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages
+from citing_trl.round_result import read_rollouts
+from citing_trl.run_layout import round_dirs, round_index
 
 logger = logging.getLogger(__name__)
 
@@ -125,28 +127,23 @@ def _keep(pairs: list[dict], stats: Counter) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _round_dirs(run_dir: Path) -> list[Path]:
-    dirs = [d for d in run_dir.glob("round_*") if d.is_dir() and d.name[6:].isdigit()]
-    return sorted(dirs, key=lambda d: int(d.name[6:]))
-
-
 def pairs_from_run(run_dir: str | Path, pair_source: str = "revision", gold: dict[str, dict] | None = None,
                    stats: Counter | None = None) -> list[dict]:
     """Preference pairs from a CITING run's rounds (see module docstring)."""
 
     run_dir = Path(run_dir)
     stats = stats if stats is not None else Counter()
-    rounds = _round_dirs(run_dir)
+    rounds = round_dirs(run_dir)
     if not rounds:
         raise PreferenceError(f"{run_dir}: no round_<k>/ folders; is this a CITING run's output_dir?")
     pairs: list[dict] = []
     # Rollout records carry only an id: map it to the instruction text through the run's revision records.
     by_id_text: dict[str, tuple] = {}
-    for f in run_dir.glob("round_*/revisions*.jsonl"):
+    for f in (rdir / "revisions.jsonl" for rdir in rounds):
         for rec in read_jsonl(f):
             by_id_text[rec.get("id")] = (_norm(rec.get("instruction") or ""), _norm(rec.get("input") or ""))
     for rdir in rounds:
-        k = rdir.name[6:]
+        k = round_index(rdir)
         if pair_source in ("revision", "both"):
             path = rdir / "revisions.jsonl"
             for n, rec in enumerate(read_jsonl(path), 1):
@@ -158,16 +155,15 @@ def pairs_from_run(run_dir: str | Path, pair_source: str = "revision", gold: dic
         if pair_source in ("gold", "both"):
             if gold is None:
                 raise PreferenceError("--pair_source gold needs --gold_dataset (the rows with the gold answers)")
-            for f in sorted(rdir.glob("rollouts*.jsonl")):
-                for rec in read_jsonl(f):
-                    row = gold.get(rec.get("id"))
-                    if row is None and rec.get("id") in by_id_text:  # same instruction, other id scheme
-                        row = gold.get(by_id_text[rec["id"]])
-                    if row is None or not (row.get("output") or "").strip():
-                        stats["no_gold"] += 1
-                        continue
-                    pairs.append({**make_pair(rec["id"], row["instruction"], row.get("input") or "", row["output"],
-                                              rec.get("response") or ""), "round": int(k), "kind": "gold"})
+            for rec in read_rollouts(rdir, full=True).values():  # every rank's shard
+                row = gold.get(rec.get("id"))
+                if row is None and rec.get("id") in by_id_text:  # same instruction, other id scheme
+                    row = gold.get(by_id_text[rec["id"]])
+                if row is None or not (row.get("output") or "").strip():
+                    stats["no_gold"] += 1
+                    continue
+                pairs.append({**make_pair(rec["id"], row["instruction"], row.get("input") or "", row["output"],
+                                          rec.get("response") or ""), "round": int(k), "kind": "gold"})
     return pairs
 
 
@@ -377,7 +373,7 @@ def split_pairs(pairs: list[dict], eval_fraction: float, seed: int = 42) -> tupl
     return [p for p in pairs if p["id"] not in held], [p for p in pairs if p["id"] in held]
 
 
-def to_dataset(pairs: list[dict]):
+def pairs_dataset(pairs: list[dict]):
     import datasets
 
     return datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])

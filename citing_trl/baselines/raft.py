@@ -42,15 +42,14 @@ import datasets
 from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
-from citing_trl.distributed import check_engine, save_adapter
-from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import SamplingArguments, load_policy, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
-from citing_trl.cli import check
-from citing_trl.errors import ConfigError, DataError
+from citing_trl.distributed import check_engine, save_adapter
+from citing_trl.errors import ConfigError, DataError, check
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory
+from citing_trl.precision import NativeBf16
 from citing_trl.prompts import instruction_messages
 from citing_trl.sft import to_prompt_completion
 from citing_trl.stages import is_done, write_marker

@@ -26,6 +26,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
+from citing_trl.run_layout import own_file
+
 logger = logging.getLogger(__name__)
 
 DIGEST_FILE = "rank_digests.json"
@@ -51,10 +53,8 @@ def gather(part: list) -> list:
 
 def part_path(path: str | Path, state: PartialState | None = None) -> Path:
     """This rank's own file beside ``path`` (``x.jsonl`` -> ``x.rank<r>.jsonl``); ``path`` itself for one process."""
-    state, path = state or PartialState(), Path(path)
-    if state.num_processes <= 1:
-        return path
-    return path.with_name(f"{path.stem}.rank{state.process_index}{path.suffix}")
+    state = state or PartialState()
+    return own_file(path, state.process_index, state.num_processes)
 
 
 def weights_digest(model) -> str:

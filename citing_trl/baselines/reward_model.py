@@ -35,14 +35,15 @@ from pathlib import Path
 
 from trl import RewardConfig
 
-from citing_trl.distributed import check_engine, save_adapter
-from citing_trl.precision import NativeBf16
-from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, split_pairs, to_dataset
+from citing_trl.baselines.preferences import PreferenceArguments, load_preferences, pairs_dataset, split_pairs
 from citing_trl.baselines.ranks import RankDigestCallback
-from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # noqa: F401  (scorers live in the core)
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.errors import ConfigError
 from citing_trl.evaluation.gold import is_correct
+from citing_trl.evaluation.stats import Z_975
 from citing_trl.models import load_tokenizer, resolve_model_path
+from citing_trl.precision import NativeBf16
+from citing_trl.reward import META_FILE, GoldScorer, RewardScorer, load_backbone  # the scorers live in the core
 from citing_trl.sft import lora_config
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     model = load_backbone(base, tokenizer, model_args.dtype)
     training_args.pad_token = tokenizer.pad_token
     trainer = RewardTrainer(
-        model=model, args=training_args, train_dataset=to_dataset(train), processing_class=tokenizer,
+        model=model, args=training_args, train_dataset=pairs_dataset(train), processing_class=tokenizer,
         peft_config=reward_lora_config(model_args), callbacks=[RankDigestCallback()],
     )
     check_engine(trainer.accelerator)
@@ -124,7 +125,7 @@ def train_reward_model(pref_args: PreferenceArguments, training_args: RewardMode
     return trainer, metrics
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, z: float = Z_975) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (95% for the default z); (0, 1) when n = 0."""
     if n <= 0:
         return 0.0, 1.0

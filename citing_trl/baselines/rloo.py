@@ -18,12 +18,11 @@ from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 
-from citing_trl.distributed import check_engine, save_adapter
-from citing_trl.baselines.ppo.config import RLHFArguments
-from citing_trl.baselines.ppo.config import check_reward_settings
+from citing_trl.baselines.ppo.config import RLHFArguments, check_reward_settings
 from citing_trl.baselines.ppo.launch import build_reward_fn, load_rlhf_policy, record_reward, training_prompts
 from citing_trl.baselines.ppo.lora import save_policy_adapter
 from citing_trl.baselines.ranks import RankDigestCallback
+from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.sft import load_rows, lora_config
 
 

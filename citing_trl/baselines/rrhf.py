@@ -58,12 +58,12 @@ from transformers import Trainer, TrainingArguments
 from trl.data_utils import common_prefix_length
 from trl.trainer.utils import add_fused_lm_head
 
-from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.errors import ConfigError, DataError
 from citing_trl.generation import GenerationConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
+from citing_trl.precision import NativeBf16
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import GoldScorer
 from citing_trl.stages import is_done, run_stage, write_marker

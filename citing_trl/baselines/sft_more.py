@@ -40,14 +40,14 @@ from pathlib import Path
 import datasets
 from trl import SFTConfig, SFTTrainer
 
-from citing_trl.distributed import check_engine, save_adapter
-from citing_trl.precision import NativeBf16
 from citing_trl.baselines.common import load_policy, text_key
-from citing_trl.cli import check_choice
-from citing_trl.errors import ConfigError, DataError
+from citing_trl.distributed import check_engine, save_adapter
+from citing_trl.errors import ConfigError, DataError, check_choice
 from citing_trl.jsonl import read_jsonl
 from citing_trl.pipeline import free_memory
+from citing_trl.precision import NativeBf16
 from citing_trl.revision import gold_answers
+from citing_trl.run_layout import round_dirs, round_index
 from citing_trl.sft import to_prompt_completion
 from citing_trl.stages import run_stage
 from citing_trl.train_stats import TRAIN_STATS_FILE, TokenCounter, train_stats
@@ -119,11 +119,11 @@ def read_citing_run(run_dir: str | Path | None) -> CitingRecord:
     run = Path(run_dir)
     if not run.is_dir():
         raise CitingRunError(f"--citing_run {run}: no such folder")
-    rdirs = sorted((d for d in run.glob("round_*") if d.is_dir() and d.name[6:].isdigit()), key=lambda d: int(d.name[6:]))
+    rdirs = round_dirs(run)
     if not rdirs:
         raise CitingRunError(f"--citing_run {run}: no round_<k>/ folder, so not a CITING run folder "
                              "(recipes/citing.py's output_dir)")
-    if [int(d.name[6:]) for d in rdirs] != list(range(len(rdirs))):
+    if [round_index(d) for d in rdirs] != list(range(len(rdirs))):
         raise CitingRunError(f"--citing_run {run}: rounds {[d.name for d in rdirs]} are not round_0 .. round_{len(rdirs) - 1}")
     if not (run / "final" / "adapter_config.json").is_file():
         raise CitingRunError(f"--citing_run {run}: the run is not finished (no final/adapter_config.json); finish it "

@@ -22,8 +22,7 @@ One room per job:
 Bad input raises :class:`DataError` naming the file, the row and the field.
 """
 
-# ``datasets`` stays an attribute of this package: tests (and users) patch ``citing_trl.data.datasets.load_dataset``
-import datasets  # noqa: F401
+import datasets  # noqa: F401 - kept as an attribute: tests and users patch citing_trl.data.datasets.load_dataset
 
 from citing_trl.data.loaders import DEMO_FILE, load_alpaca, load_demo, load_family, load_file, load_source
 from citing_trl.data.schema import COLUMNS, FEATURES, KINDS, NO_ANSWER

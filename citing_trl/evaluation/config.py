@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from citing_trl.cli import check, check_choice
 from citing_trl.configs import prefixed
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check, check_choice
 from citing_trl.evaluation.judge import MODES, verdict_tokens
 from citing_trl.prompts import JUDGE_ASPECTS
-from citing_trl.teacher.backends import backend_names
 from citing_trl.teacher import TeacherConfig
+from citing_trl.teacher.backends import backend_names, backends_help
 
 # `none` is the evaluation's own choice; the others are the teacher's backends
 
@@ -114,8 +113,7 @@ _JudgeView = prefixed(
     only=tuple(f.name for f in fields(TeacherConfig) if f.init and f.name != "mode"),
     defaults={"temperature": 0.0, "max_tokens": None},
     helps={
-        "backend": "`none` (gold metrics only), `local` (in-process model, default the embedded SmolLM2-135M) or "
-                   "`openai` (any OpenAI-compatible server, e.g. a GPT-4-class model).",
+        "backend": f"`none` (gold metrics only), or a teacher backend: {backends_help()}.",
         "model": "Judge model: the served name for `openai`; a folder, Hub id or `embedded` for `local`.",
         "temperature": "Judge sampling temperature (0: greedy, the same verdict on a rerun).",
         "max_tokens": "Token budget of a verdict (default: small, 24 + 12 per aspect for `joint`, 24 for `per_aspect`).",

@@ -12,8 +12,10 @@ source                    metrics (all fractions in [0, 1]; ``n`` = rows scored)
                           boundaries), or an empty response. QuAC's own scorer (HEQ, leave-one-out F1) is
                           deliberately not used: the issue asks for SQuAD v2 scoring on both.
                           ``answer_in_response``: lenient, see below.
-``nq_open``               ``exact_match`` as the EfficientQA / NQ-open scorer (SQuAD normalisation, max over
-                          aliases), ``f1`` (SQuAD token F1, max over aliases), ``answer_in_response``.
+``nq_open``               ``exact_match`` as the NQ-open / EfficientQA scorer (ORQA's ``normalize_answer``:
+                          Unicode NFD first, so a composed "é" equals "e" + combining accent, then SQuAD's
+                          normalisation; max over aliases), ``f1`` (token F1 under the same normalisation, max
+                          over aliases), ``answer_in_response`` (same normalisation).
 ``trivia_qa``             ``exact_match`` and ``f1`` as TriviaQA's official ``triviaqa_evaluation.py``: its
                           normalisation differs from SQuAD's in one way, punctuation (plus the quote marks
                           ‘ ’ ´ `) is REPLACED BY A SPACE instead of deleted, and ``_`` becomes a space, so
@@ -44,6 +46,7 @@ from __future__ import annotations
 import collections
 import re
 import string
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 from citing_trl.data.schema import NO_ANSWER
@@ -80,6 +83,13 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def normalize_nq(text: str) -> str:
+    """The NQ-open / EfficientQA normalisation (ORQA's ``normalize_answer``, which the NQ-open README points to):
+    Unicode NFD (canonical decomposition), then :func:`normalize_answer`. A composed "Café" and a decomposed
+    "Cafe\u0301" are the same answer here; SQuAD's normalisation alone keeps them apart."""
+    return normalize_answer(unicodedata.normalize("NFD", text))
+
+
 def normalize_trivia(text: str) -> str:
     """TriviaQA's official normalisation: ``_`` -> space, lower case, punctuation -> SPACE, delete articles,
     collapse whitespace ("U.S." -> "u s")."""
@@ -87,8 +97,12 @@ def normalize_trivia(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split()).strip()
 
 
+NORMALIZERS = {"trivia_qa": normalize_trivia, "nq_open": normalize_nq}
+"""Sources whose official scorer normalises otherwise than SQuAD (:func:`normalize_answer`, every other source)."""
+
+
 def _normalizer(source: str):
-    return normalize_trivia if source == "trivia_qa" else normalize_answer
+    return NORMALIZERS.get(source, normalize_answer)
 
 
 def _token_f1(gold: str, pred: str, normalize) -> float:

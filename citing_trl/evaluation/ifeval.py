@@ -367,7 +367,9 @@ def accuracy(rows: Iterable[dict]) -> dict:
             inst[mode].extend(v)
             for i, ok in zip(spec[0], v):
                 per_type[i][mode].append(ok)
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else 0.0
+
     return {"n": len(prompt["strict"]), "n_instructions": len(inst["strict"]),
             "prompt_strict": mean(prompt["strict"]), "prompt_loose": mean(prompt["loose"]),
             "inst_strict": mean(inst["strict"]), "inst_loose": mean(inst["loose"]),

@@ -34,6 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from citing_trl.errors import DataError
 from citing_trl.prompts import JUDGE_ASPECTS, joint_judge_messages, judge_messages, judge_repair_messages
 
 VERDICTS = ("a", "b", "tie", "unparsed")
@@ -228,10 +229,10 @@ class PairwiseJudge:
     def _check(items: Sequence[dict]) -> None:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise ValueError(f"judge item #{i}: expected a dict with instruction, input, a, b")
+                raise DataError(f"judge item #{i}: expected a dict with instruction, input, a, b")
             for f in ("instruction", "a", "b"):
                 if not isinstance(item.get(f), str):
-                    raise ValueError(f"judge item #{i} (id {item.get('id', '?')}): field {f!r} must be a string, "
+                    raise DataError(f"judge item #{i} (id {item.get('id', '?')}): field {f!r} must be a string, "
                                      f"got {type(item.get(f)).__name__}")
 
     def _ask(self, units: list[tuple[list[dict], list[str]]], desc: str) -> list[dict[str, str]]:

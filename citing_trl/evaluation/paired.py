@@ -39,9 +39,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from citing_trl.evaluation.gold import fix_break
+from citing_trl.evaluation.stats import Z_80, Z_975, paired_bootstrap_ci
 
-Z_975 = 1.959963984540054  # two-sided 5%
-Z_80 = 0.8416212335729143  # 80% power
 MDE_FACTOR = Z_975 + Z_80
 
 
@@ -73,23 +72,6 @@ def min_detectable_difference(n: int, discordant_share: float = 1.0) -> float:
     if n <= 0:
         return float("nan")
     return min(1.0, MDE_FACTOR * math.sqrt(discordant_share / n))
-
-
-def paired_bootstrap_ci(before: Sequence[float], after: Sequence[float], n_boot: int = 2000, seed: int = 0,
-                        confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mean(after) - mean(before)``: each resample draws row indices with
-    replacement and uses those rows of BOTH systems. (NaN, NaN) with no rows."""
-    x = np.asarray(list(before), dtype=float)
-    y = np.asarray(list(after), dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"paired_bootstrap_ci: {x.size} rows before but {y.size} after")
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
-    diffs = y[idx].mean(axis=1) - x[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    return (float(low), float(high))
 
 
 def _mde(n: int, discordant: float) -> dict:

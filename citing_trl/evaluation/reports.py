@@ -20,15 +20,22 @@ from pathlib import Path
 
 from citing_trl.data import FAMILIES
 from citing_trl.errors import UserError
-from citing_trl.jsonl import iter_jsonl
-from citing_trl.evaluation.formatting import cell, p_value, pct, signed
 from citing_trl.evaluation import ifeval
+from citing_trl.evaluation.formatting import cell, p_value, pct, signed
 from citing_trl.evaluation.gold import (
-    CONSTRAINT_SOURCES, METRICS, chance_level, gold_metrics, is_correct, fix_break, primary_metric, reference_overlap,
+    CONSTRAINT_SOURCES,
+    METRICS,
+    chance_level,
+    fix_break,
+    gold_metrics,
+    is_correct,
+    primary_metric,
+    reference_overlap,
     unscored_counts,
 )
 from citing_trl.evaluation.paired import paired_gold, paired_scores, paired_verdicts
 from citing_trl.evaluation.stats import bootstrap_ci, length_controlled
+from citing_trl.jsonl import iter_jsonl
 
 FAMILY_OF = {source: family for family, sources in FAMILIES.items() for source in sources}
 
@@ -457,7 +464,7 @@ def pairwise_rows(comparison: str, judged: Sequence[dict], aspects: Sequence[str
             ok = [j for j in group if j["verdicts"][aspect] != "unparsed"]
             counts = Counter(j["verdicts"][aspect] for j in ok)
             n = len(ok)
-            share = (lambda k: 100 * counts[k] / n) if n else (lambda k: float("nan"))  # % of parsed verdicts
+            share = (lambda k, counts=counts, n=n: 100 * counts[k] / n) if n else (lambda k: float("nan"))  # % parsed
             wins = [1.0 if j["verdicts"][aspect] == "a" else 0.0 for j in ok]
             lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
             prefs = [{"a": 1.0, "tie": 0.5, "b": 0.0}[j["verdicts"][aspect]] for j in ok]

@@ -9,13 +9,32 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from citing_trl.evaluation.config import EvaluationArguments, JudgeArguments, judge_config  # noqa: F401 (re-exported)
+from citing_trl.evaluation.config import EvaluationArguments
 from citing_trl.evaluation.formatting import num, pct, percent, pts, signed
 from citing_trl.evaluation.judge import JudgeStats, PairwiseJudge
 from citing_trl.evaluation.reports import (
-    AnswersError, DataIssues, align, chance_lines, chance_note, constraint_type_report, expand_steps, family_of, gold_markdown, gold_report,
-    index_rows, lc_cell, load_answers, n_words, net_cell, paired_gold_report, paired_reference_report, pairwise_rows,
-    plot_fig2, step_fix_break, strict_json, write_table,
+    AnswersError,
+    DataIssues,
+    align,
+    chance_lines,
+    chance_note,
+    constraint_type_report,
+    expand_steps,
+    family_of,
+    gold_markdown,
+    gold_report,
+    index_rows,
+    lc_cell,
+    load_answers,
+    n_words,
+    net_cell,
+    paired_gold_report,
+    paired_reference_report,
+    pairwise_rows,
+    plot_fig2,
+    step_fix_break,
+    strict_json,
+    write_table,
 )
 from citing_trl.teacher import Teacher, TeacherConfig
 
@@ -56,7 +75,7 @@ def run_evaluation(args: EvaluationArguments, judge: TeacherConfig | None, teach
     # comparisons: (label, table, reference-side system, other system)
     table1 = [(f"{reference} vs {n}", reference, n) for n in files if n != reference]
     table2 = [(f"{new} vs {old}", new, old) for old, new in zip(args.round_names(), args.round_names()[1:])]
-    for name, names in steps.items():
+    for names in steps.values():
         table2 += [(f"{new} vs {old}", new, old) for old, new in zip(names, names[1:])]
     pairs = {label: (a, b, align(a, indexed[a], b, indexed[b], issues)) for label, a, b in table1 + table2}
     for label, (a, b, ids) in pairs.items():
@@ -214,10 +233,10 @@ def print_summary(summary: dict, console=None) -> None:
     reference answers), each system's gold metrics with chance levels, Table 2's paired steps, then the judge's
     tables labelled with the judge, its order consistency and the number of pairs, the data issues, and the
     headline again as the last word."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     console = console or (Console() if sys.stdout.isatty() else Console(width=150))
     gold = summary["gold"]

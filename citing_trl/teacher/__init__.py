@@ -20,7 +20,14 @@ out of any text a server sends back.
 """
 
 from citing_trl.teacher.backends import (
-    BackendContext, BatchBackend, Job, LocalBackend, OpenAIBackend, TeacherBackend, backend_names, register_backend,
+    BackendContext,
+    BatchBackend,
+    Job,
+    LocalBackend,
+    OpenAIBackend,
+    TeacherBackend,
+    backend_names,
+    register_backend,
 )
 from citing_trl.teacher.cache import CACHE_SCHEMA, Completion, TeacherCache, cache_key, canonical_json
 from citing_trl.teacher.client import Teacher
@@ -28,8 +35,6 @@ from citing_trl.teacher.config import TeacherConfig
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.ledger import UsageLedger
 from citing_trl.teacher.responses import RETRYABLE_STATUS, parse_retry_after
-
-_Cache = TeacherCache  # the name of the cache class before the split (tests import it)
 
 __all__ = [
     "BackendContext", "BatchBackend", "CACHE_SCHEMA", "Completion", "Job", "LocalBackend", "OpenAIBackend",

@@ -6,6 +6,7 @@ only produces the answers it is asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -61,6 +62,20 @@ class Teacher:
         )
 
     # ------------------------------------------------------------------ public
+    @classmethod
+    def preflight(cls, config: TeacherConfig, cache_path: str | Path | None = None) -> None:
+        """Fail in seconds, not after hours of training, when the teacher cannot answer: the backend's own check
+        (:meth:`~citing_trl.teacher.backends.TeacherBackend.preflight`, e.g. a local model's config loads), else
+        one tiny request through a quick copy of ``config`` (one retry, short timeout; cached in ``cache_path``,
+        so a rerun sends nothing). Raises the backend's user error or a :class:`TeacherError`."""
+        if backend_class(config.backend, config.mode).preflight(config):
+            return
+        quick = dataclasses.replace(config, max_retries=1, backoff_base=0.5, backoff_max=2.0,
+                                    timeout=min(config.timeout, 30.0))
+        probe = [[{"role": "user", "content": "Reply with the single word OK."}]]
+        with cls(quick, cache_path=cache_path) as teacher:
+            teacher.complete(probe, desc="teacher check", max_tokens=4)
+
     def complete(
         self,
         requests: Sequence[list[dict]],

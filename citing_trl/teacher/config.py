@@ -1,7 +1,7 @@
 """TeacherConfig: how the teacher model is reached (backend, model, server, retries, decoding, batch mode).
 
 Shared by rubric design, teacher revisions and the judge; recipes parse it under a flag prefix
-(:func:`citing_trl.configs.prefixed`), so its rules name each field as a flag through :func:`citing_trl.cli.check`.
+(:func:`citing_trl.configs.prefixed`), so its rules name each field as a flag through :func:`citing_trl.errors.check`.
 The ``backend`` and ``mode`` choices are those of the backend registry (:mod:`citing_trl.teacher.backends`).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from citing_trl.cli import check, check_choice
-from citing_trl.teacher import backends as registry
+import citing_trl.teacher.backends as registry
+from citing_trl.errors import check, check_choice
 
 
 @dataclass
@@ -19,8 +19,7 @@ class TeacherConfig:
 
     backend: str = field(
         default="local",
-        metadata={"help": "`local` (in-process generation with a causal LM) or `openai` (any OpenAI-compatible "
-                          "chat completions server)."},
+        metadata={"help": f"One of the registered backends: {registry.backends_help()}."},
     )
     model: str = field(
         default="embedded",
@@ -69,9 +68,10 @@ class TeacherConfig:
     )
     mode: str = field(
         default="live",
-        metadata={"help": "`live` (one request per answer, answers at once) or `batch` (`openai` backend only: the "
-                          "OpenAI Batch API at half the price, answers within its 24h window; the batch id is saved "
-                          "next to the cache so a killed run polls the same batch instead of submitting again)."},
+        metadata={"help": f"How requests are sent, and the backends that serve each mode: {registry.modes_help()}. "
+                          "`live` sends one request per answer and answers at once; `batch` uses the OpenAI Batch "
+                          "API at half the price, answers within its 24h window (the batch id is saved next to the "
+                          "cache so a killed run polls the same batch instead of submitting again)."},
     )
     batch_poll_interval: float = field(default=30.0, metadata={"help": "Seconds between status polls of a batch."})
     batch_retry: str = field(

@@ -22,27 +22,40 @@ never put into a training record.
 """
 
 from citing_trl.verification.base import (
-    GATES, Candidate, Gate, GoldScores, Verdict, check_settings, gate_label, gate_names, gold_score, make_gate,
+    GATES,
+    Candidate,
+    Gate,
+    GoldScores,
+    Verdict,
+    gate_label,
+    gate_names,
+    gold_score,
+    is_identical,
+    make_gate,
     register_gate,
 )
 from citing_trl.verification.format_filter import (
-    KEPT_IDENTICAL, KEPT_TRUNCATED, REJECT_REASONS, clean_revision, ends_complete_sentence, is_identical,
+    KEPT_IDENTICAL,
+    KEPT_TRUNCATED,
+    REJECT_REASONS,
+    clean_revision,
+    ends_complete_sentence,
     reject_reason,
 )
-
-# the built-in gates, in the order the choices are listed
-from citing_trl.verification.none import NoGate, no_gate  # noqa: I001
-from citing_trl.verification.gold import GoldGate, gold_gate
+from citing_trl.verification.gold import GoldGate
 from citing_trl.verification.judge import JudgeGate
-from citing_trl.verification.reward import RewardGate
 
+# the built-in gates (registered in settings.BUILT_IN_GATES order, which --revision_gate lists)
+from citing_trl.verification.none import NoGate
 from citing_trl.verification.report import FIX_BREAK_KEYS, per_kept_row, print_fix_break, print_round_report
+from citing_trl.verification.reward import RewardGate
 from citing_trl.verification.selection import Selection, fix_break_report, select_revisions
+from citing_trl.verification.settings import RevisionSettings, gates_help
 
 __all__ = [
     "FIX_BREAK_KEYS", "GATES", "KEPT_IDENTICAL", "KEPT_TRUNCATED", "REJECT_REASONS", "Candidate", "Gate", "GoldGate",
-    "GoldScores", "JudgeGate", "NoGate", "RewardGate", "Selection", "Verdict", "check_settings", "clean_revision",
-    "ends_complete_sentence", "fix_break_report", "gate_label", "gate_names", "gold_gate", "gold_score",
-    "is_identical", "make_gate", "no_gate", "per_kept_row", "print_fix_break", "print_round_report", "register_gate",
+    "GoldScores", "JudgeGate", "NoGate", "RevisionSettings", "RewardGate", "Selection", "Verdict", "clean_revision",
+    "ends_complete_sentence", "fix_break_report", "gate_label", "gate_names", "gates_help", "gold_score",
+    "is_identical", "make_gate", "per_kept_row", "print_fix_break", "print_round_report", "register_gate",
     "reject_reason", "select_revisions",
 ]

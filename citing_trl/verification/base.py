@@ -6,13 +6,14 @@ A gate is one class in one file of this package (see :mod:`.gold` for a small on
     @register_gate
     class MyGate(Gate):
         name = "mine"                      # the --revision_gate value
-        help = "keep r(k+1) when ..."      # one line for the docs
+        help = "keep r(k+1) when ..."      # one line: --revision_gate's help lists it
 
         def check(self, candidates):       # every candidate of the round at once (one batch)
             return [Verdict(keep=...) for c in candidates]
 
-A gate's own settings are ``gate_<option>`` fields of the recipe's arguments, named in ``options``; they reach
-:meth:`Gate.build` as keywords. :meth:`Gate.check_settings` validates them when the flags are parsed,
+A gate's own settings are ``gate_<option>`` fields of :class:`~citing_trl.verification.settings.RevisionSettings`,
+named in ``options``; they reach :meth:`Gate.build` as keywords. :meth:`Gate.check_settings` validates them
+when the settings object is built (at parse time),
 :meth:`Gate.preference` ranks a row's passing samples, :meth:`Gate.label` names the gate in the model card.
 Nothing outside a gate's class looks at its name.
 
@@ -22,14 +23,26 @@ Gold scores are computed once per text: every :class:`Candidate` of a round read
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from citing_trl.cli import check, check_choice
+from citing_trl.errors import check_choice
 from citing_trl.evaluation.gold import primary_metric, score_response
-from citing_trl.verification.format_filter import is_identical
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Whitespace collapsed, case folded: how the format filter compares a revision with its draft."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def is_identical(response: str, revision: str) -> bool:
+    """The teacher kept the draft as it is (up to whitespace and case)."""
+    return normalize_text(revision) == normalize_text(response)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,8 +143,11 @@ class Gate(ABC):
         return cls(**options)
 
     @classmethod
-    def check_settings(cls, args) -> None:
-        """Parse-time checks of this gate's settings (raise through :func:`citing_trl.cli.check`)."""
+    def check_settings(cls, settings) -> None:
+        """Checks of this gate's ``gate_<option>`` settings when a
+        :class:`~citing_trl.verification.settings.RevisionSettings` is built (raise through
+        :func:`citing_trl.errors.check`). Most gates have none."""
+        return None
 
     @classmethod
     def label(cls, record: dict) -> str:
@@ -171,8 +187,9 @@ def gate_names() -> tuple[str, ...]:
 
 
 def make_gate(spec, *, teacher=None, **options) -> Gate:
-    """The gate named by ``spec``: a gate name, or the run's arguments (``revision_gate`` names it and its
-    ``gate_<option>`` fields give the gate's settings, e.g. ``gate_reward_model``, ``gate_margin``).
+    """The gate named by ``spec``: a gate name, or a :class:`~citing_trl.verification.settings.RevisionSettings`
+    (``revision_gate`` names it and its ``gate_<option>`` fields give the gate's settings, e.g.
+    ``gate_reward_model``, ``gate_margin``).
     ``options`` are keyword settings (they override the arguments' ones); ``teacher`` serves gates that ask
     it. A judge or a reward scorer may be given ready-made (``judge=``, ``scorer=``)."""
     name = spec if isinstance(spec, str) else spec.revision_gate
@@ -187,13 +204,3 @@ def gate_label(record: dict) -> str:
     """The model card's name for the gate recorded in a round's verification settings."""
     cls = GATES.get(record["revision_gate"])
     return cls.label(record) if cls is not None else f"`{record['revision_gate']}`"
-
-
-def check_settings(args) -> None:
-    """Parse-time checks of the verification settings of the recipe's arguments (one line naming the flag):
-    the gate is a registered one, its own settings (:meth:`Gate.check_settings`), best-of-K's sample count. That best-of-K needs a teacher
-    temperature > 0 is checked with the teacher's settings (:func:`citing_trl.citing_config.check_settings`)."""
-    check_choice("revision_gate", args.revision_gate, gate_names())
-    GATES[args.revision_gate].check_settings(args)
-    check(isinstance(args.teacher_num_samples, int) and args.teacher_num_samples >= 1, "teacher_num_samples",
-          "must be a whole number >= 1", args.teacher_num_samples)

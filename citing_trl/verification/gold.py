@@ -41,5 +41,3 @@ class GoldGate(Gate):
     def preference(self, candidate: Candidate, verdict: Verdict) -> tuple:
         return (candidate.gold or (0.0, 0.0), *super().preference(candidate, verdict))
 
-
-gold_gate = GoldGate()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from citing_trl.cli import check
-from citing_trl.errors import ConfigError
+from citing_trl.errors import ConfigError, check
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import RewardScorer
 from citing_trl.verification.base import Candidate, Gate, Verdict, register_gate
@@ -36,9 +35,9 @@ class RewardGate(Gate):
         return cls(scorer, margin)
 
     @classmethod
-    def check_settings(cls, args) -> None:
-        check(bool(args.gate_reward_model), "gate_reward_model",
-              f"is needed by --revision_gate {cls.name} (a reward model folder or adapter)", args.gate_reward_model)
+    def check_settings(cls, settings) -> None:
+        check(bool(settings.gate_reward_model), "gate_reward_model",
+              f"is needed by --revision_gate {cls.name} (a reward model folder or adapter)", settings.gate_reward_model)
 
     @classmethod
     def label(cls, record: dict) -> str:

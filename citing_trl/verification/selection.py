@@ -18,6 +18,7 @@ from citing_trl.evaluation.gold import fix_break
 from citing_trl.verification.base import Candidate, Gate, GoldScores
 from citing_trl.verification.format_filter import KEPT_IDENTICAL, KEPT_TRUNCATED, clean_revision, reject_reason
 from citing_trl.verification.none import NoGate
+from citing_trl.verification.settings import RevisionSettings
 
 
 class Selection(NamedTuple):
@@ -30,30 +31,28 @@ class Selection(NamedTuple):
     report: dict
 
 
-def _record(row: dict, draft: str, revision: str) -> dict:
-    """A training record: instruction, input, criteria, r(k), r(k+1). Gold answers are deliberately absent."""
+def training_record(row: dict, draft: str, revision: str) -> dict:
+    """A training record: instruction, input, criteria, r(k), r(k+1). Gold answers are deliberately absent.
+    A keep-unchanged row is ``training_record(row, draft, draft)``."""
     return {"id": row["id"], "instruction": row["instruction"], "input": row.get("input") or "",
             "category": row.get("category"), "criteria": row["criteria"], "response": draft, "revision": revision}
 
 
 def select_revisions(
     rows: Sequence[dict], responses: dict[str, str], samples: Sequence[Sequence], gate: Gate | None = None,
-    *, gate_mode: str | None = None, reject_truncated: bool = True, keep_identical: bool = True,
-    keep_complete_truncated: bool = False,
+    settings: RevisionSettings | None = None,
 ) -> Selection:
     """Pick each row's training revision among its teacher samples (``samples[i]``: Completions of row i).
 
-    ``gate``: a :class:`~citing_trl.verification.base.Gate` (None: no gate). ``gate_mode`` is accepted from
-    callers that name the gate as well; it must then be the gate's name.
+    ``gate``: a :class:`~citing_trl.verification.base.Gate` (None: no gate). ``settings``: the format filter's
+    settings (default: :class:`~citing_trl.verification.settings.RevisionSettings`'s defaults).
 
     Returns a :class:`Selection` ``(accepted, rejected, counts, report)``. ``counts`` partitions the rows:
     ``accepted``, ``kept_identical``, ``kept_truncated`` and one key per rejection reason (format reasons, then
     ``gate_*``). ``report`` has the gate's name, its ``ungated`` count and the fix/break tables.
     """
     gate = NoGate() if gate is None else gate
-    if gate_mode is not None and gate_mode != gate.name:
-        raise ValueError(f"select_revisions: gate_mode {gate_mode!r} names another gate than the one given "
-                         f"({gate.name!r})")
+    settings = settings if settings is not None else RevisionSettings()
     scores = GoldScores()
     per_row: list[list[Candidate]] = []
     format_reasons: list[list[str | None]] = []
@@ -62,8 +61,7 @@ def select_revisions(
         cands = [Candidate(row, draft, clean_revision(out.text), j, out.finish_reason, out.completion_tokens, scores)
                  for j, out in enumerate(outs)]
         per_row.append(cands)
-        format_reasons.append([reject_reason(row, draft, c.revision, c.finish_reason, reject_truncated, keep_identical,
-                                             keep_complete_truncated) for c in cands])
+        format_reasons.append([reject_reason(row, draft, c.revision, c.finish_reason, settings) for c in cands])
     to_gate = [c for cands, reasons in zip(per_row, format_reasons) for c, r in zip(cands, reasons) if r is None]
     verdicts = dict(zip(((c.row["id"], c.sample) for c in to_gate), gate(to_gate)))
 
@@ -71,7 +69,7 @@ def select_revisions(
     for row, cands, reasons in zip(rows, per_row, format_reasons):
         passing = [c for c, r in zip(cands, reasons) if r is None and verdicts[(row["id"], c.sample)].keep]
         if passing:
-            def rank(c: Candidate):
+            def rank(c: Candidate, row: dict = row):
                 return (*gate.preference(c, verdicts[(row["id"], c.sample)]), -len(c.revision), -c.sample)
 
             best = max(passing, key=rank)
@@ -80,8 +78,8 @@ def select_revisions(
             if best.identical:
                 counts[KEPT_IDENTICAL] += 1
             else:
-                counts[KEPT_TRUNCATED if best.finish_reason == "length" and reject_truncated else "accepted"] += 1
-            record = _record(row, best.draft, best.revision)
+                counts[KEPT_TRUNCATED if best.finish_reason == "length" and settings.reject_truncated else "accepted"] += 1
+            record = training_record(row, best.draft, best.revision)
             if len(cands) > 1:
                 record["sample"] = best.sample
             accepted.append(record)
@@ -92,7 +90,7 @@ def select_revisions(
             reason, shown = verdict.reason or "gate_rejected", first_gated
         else:
             verdict, reason, shown = None, reasons[0] or "empty", cands[0] if cands else None
-        record = {**_record(row, responses[row["id"]], shown.revision if shown else ""), "reason": reason}
+        record = {**training_record(row, responses[row["id"]], shown.revision if shown else ""), "reason": reason}
         if verdict is not None:
             record["verdict"] = verdict.detail
         if len(cands) > 1:

@@ -19,9 +19,8 @@ import sys
 import threading
 from collections.abc import Iterable
 
-from tests.helpers.fault_server import FaultServer
-
 from citing_trl.prompts import instruction_text
+from tests.helpers.fault_server import FaultServer
 
 
 class OracleAnswers:

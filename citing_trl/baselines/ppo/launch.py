@@ -21,10 +21,10 @@ from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
 from citing_trl.baselines.reward_model import reward_info, write_reward_info
 from citing_trl.cli import process_rank
-from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
 from citing_trl.generation import GenerationConfig
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 from citing_trl.prompts import instruction_messages
+from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
 from citing_trl.sft import load_rows, lora_config
 
 

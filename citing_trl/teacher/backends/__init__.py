@@ -50,6 +50,17 @@ def backends_for_mode(mode: str) -> list[type[TeacherBackend]]:
     return [cls for (_, m), cls in BACKENDS.items() if m == mode]
 
 
+def backends_help() -> str:
+    """``--backend``'s help, written from the registry (each live backend's ``summary``)."""
+    return ", ".join(f"`{cls.name}` ({cls.summary})" for (_, mode), cls in BACKENDS.items() if mode == "live")
+
+
+def modes_help() -> str:
+    """``--mode``'s help, written from the registry: the modes and the backends that serve each."""
+    return "; ".join(f"`{mode}`: " + " or ".join(f"`{cls.name}`" for cls in backends_for_mode(mode))
+                     for mode in backend_modes())
+
+
 def backend_class(name: str, mode: str = "live") -> type[TeacherBackend]:
     """The class registered for ``(name, mode)``; a ``KeyError`` when there is none (``TeacherConfig`` checks
     its values against the registry, so this only fails for a registry changed after the config was made)."""
@@ -62,5 +73,6 @@ del _cls
 
 __all__ = [
     "BACKENDS", "BackendContext", "BatchBackend", "Job", "LocalBackend", "OpenAIBackend", "TeacherBackend",
-    "backend_class", "backend_modes", "backend_names", "backends_for_mode", "register_backend",
+    "backend_class", "backend_modes", "backend_names", "backends_for_mode", "backends_help", "modes_help",
+    "register_backend",
 ]

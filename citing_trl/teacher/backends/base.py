@@ -15,14 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, NoReturn
+from typing import ClassVar, NoReturn
 
 from citing_trl.teacher.cache import TeacherCache, cache_record
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.ledger import UsageLedger
-
-if TYPE_CHECKING:
-    from citing_trl.teacher.config import TeacherConfig
 
 
 def prompt_preview(messages: list[dict], width: int = 60) -> str:
@@ -51,11 +48,11 @@ class Job:
 class BackendContext:
     """The public interface between the :class:`~citing_trl.teacher.Teacher` and its backend.
 
-    ``config``, ``ledger`` and ``cache`` are the teacher's own (a backend counts what it sends and retries in
+    ``config`` (the :class:`~citing_trl.teacher.TeacherConfig`), ``ledger`` and ``cache`` are the teacher's own (a backend counts what it sends and retries in
     the ledger, reads the cache to skip what is already answered, and fsyncs it); ``preloaded`` is the
     ``(model, tokenizer)`` pair given to the teacher, or ``(None, None)``."""
 
-    def __init__(self, config: TeacherConfig, cache: TeacherCache, ledger: UsageLedger,
+    def __init__(self, config, cache: TeacherCache, ledger: UsageLedger,
                  preloaded: tuple = (None, None)):
         self.config = config
         self.cache = cache
@@ -127,7 +124,15 @@ class TeacherBackend:
         self.ledger = context.ledger
 
     @classmethod
-    def decoding_key(cls, config: TeacherConfig) -> dict:
+    def preflight(cls, config) -> bool:
+        """Before anything expensive: check that this backend can answer ``config`` (a
+        :class:`~citing_trl.teacher.TeacherConfig`) without asking it, and raise a user error if not. True when
+        that check is enough; False (the default) makes :meth:`citing_trl.teacher.Teacher.preflight` send one
+        tiny request instead."""
+        return False
+
+    @classmethod
+    def decoding_key(cls, config) -> dict:
         """Settings of ``config`` beyond temperature and max_tokens that change this backend's answers, for the
         cache key (:func:`~citing_trl.teacher.cache.cache_key` leaves out those that are None or 0)."""
         return {}

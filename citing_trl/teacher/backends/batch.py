@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from citing_trl.jsonl import iter_jsonl
+from citing_trl.progress import progress_bar
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.backends.openai import OpenAIBackend
 from citing_trl.teacher.cache import canonical_json
@@ -225,11 +226,8 @@ class BatchBackend(TeacherBackend):
         self._collect(entry, batch, units)
 
     def _poll(self, entry: dict, desc: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         client = self.client()
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"), transient=False)
+        progress = progress_bar(field="status")
         with progress:
             task = progress.add_task(f"{desc} (batch {entry['batch_id']})", total=len(entry["keys"]), status="")
             while True:

@@ -7,15 +7,11 @@ this package) stays cheap and a run answered from the cache never loads the mode
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from citing_trl.generation import GenerationConfig, generate
-from citing_trl.models import load_model
+from citing_trl.models import ModelLoadError, load_model, resolve_model_path
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
-
-if TYPE_CHECKING:  # the config module imports this registry: a runtime import would be a circle
-    from citing_trl.teacher.config import TeacherConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +28,19 @@ class LocalBackend(TeacherBackend):
         self.model, self.tokenizer = context.preloaded
 
     @classmethod
-    def decoding_key(cls, config: TeacherConfig) -> dict:
+    def preflight(cls, config) -> bool:
+        """The model reference resolves and its config loads (the weights are loaded when needed)."""
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(resolve_model_path(config.model))
+        except Exception as err:
+            raise ModelLoadError(f"--teacher_model {config.model!r}: the local teacher cannot be loaded "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        return True
+
+    @classmethod
+    def decoding_key(cls, config) -> dict:
         """The repetition controls, when set (keys of answers without them are those of before they existed)."""
         return {"repetition_penalty": config.repetition_penalty if config.repetition_penalty != 1.0 else None,
                 "no_repeat_ngram_size": config.no_repeat_ngram_size or None}

@@ -10,10 +10,16 @@ import concurrent.futures
 import logging
 from collections.abc import Callable
 
+from citing_trl.progress import progress_bar
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
 from citing_trl.teacher.responses import (
-    AttemptFailed, MalformedResponse, backoff_delay, is_retryable_status, parse_choices, retry_after_of,
+    AttemptFailed,
+    MalformedResponse,
+    backoff_delay,
+    is_retryable_status,
+    parse_choices,
+    retry_after_of,
 )
 from citing_trl.teacher.secrets import client_api_key, redactor
 
@@ -55,7 +61,6 @@ class OpenAIBackend(TeacherBackend):
 
     async def _run_async(self, jobs: list[Job], desc: str, redact: Callable[[str], str]) -> list[TeacherError]:
         import openai
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.config
         context = self.context
@@ -64,10 +69,7 @@ class OpenAIBackend(TeacherBackend):
         stop = asyncio.Event()
         errors: list[TeacherError] = []
         ledger = self.ledger
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[note]}"), transient=False,
-        )
+        progress = progress_bar(field="note")
         task = progress.add_task(desc, total=sum(len(job.keys) for job in jobs), note="")
 
         def note() -> str:
