@@ -148,7 +148,7 @@ def test_vllm_two_ranks_each_run_their_own_engine_on_their_shard(smollm2_dir, tm
     questions = ["Name a primary colour.", "What is 2 + 3?", "Say hello in French.", "Name a planet."]
     data.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in questions))
     out = tmp_path / "two"
-    env = {**launcher_env(), "CITING_GENERATION_BACKEND": "vllm", "VLLM_CPU_KVCACHE_SPACE": "1"  # whole GiB: vLLM reads it as an int}
+    env = {**launcher_env(), "CITING_GENERATION_BACKEND": "vllm", "VLLM_CPU_KVCACHE_SPACE": "1"}  # whole GiB: vLLM reads it as an int
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), "--main_process_port",
            "0", "recipes/infer.py", "--model_name_or_path", str(smollm2_dir), "--dataset", str(data),
            "--num_revisions", "0", "--max_new_tokens", "16", "--vllm_enforce_eager", "true", "--output_dir", str(out)]
