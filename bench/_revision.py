@@ -26,9 +26,9 @@ def add_common_args(ap: argparse.ArgumentParser, student_max_tokens: int, teache
 
 def student_drafts(args, **generation) -> tuple[list[dict], dict[str, str]]:
     """The first ``--n`` rows of ``--dataset`` with their criteria (default rubric, MiniLM matching) and the
-    student's greedy answer to each, r(0); ``generation``: extra GenerationConfig fields."""
+    student's greedy answer to each, r(0); ``generation``: extra DecodingConfig fields."""
     from citing_trl.data import load_instructions
-    from citing_trl.generation import GenerationConfig, generate
+    from citing_trl.generation import DecodingConfig, generate
     from citing_trl.models import load_model
     from citing_trl.revision import rollout_prompt
     from citing_trl.rubric import RubricMatcher, assign_criteria, default_rubric, load_embedder
@@ -39,7 +39,7 @@ def student_drafts(args, **generation) -> tuple[list[dict], dict[str, str]]:
     t0 = time.time()
     student, tok = load_model(args.model, adapter=args.adapter)
     gens = generate(student, tok, [rollout_prompt(r, None) for r in rows],
-                    GenerationConfig(max_new_tokens=args.student_max_tokens, show_progress=False, **generation))
+                    DecodingConfig(max_new_tokens=args.student_max_tokens, show_progress=False, **generation))
     del student
     print(f"student r(0) for {len(rows)} rows in {time.time() - t0:.0f}s", flush=True)
     return rows, {r["id"]: g.text for r, g in zip(rows, gens)}

@@ -55,7 +55,7 @@ def adapter(model):
 def run_case(case: str, n: int, max_new: int) -> dict:
     import torch
 
-    from citing_trl.generation import GenerationConfig, generate, vllm_engine
+    from citing_trl.generation import DecodingConfig, generate, vllm_engine
     from citing_trl.models import load_model
 
     dtype = "bfloat16" if case.endswith("bf16") else "float32"
@@ -77,7 +77,7 @@ def run_case(case: str, n: int, max_new: int) -> dict:
         return {"startup_s": start, "tokens": sum(map(len, rows)), "seconds": secs, "rows": rows}
     backend = "vllm" if case.startswith("vllm") else "transformers"
     mode = "lora" if case.endswith("lora") else "merge"
-    config = GenerationConfig(backend=backend, max_new_tokens=max_new, batch_size=16, show_progress=False,
+    config = DecodingConfig(backend=backend, max_new_tokens=max_new, batch_size=16, show_progress=False,
                               vllm_adapter_mode=mode, vllm_enforce_eager=mode == "lora")
     if backend == "vllm":
         from citing_trl.models import resolve_model_path
@@ -85,7 +85,7 @@ def run_case(case: str, n: int, max_new: int) -> dict:
         engine = vllm_engine(resolve_model_path("embedded"), adapter_mode=mode, dtype=dtype,
                              enforce_eager=mode == "lora")
         out["engine"] = type(engine.llm).__module__ + "." + type(engine.llm).__name__
-    generate(model, tok, ps[:2], GenerationConfig(**{**config.__dict__, "max_new_tokens": 4}))  # warm-up
+    generate(model, tok, ps[:2], DecodingConfig(**{**config.__dict__, "max_new_tokens": 4}))  # warm-up
     start = time.perf_counter() - t0
 
     def timed(m):

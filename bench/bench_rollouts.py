@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from citing_trl.data import load_demo
-from citing_trl.generation import GenerationConfig, generate
+from citing_trl.generation import DecodingConfig, generate
 from citing_trl.models import load_model
 from citing_trl.prompts import instruction_messages
 
@@ -50,7 +50,7 @@ def batched(model, tok, prompts, max_new_tokens, batch_size):
         stats["prompt_cells"] += width * len(gens)
 
     t0, c0 = time.perf_counter(), time.process_time()
-    gens = generate(model, tok, prompts, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size,
+    gens = generate(model, tok, prompts, DecodingConfig(max_new_tokens=max_new_tokens, batch_size=batch_size,
                                                          show_progress=False), on_batch=on_batch)
     stats["cpu_s"] = time.process_time() - c0
     secs = time.perf_counter() - t0
@@ -69,7 +69,7 @@ def main():
     model, tok = load_model(a.model)
     rows = load_demo().select(range(a.prompts))
     prompts = [instruction_messages(r["instruction"], r["input"]) for r in rows]
-    generate(model, tok, prompts[:2], GenerationConfig(max_new_tokens=4, show_progress=False))  # warm-up
+    generate(model, tok, prompts[:2], DecodingConfig(max_new_tokens=4, show_progress=False))  # warm-up
 
     out = []
     print(f"prompts={a.prompts} max_new_tokens={a.max_new_tokens} cpus={torch.get_num_threads()}")

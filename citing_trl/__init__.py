@@ -16,7 +16,7 @@ _EXPORTS = {
     "CitingPipeline": "citing_trl.pipeline",
     "Teacher": "citing_trl.teacher",
     "TeacherConfig": "citing_trl.teacher",
-    "GenerationConfig": "citing_trl.generation",
+    "DecodingConfig": "citing_trl.generation",
     "generate": "citing_trl.generation",
     "load_instructions": "citing_trl.data",
     "load_model": "citing_trl.models",

@@ -5,7 +5,7 @@
   whose fields are declared once in :class:`~citing_trl.verification.RevisionSettings` (the frozen object the
   pipeline hands down whole: ``citing_args.revision_settings()``).
 - :data:`TeacherArguments` and :data:`RolloutArguments` are *views* of :class:`~citing_trl.teacher.TeacherConfig`
-  (``--teacher_*``) and :class:`~citing_trl.generation.GenerationConfig` (``--rollout_*``, the student's answers):
+  (``--teacher_*``) and :class:`~citing_trl.generation.DecodingConfig` (``--rollout_*``, the student's answers):
   their fields are declared once, in those classes, and ``view.build()`` returns the settings object the pipeline
   takes. ``recipes/citing.py`` hands all of them to ``TrlParser``.
 
@@ -21,7 +21,7 @@ from trl import SFTConfig
 
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError, check, check_choice, check_path
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.models import SMOLLM2_HUB_ID
 from citing_trl.precision import NativeBf16
 from citing_trl.prompts import REVISION_HEADERS
@@ -33,7 +33,7 @@ TeacherArguments = prefixed(TeacherConfig, "teacher_", name="TeacherArguments", 
 
 # --rollout_*: how the student writes r(k) in each round (seed and progress bar are set per round by the pipeline)
 RolloutArguments = prefixed(
-    GenerationConfig, "rollout_", name="RolloutArguments",
+    DecodingConfig, "rollout_", name="RolloutArguments",
     only=("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
           "no_repeat_ngram_size"),
 )

@@ -1,7 +1,7 @@
 """One config per concern, parsed directly.
 
 A settings dataclass such as :class:`~citing_trl.teacher.TeacherConfig` or
-:class:`~citing_trl.generation.GenerationConfig` declares each field once, under its plain name. A recipe that
+:class:`~citing_trl.generation.DecodingConfig` declares each field once, under its plain name. A recipe that
 needs it on its command line hands a *prefixed view* of it to ``TrlParser``::
 
     TeacherArguments = prefixed(TeacherConfig, "teacher_")     # --teacher_model, --teacher_max_tokens, ...

@@ -3,7 +3,7 @@
 Student rollouts r(k) (Algorithm 1 line 8), self-revision at inference (lines 13-14), the local teacher
 backend, baseline sampling and evaluation answers all go through :func:`generate`.
 
-Two engines behind the one entry point, chosen by :attr:`GenerationConfig.backend`:
+Two engines behind the one entry point, chosen by :attr:`DecodingConfig.backend`:
 
 - ``transformers`` (default): HF ``generate``. Prompts are sorted by token length and cut into batches so that
   little padding is wasted; padding is on the left so every row's new tokens start at the same column.
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GenerationConfig:
+class DecodingConfig:
     """Decoding settings shared by every caller of :func:`generate`."""
 
     max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per prompt (paper: 512)."})
@@ -180,7 +180,7 @@ def generate(
     model,
     tokenizer,
     prompts: Sequence[str | list[dict]],
-    config: GenerationConfig | None = None,
+    config: DecodingConfig | None = None,
     desc: str = "generating",
     on_batch: Callable[[list[int], list[Generation]], None] | None = None,
     engine: VLLMEngine | None = None,
@@ -191,7 +191,7 @@ def generate(
     can write finished work to disk as it arrives. ``engine`` (vllm backend only) replaces the engine that
     would be started for the model's base weights.
     """
-    config = config or GenerationConfig()
+    config = config or DecodingConfig()
     if not prompts:
         return []
     texts = [render_prompt(tokenizer, p) for p in prompts]
@@ -408,7 +408,7 @@ def _adapter_name(model) -> str:
     return name[0] if isinstance(name, (list, tuple)) else name
 
 
-def _vllm_target(model, config: GenerationConfig) -> tuple[str, str | None, object]:
+def _vllm_target(model, config: DecodingConfig) -> tuple[str, str | None, object]:
     """(base model path, adapter folder or None, temporary folder to clean up or None) for a model."""
     peft_config = getattr(model, "peft_config", None)
     if not peft_config:
@@ -460,7 +460,7 @@ def save_merged_weights(model, folder: str) -> None:
         model.unmerge_adapter()
 
 
-def _vllm_dtype(model, config: GenerationConfig) -> str:
+def _vllm_dtype(model, config: DecodingConfig) -> str:
     if config.vllm_dtype != "auto":
         return config.vllm_dtype
     dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype

@@ -35,7 +35,7 @@ from citing_trl.distributed import (
     whole_model_loading,
 )
 from citing_trl.errors import ConfigError
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.memory import MemoryMeter, memory_table, trim_heap
 from citing_trl.models import load_model
@@ -99,11 +99,11 @@ class CitingPipeline:
     """Runs Algorithm 1 into ``training_args.output_dir``; see the module docstring for the layout.
 
     ``teacher_config`` (a :class:`~citing_trl.teacher.TeacherConfig`) and ``rollout_config`` (the student's
-    :class:`~citing_trl.generation.GenerationConfig`) default to the recipe's defaults (``--teacher_*``,
+    :class:`~citing_trl.generation.DecodingConfig`) default to the recipe's defaults (``--teacher_*``,
     ``--rollout_*``)."""
 
     def __init__(self, data_args, training_args, model_args, citing_args: CitingArguments,
-                 teacher_config: TeacherConfig | None = None, rollout_config: GenerationConfig | None = None):
+                 teacher_config: TeacherConfig | None = None, rollout_config: DecodingConfig | None = None):
         self.data_args, self.training_args, self.model_args, self.args = data_args, training_args, model_args, citing_args
         self.teacher_config = teacher_config if teacher_config is not None else TeacherArguments().build()
         self.rollout_config = rollout_config if rollout_config is not None else RolloutArguments().build()
@@ -277,7 +277,7 @@ class CitingPipeline:
         self.state.wait_for_everyone()
         return result
 
-    def _rollout_config(self, k: int) -> GenerationConfig:
+    def _rollout_config(self, k: int) -> DecodingConfig:
         """The student's decoding settings for round k: the --rollout_* settings, seeded per round."""
         return dataclasses.replace(self.rollout_config, seed=self.training_args.seed + k,
                                    show_progress=self.state.is_main_process)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citing_trl.evaluation.gold import fix_break
-from citing_trl.generation import Generation, GenerationConfig, generate
+from citing_trl.generation import DecodingConfig, Generation, generate
 from citing_trl.jsonl import append_jsonl, read_jsonl
 from citing_trl.prompts import instruction_messages, reference_revision_messages, revision_messages
 from citing_trl.verification import (
@@ -67,7 +67,7 @@ def student_rollouts(
     tokenizer,
     rows: Sequence[dict],
     path: str | Path,
-    gen_config: GenerationConfig,
+    gen_config: DecodingConfig,
     previous: dict[str, str] | None = None,
     rank: int = 0,
     world_size: int = 1,

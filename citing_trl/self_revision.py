@@ -32,7 +32,7 @@ from citing_trl.citing_config import RevisionStyleArguments
 from citing_trl.configs import prefixed
 from citing_trl.distributed import on_main
 from citing_trl.errors import ConfigError, DataError, check
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.revision import student_rollouts
 from citing_trl.rubric import Rubric, RubricMatcher, assign_criteria, default_rubric, load_embedder
@@ -63,9 +63,9 @@ class InferenceArguments(RevisionStyleArguments):
         super().__post_init__()
 
 
-# How the student answers: GenerationConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
+# How the student answers: DecodingConfig's own flags, unprefixed (--max_new_tokens, --batch_size, ...)
 AnswerGenerationArguments = prefixed(
-    GenerationConfig, "", name="AnswerGenerationArguments",
+    DecodingConfig, "", name="AnswerGenerationArguments",
     only=("max_new_tokens", "batch_size", "repetition_penalty", "no_repeat_ngram_size", "seed", "backend",
           "vllm_adapter_mode", "vllm_dtype", "vllm_enforce_eager"),
 )
@@ -88,7 +88,7 @@ def step_path(output_dir: str | Path, j: int) -> Path:
     return Path(output_dir) / f"step_{j}.jsonl"
 
 
-def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: GenerationConfig,
+def self_revise(model, tokenizer, rows: list[dict], num_revisions: int, gen_config: DecodingConfig,
                 output_dir: str | Path, state=None, prompt_style: str = "improve") -> list[dict]:
     """rows need id, instruction, input and, when ``num_revisions`` > 0, criteria. Writes and returns the
     answers rows (see the module docstring) with ``responses`` = [r(0), ..., r(M)].

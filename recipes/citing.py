@@ -4,7 +4,7 @@
 
 Rerunning the same command resumes an interrupted run; see citing_trl/pipeline.py for the output layout.
 The flags: DataArguments, CitingConfig (training), ModelConfig, CitingArguments (the curriculum), --teacher_*
-(TeacherConfig) and --rollout_* (the student's GenerationConfig).
+(TeacherConfig) and --rollout_* (the student's DecodingConfig).
 """
 
 import logging

@@ -12,7 +12,7 @@ Writes <output_dir>/answers.jsonl (id, source, instruction, input, answers, resp
 recipes/evaluate.py reads. Rerunning the same command resumes; another model in the same folder is refused.
 Under `accelerate launch --num_processes N` every rank answers its share of the rows into its own part file and
 rank 0 joins them: the files are the ones a one-process run writes.
-The flags: DataArguments, InferenceArguments and the decoding (GenerationConfig's --max_new_tokens, --batch_size,
+The flags: DataArguments, InferenceArguments and the decoding (DecodingConfig's --max_new_tokens, --batch_size,
 --repetition_penalty, --no_repeat_ngram_size, --seed); see citing_trl/self_revision.py.
 """
 

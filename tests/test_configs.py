@@ -53,9 +53,9 @@ def test_view_errors_name_the_prefixed_flag():
 def test_view_parses_with_trl_parser(tmp_path):
     from trl import TrlParser
 
-    from citing_trl.generation import GenerationConfig
+    from citing_trl.generation import DecodingConfig
 
-    Rollout = prefixed(GenerationConfig, "rollout_")
+    Rollout = prefixed(DecodingConfig, "rollout_")
     yaml = tmp_path / "c.yaml"
     yaml.write_text("k_size: 4\nrollout_max_new_tokens: 32\n")
     parser = TrlParser((prefixed(Knobs, "k_"), Rollout))
@@ -63,7 +63,7 @@ def test_view_parses_with_trl_parser(tmp_path):
                                                         "--k_tags", "a", "b"])
     assert knobs.build().size == 4 and knobs.k_tags == ["a", "b"]
     gen = rollout.build()
-    assert isinstance(gen, GenerationConfig) and gen.max_new_tokens == 32 and gen.do_sample is True
+    assert isinstance(gen, DecodingConfig) and gen.max_new_tokens == 32 and gen.do_sample is True
 
 
 def test_view_renames_every_flag_of_its_own_in_a_message_and_takes_help_overrides():

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from citing_trl.generation import AnswerRepetitionControls, GenerationConfig, generate
+from citing_trl.generation import AnswerRepetitionControls, DecodingConfig, generate
 from citing_trl.teacher import Teacher, TeacherConfig, cache_key
 
 LOOPING = ["b b b b b b b b", "Tell me about the sea."]  # greedy on the tiny model: 'b b b ...', '......'
@@ -49,17 +49,17 @@ def _generated_ids(model, tokenizer, config):
 
 def test_repetition_controls_stop_a_greedy_loop(tiny):
     model, tokenizer = tiny
-    base = GenerationConfig(max_new_tokens=40, show_progress=False)
+    base = DecodingConfig(max_new_tokens=40, show_progress=False)
     _, plain = _generated_ids(model, tokenizer, base)
     assert all(repeated_ngrams(ids, 3) >= 20 for ids, _ in plain), "the constructed prompts must loop greedily"
     assert all("logits_processor" not in kw for _, kw in plain)
 
-    ngram = GenerationConfig(max_new_tokens=40, show_progress=False, no_repeat_ngram_size=3)
+    ngram = DecodingConfig(max_new_tokens=40, show_progress=False, no_repeat_ngram_size=3)
     _, blocked = _generated_ids(model, tokenizer, ngram)
     assert all("logits_processor" in kw for _, kw in blocked)
     assert all(repeated_ngrams(ids, 3) == 0 for ids, _ in blocked)
 
-    penalty = GenerationConfig(max_new_tokens=40, show_progress=False, repetition_penalty=3.0)
+    penalty = DecodingConfig(max_new_tokens=40, show_progress=False, repetition_penalty=3.0)
     _, penalised = _generated_ids(model, tokenizer, penalty)
     for (ids, _), (loop, _) in zip(penalised, plain):
         assert len(set(ids)) > len(set(loop))
@@ -68,7 +68,7 @@ def test_repetition_controls_stop_a_greedy_loop(tiny):
 
 def test_greedy_with_controls_is_reproducible(tiny):
     model, tokenizer = tiny
-    config = GenerationConfig(max_new_tokens=24, show_progress=False, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    config = DecodingConfig(max_new_tokens=24, show_progress=False, repetition_penalty=1.3, no_repeat_ngram_size=3)
     first = [g.text for g in generate(model, tokenizer, LOOPING, config)]
     assert first == [g.text for g in generate(model, tokenizer, LOOPING, config)]
 
@@ -96,7 +96,7 @@ def test_teacher_cache_key_changes_with_decoding_controls(tmp_path):
     other = Teacher(TeacherConfig(model="m", repetition_penalty=1.2, no_repeat_ngram_size=3))
     assert other.decoding_key() != controlled.decoding_key()
     with pytest.raises(ValueError, match="repetition_penalty"):
-        GenerationConfig(repetition_penalty=0)
+        DecodingConfig(repetition_penalty=0)
 
 
 def test_local_teacher_uses_the_controls(tiny, tmp_path):
@@ -105,9 +105,9 @@ def test_local_teacher_uses_the_controls(tiny, tmp_path):
     config = TeacherConfig(model="tiny", max_tokens=30, no_repeat_ngram_size=3)
     teacher = Teacher(config, cache_path=tmp_path / "cache.jsonl", model=model, tokenizer=tokenizer)
     text = teacher.complete(request)[0]
-    expected = generate(model, tokenizer, request, GenerationConfig(max_new_tokens=30, show_progress=False,
+    expected = generate(model, tokenizer, request, DecodingConfig(max_new_tokens=30, show_progress=False,
                                                                     no_repeat_ngram_size=3))[0].text
-    looping = generate(model, tokenizer, request, GenerationConfig(max_new_tokens=30, show_progress=False))[0].text
+    looping = generate(model, tokenizer, request, DecodingConfig(max_new_tokens=30, show_progress=False))[0].text
     assert text == expected and text != looping
     teacher.complete(request)
     assert teacher.ledger.cache_hits == 1
@@ -124,12 +124,12 @@ def test_top_k_reaches_generate_only_when_sampling(tiny, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(model, "generate", spy)
-    for config in (GenerationConfig(max_new_tokens=2, do_sample=True, top_k=0, show_progress=False),
-                   GenerationConfig(max_new_tokens=2, do_sample=True, show_progress=False),
-                   GenerationConfig(max_new_tokens=2, top_k=5, show_progress=False)):
+    for config in (DecodingConfig(max_new_tokens=2, do_sample=True, top_k=0, show_progress=False),
+                   DecodingConfig(max_new_tokens=2, do_sample=True, show_progress=False),
+                   DecodingConfig(max_new_tokens=2, top_k=5, show_progress=False)):
         generate(model, tokenizer, ["a"], config)
     assert seen[0]["top_k"] == 0
     assert "top_k" not in seen[1]
     assert seen[2]["top_k"] is None  # greedy: sampling knobs are cleared
     with pytest.raises(ValueError, match="--top_k must be >= 0"):
-        GenerationConfig(top_k=-1)
+        DecodingConfig(top_k=-1)

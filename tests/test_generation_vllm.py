@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from citing_trl import generation
-from citing_trl.generation import Generation, GenerationConfig, VLLMEngine, generate
+from citing_trl.generation import DecodingConfig, Generation, VLLMEngine, generate
 
 
 class FakeOutput:
@@ -123,7 +123,7 @@ def prompts() -> list:
 
 def test_vllm_backend_order_finish_reasons_token_counts(fake_vllm, tiny, tiny_model_dir):
     model, tokenizer = tiny
-    config = GenerationConfig(backend="vllm", max_new_tokens=5, batch_size=2, show_progress=False)
+    config = DecodingConfig(backend="vllm", max_new_tokens=5, batch_size=2, show_progress=False)
     seen = []
     out = generate(model, tokenizer, prompts(), config, on_batch=lambda idx, gens: seen.append((idx, gens)))
     (llm,) = fake_vllm.instances
@@ -147,7 +147,7 @@ def test_vllm_backend_order_finish_reasons_token_counts(fake_vllm, tiny, tiny_mo
     assert llm.events == ["generate", "sleep1"]  # the GPU is handed back after generating
 
     # a second call wakes the same engine up first (no second engine, no reload)
-    sampled = generate(model, tokenizer, prompts()[:2], GenerationConfig(backend="vllm", do_sample=True, seed=7,
+    sampled = generate(model, tokenizer, prompts()[:2], DecodingConfig(backend="vllm", do_sample=True, seed=7,
                                                                            temperature=0.9, show_progress=False))
     assert len(fake_vllm.instances) == 1 and llm.events == ["generate", "sleep1", "wake_up", "generate", "sleep1"]
     assert [p.seed for p in llm.calls[1]["params"]] == [7, 8] and llm.calls[1]["params"][0].temperature == 0.9
@@ -160,7 +160,7 @@ def test_vllm_backend_serves_the_adapter_as_a_lora_request(fake_vllm, tiny, tiny
     model, tokenizer = tiny
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     try:
-        config = GenerationConfig(backend="vllm", max_new_tokens=3, show_progress=False)
+        config = DecodingConfig(backend="vllm", max_new_tokens=3, show_progress=False)
         out = generate(peft_model, tokenizer, prompts()[:3], config)
         (llm,) = fake_vllm.instances
         lora = llm.calls[0]["lora"]
@@ -169,9 +169,9 @@ def test_vllm_backend_serves_the_adapter_as_a_lora_request(fake_vllm, tiny, tiny
         assert not Path(lora.lora_path).exists()  # the temporary adapter copy is cleaned up afterwards
         assert len(out) == 3
         # an adapter already on disk is passed as it is, and keeps a stable LoRA id per folder
-        generate(peft_model, tokenizer, prompts()[:1], GenerationConfig(backend="vllm", lora_path=str(lora_dir := Path(
+        generate(peft_model, tokenizer, prompts()[:1], DecodingConfig(backend="vllm", lora_path=str(lora_dir := Path(
             tiny_model_dir)), show_progress=False))
-        generate(peft_model, tokenizer, prompts()[:1], GenerationConfig(backend="vllm", lora_path=str(lora_dir),
+        generate(peft_model, tokenizer, prompts()[:1], DecodingConfig(backend="vllm", lora_path=str(lora_dir),
                                                                         show_progress=False))
         assert [c["lora"].lora_path for c in llm.calls[1:]] == [str(lora_dir)] * 2
         assert [c["lora"].lora_int_id for c in llm.calls[1:]] == [2, 2]
@@ -181,8 +181,8 @@ def test_vllm_backend_serves_the_adapter_as_a_lora_request(fake_vllm, tiny, tiny
 
 def test_transformers_and_vllm_give_the_same_fields(fake_vllm, tiny):
     model, tokenizer = tiny
-    hf = generate(model, tokenizer, prompts()[:2], GenerationConfig(max_new_tokens=3, show_progress=False))
-    vl = generate(model, tokenizer, prompts()[:2], GenerationConfig(backend="vllm", max_new_tokens=3,
+    hf = generate(model, tokenizer, prompts()[:2], DecodingConfig(max_new_tokens=3, show_progress=False))
+    vl = generate(model, tokenizer, prompts()[:2], DecodingConfig(backend="vllm", max_new_tokens=3,
                                                                      show_progress=False))
     assert [g.prompt_tokens for g in hf] == [g.prompt_tokens for g in vl]
     assert {type(g) for g in hf + vl} == {Generation}
@@ -190,11 +190,11 @@ def test_transformers_and_vllm_give_the_same_fields(fake_vllm, tiny):
 
 def test_backend_flag_and_missing_extra(monkeypatch):
     with pytest.raises(ValueError, match="backend"):
-        GenerationConfig(backend="tgi")
+        DecodingConfig(backend="tgi")
     with pytest.raises(ValueError, match="answer-only controls"):
-        GenerationConfig(backend="vllm", repetition_penalty=1.2)
+        DecodingConfig(backend="vllm", repetition_penalty=1.2)
     monkeypatch.setenv("CITING_GENERATION_BACKEND", "vllm")
-    assert GenerationConfig().backend == "vllm"
+    assert DecodingConfig().backend == "vllm"
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     with pytest.raises(ImportError, match=r"citing-trl\[vllm"):
         VLLMEngine("some/model")
@@ -209,7 +209,7 @@ def test_cpu_platform_merges_the_adapter_into_the_running_engine(fake_vllm, tiny
     model, tokenizer = tiny
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     try:
-        config = GenerationConfig(backend="vllm", max_new_tokens=3, show_progress=False)
+        config = DecodingConfig(backend="vllm", max_new_tokens=3, show_progress=False)
         generate(peft_model, tokenizer, prompts()[:2], config)
         (llm,) = fake_vllm.instances
         assert "enable_lora" not in llm.kwargs and not llm.kwargs["enable_sleep_mode"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.hub import push_run
 from citing_trl.jsonl import read_jsonl
 from citing_trl.models import load_model
@@ -26,7 +26,7 @@ def rows():
 
 def test_self_revise_saves_every_step_and_resumes(tmp_path, tiny_model_dir):
     model, tok = load_model(str(tiny_model_dir))
-    gen = GenerationConfig(max_new_tokens=6, batch_size=2, do_sample=True, temperature=1.0, show_progress=False)
+    gen = DecodingConfig(max_new_tokens=6, batch_size=2, do_sample=True, temperature=1.0, show_progress=False)
     results = self_revise(model, tok, rows(), num_revisions=2, gen_config=gen, output_dir=tmp_path)
     assert [len(r["responses"]) for r in results] == [3] * 5
     for j in range(3):

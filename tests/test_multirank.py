@@ -177,7 +177,7 @@ QUESTIONS = ["What is the boiling point of water?", "Write a short poem about sn
 
 @pytest.mark.slow
 def test_infer_two_ranks_match_one_process_and_resume(tmp_path, tiny_model_dir):
-    from citing_trl.generation import GenerationConfig
+    from citing_trl.generation import DecodingConfig
     from citing_trl.models import load_model
     from citing_trl.self_revision import match_rows, self_revise
     from citing_trl.sft import DataArguments, load_rows
@@ -188,7 +188,7 @@ def test_infer_two_ranks_match_one_process_and_resume(tmp_path, tiny_model_dir):
     one = tmp_path / "one"
     rows = match_rows(load_rows(DataArguments(dataset=str(data))), None, "sentence-transformers/all-MiniLM-L6-v2")
     model, tok = load_model(str(tiny_model_dir))
-    self_revise(model, tok, rows, 1, GenerationConfig(max_new_tokens=6, batch_size=2, show_progress=False), one)
+    self_revise(model, tok, rows, 1, DecodingConfig(max_new_tokens=6, batch_size=2, show_progress=False), one)
 
     two = tmp_path / "two"
     args = ["--model_name_or_path", tiny_model_dir, "--dataset", data, "--num_revisions", 1, "--max_new_tokens", 6,

@@ -89,7 +89,7 @@ def test_sft_adapter_loads_and_generates(tmp_path, tiny_model_dir):
     from trl import ModelConfig
 
     from citing_trl.citing_trainer import CitingConfig
-    from citing_trl.generation import GenerationConfig, generate
+    from citing_trl.generation import DecodingConfig, generate
     from citing_trl.models import load_model
     from citing_trl.sft import DataArguments, run_sft
 
@@ -100,7 +100,7 @@ def test_sft_adapter_loads_and_generates(tmp_path, tiny_model_dir):
                              lora_target_modules=["q_proj", "v_proj"])
     run_sft(DataArguments(dataset=str(data), merge_adapter=True), args, model_args)
     model, tok = load_model(str(tiny_model_dir), adapter=str(tmp_path / "sft"))
-    out = generate(model, tok, [[{"role": "user", "content": "Name a colour."}]], GenerationConfig(max_new_tokens=5, show_progress=False))
+    out = generate(model, tok, [[{"role": "user", "content": "Name a colour."}]], DecodingConfig(max_new_tokens=5, show_progress=False))
     assert out[0].completion_tokens > 0
     assert (tmp_path / "sft" / "merged" / "config.json").exists()
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.teacher import TeacherConfig
 from tests.conftest import REPO
 
 # A recipe puts a settings class on its command line under these prefixes (citing_trl.configs.prefixed).
-PREFIXES = {TeacherConfig: ("teacher_", "judge_"), GenerationConfig: ("rollout_", "sample_")}
+PREFIXES = {TeacherConfig: ("teacher_", "judge_"), DecodingConfig: ("rollout_", "sample_")}
 SOURCES = ("citing_trl", "recipes", "baselines")
 
 # Same name as a prefixed field, but not a copy of it (file, class, field): reason.
@@ -33,7 +33,7 @@ PENDING: set[tuple[str, str, str]] = set()
 
 def copied_fields(files: dict[str, str]) -> set[tuple[str, str, str]]:
     """(file, class, field) of every field a ``@dataclass`` class declares under a prefixed name of a
-    TeacherConfig or GenerationConfig field. Views made by ``prefixed`` declare nothing in source, so only
+    TeacherConfig or DecodingConfig field. Views made by ``prefixed`` declare nothing in source, so only
     hand-written copies are found."""
     copies = {prefix + f.name for base, prefixes in PREFIXES.items() for prefix in prefixes
               for f in dataclasses.fields(base) if f.init}
@@ -60,7 +60,7 @@ def project_sources() -> dict[str, str]:
 def test_no_teacher_or_generation_field_is_declared_twice():
     found = copied_fields(project_sources())
     copies = found - set(NOT_A_COPY) - PENDING
-    assert not copies, (f"declared again instead of parsed through a prefixed view of TeacherConfig/GenerationConfig "
+    assert not copies, (f"declared again instead of parsed through a prefixed view of TeacherConfig/DecodingConfig "
                         f"(citing_trl.configs.prefixed): {sorted(copies)}")
     stale = PENDING - found
     assert not stale, f"converted: delete these lines from PENDING in tests/test_structure.py: {sorted(stale)}"
@@ -76,12 +76,12 @@ def test_the_copy_finder_finds_a_copy():
 
 
 def test_unprefixed_generation_flags_are_declared_once():
-    """recipes/infer.py parses GenerationConfig's fields under their own names next to InferenceArguments."""
+    """recipes/infer.py parses DecodingConfig's fields under their own names next to InferenceArguments."""
     from citing_trl.self_revision import AnswerGenerationArguments, InferenceArguments
 
-    generation = {f.name for f in dataclasses.fields(GenerationConfig)}
+    generation = {f.name for f in dataclasses.fields(DecodingConfig)}
     assert not generation & {f.name for f in dataclasses.fields(InferenceArguments)}
-    assert AnswerGenerationArguments._base is GenerationConfig
+    assert AnswerGenerationArguments._base is DecodingConfig
 
 
 def declarations(files: dict[str, str], names: set[str]) -> dict[str, list[tuple[str, str]]]:
@@ -482,3 +482,21 @@ def test_one_normal_quantile_and_one_bootstrap_resampler():
     assert [n for n, s in sources.items() if "1.959963984540054" in s] == ["citing_trl/evaluation/stats.py"]
     assert [n for n, s in sources.items() if "default_rng(seed).integers" in s or "rng.integers(0, x.size" in s] \
         == ["citing_trl/evaluation/stats.py"]
+
+
+def test_no_config_class_shadows_a_transformers_name():
+    """The project's decoding settings are `DecodingConfig`: a `GenerationConfig` of our own would shadow
+    transformers' class of that name in any module that needs both."""
+    import transformers
+
+    import citing_trl
+
+    ours = {name for name in dir(citing_trl) if name.endswith("Config")}
+    from citing_trl import generation
+
+    ours |= {name for name in vars(generation) if name.endswith("Config") and
+             getattr(vars(generation)[name], "__module__", "").startswith("citing_trl")}
+    clash = sorted(name for name in ours if hasattr(transformers, name)
+                   and getattr(getattr(citing_trl, name, None) or vars(generation).get(name), "__module__", "")
+                   .startswith("citing_trl"))
+    assert not clash, clash

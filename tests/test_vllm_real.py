@@ -47,17 +47,17 @@ def ran_in_vllm(engine, n: int) -> None:
 
 
 def vllm_config(**kw):
-    from citing_trl.generation import GenerationConfig
+    from citing_trl.generation import DecodingConfig
 
-    return GenerationConfig(backend="vllm", show_progress=False, **kw)
+    return DecodingConfig(backend="vllm", show_progress=False, **kw)
 
 
 def test_vllm_greedy_equals_transformers_fp32_on_the_demo_rows(engine, student_fp32):
-    from citing_trl.generation import GenerationConfig, generate
+    from citing_trl.generation import DecodingConfig, generate
 
     model, tok = student_fp32
     prompts = demo_prompts()
-    hf = generate(model, tok, prompts, GenerationConfig(max_new_tokens=64, batch_size=10, show_progress=False))
+    hf = generate(model, tok, prompts, DecodingConfig(max_new_tokens=64, batch_size=10, show_progress=False))
     vl = generate(model, tok, prompts, vllm_config(max_new_tokens=64))
     ran_in_vllm(engine, len(prompts))
     equal = sum(a.token_ids == b.token_ids for a, b in zip(hf, vl))
@@ -75,7 +75,7 @@ def test_vllm_adapter_changes_the_output_and_matches_peft(engine, student_fp32, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from citing_trl.generation import GenerationConfig, generate
+    from citing_trl.generation import DecodingConfig, generate
 
     model, tok = student_fp32
     prompts = demo_prompts()[:4]
@@ -87,7 +87,7 @@ def test_vllm_adapter_changes_the_output_and_matches_peft(engine, student_fp32, 
             if "lora_B" in name:
                 p.normal_(0, 0.02)
     try:
-        hf = generate(peft_model, tok, prompts, GenerationConfig(max_new_tokens=32, show_progress=False))
+        hf = generate(peft_model, tok, prompts, DecodingConfig(max_new_tokens=32, show_progress=False))
         vl = generate(peft_model, tok, prompts, vllm_config(max_new_tokens=32))
         ran_in_vllm(engine, len(prompts))
         assert engine.weights.startswith("default:")  # the merged adapter is what the engine holds

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from citing_trl.configs import prefixed
 from citing_trl.errors import check_choice
-from citing_trl.generation import GenerationConfig, generate
+from citing_trl.generation import DecodingConfig, generate
 from citing_trl.jsonl import read_jsonl
 from citing_trl.run_layout import round_dirs
 from citing_trl.sft import load_student_for_training
@@ -18,12 +18,12 @@ from citing_trl.sft import load_student_for_training
 logger = logging.getLogger(__name__)
 
 SamplingArguments = prefixed(
-    GenerationConfig, "sample_", name="SamplingArguments",
+    DecodingConfig, "sample_", name="SamplingArguments",
     only=("max_new_tokens", "batch_size", "temperature", "top_p", "top_k"),
     defaults={"max_new_tokens": 128, "temperature": 0.85, "top_k": 0},
-    doc="""How RRHF and RAFT sample answers: :class:`~citing_trl.generation.GenerationConfig` fields as
+    doc="""How RRHF and RAFT sample answers: :class:`~citing_trl.generation.DecodingConfig` fields as
     ``--sample_*`` flags (``--sample_max_new_tokens``, ``--sample_batch_size``, ``--sample_temperature``,
-    ``--sample_top_p``, ``--sample_top_k``); ``build()`` gives the ``GenerationConfig``, and the trainer adds
+    ``--sample_top_p``, ``--sample_top_k``); ``build()`` gives the ``DecodingConfig``, and the trainer adds
     ``do_sample=True`` and its own seed. Defaults: temperature 0.85 (LMFlow's RAFT examples), 128 new tokens,
     ``top_k = 0``, the full distribution. That last one is a deliberate fix: these baselines used to leave top_k
     unset, so transformers' default ``top_k = 50`` silently truncated every sample; set ``--sample_top_k 50`` to

@@ -46,7 +46,7 @@ from citing_trl.baselines.common import SamplingArguments, load_policy, sample_a
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.distributed import check_engine, save_adapter
 from citing_trl.errors import ConfigError, DataError, check
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.pipeline import free_memory
 from citing_trl.precision import NativeBf16
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RAFTConfig(NativeBf16, SFTConfig):
     """TRL ``SFTConfig`` (for each stage's fine-tuning) + RAFT's own fields. How answers are sampled is a
-    :class:`~citing_trl.generation.GenerationConfig` given to :class:`RAFTTrainer` (``--sample_*`` flags,
+    :class:`~citing_trl.generation.DecodingConfig` given to :class:`RAFTTrainer` (``--sample_*`` flags,
     :data:`~citing_trl.baselines.common.SamplingArguments`)."""
 
     num_stages: int = field(default=3, metadata={"help": "T: sample-rank-finetune stages (LMFlow examples: 20)."})
@@ -111,7 +111,7 @@ class RAFTTrainer:
     seed are set per stage)."""
 
     def __init__(self, args: RAFTConfig, model_args, rows, scorer, sft_adapter: str | None = None,
-                 sampling: GenerationConfig | None = None):
+                 sampling: DecodingConfig | None = None):
         self.args, self.model_args, self.rows, self.scorer = args, model_args, list(rows), scorer
         self.sft_adapter = sft_adapter
         self.sampling = sampling if sampling is not None else SamplingArguments().build()

@@ -61,7 +61,7 @@ from trl.trainer.utils import add_fused_lm_head
 from citing_trl.baselines.common import SamplingArguments, revisions_for, sample_answers
 from citing_trl.baselines.ranks import RankDigestCallback, gather, part_path, shard
 from citing_trl.errors import ConfigError, DataError
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.jsonl import read_jsonl, write_jsonl
 from citing_trl.precision import NativeBf16
 from citing_trl.prompts import instruction_messages
@@ -75,7 +75,7 @@ logger = logging.getLogger(__name__)
 class RRHFConfig(NativeBf16, TrainingArguments):
     """Training arguments of RRHF (transformers ``TrainingArguments`` + the method's own fields).
     ``per_device_train_batch_size`` counts prompts; each brings all its candidates. How candidates are sampled
-    is a :class:`~citing_trl.generation.GenerationConfig` given to :func:`build_candidates` (``--sample_*``
+    is a :class:`~citing_trl.generation.DecodingConfig` given to :func:`build_candidates` (``--sample_*``
     flags, :data:`~citing_trl.baselines.common.SamplingArguments`)."""
 
     rrhf_weight: float = field(default=1.0, metadata={"help": "Weight of the ranking loss against the SFT term "
@@ -128,7 +128,7 @@ def drop_empty_candidates(row_id: str, tokenizer, prompt: list[dict], candidates
 
 
 def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisions: dict[str, list[str]] | None = None,
-                     path: str | Path | None = None, sampling: GenerationConfig | None = None,
+                     path: str | Path | None = None, sampling: DecodingConfig | None = None,
                      seed_offset: int = 0) -> tuple[list[dict], Counter]:
     """One record per usable prompt: ``{id, prompt, candidates, scores}``. Rows that already carry
     ``candidates`` (and optionally ``scores``) are used as given; otherwise ``config.num_samples`` candidates are
@@ -154,7 +154,7 @@ def build_candidates(rows, model, tokenizer, scorer, config: RRHFConfig, revisio
 
 
 def build_candidates_on_ranks(rows, model, tokenizer, scorer, config: RRHFConfig, path: str | Path,
-                              revisions: dict[str, list[str]] | None = None, sampling: GenerationConfig | None = None
+                              revisions: dict[str, list[str]] | None = None, sampling: DecodingConfig | None = None
                               ) -> tuple[list[dict], Counter]:
     """:func:`build_candidates` for ``path`` with the sampling split between the processes: each rank builds its
     contiguous slice of ``rows`` (its own stage, ``candidates.rank<r>.jsonl``, so a killed run resumes per rank),

@@ -54,7 +54,7 @@ class TeacherConfig:
     local_batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (`local`)."})
     repetition_penalty: float = field(
         default=1.0, metadata={"help": "`local`: penalty on tokens the answer already holds (1.0 = off); see "
-                                       "citing_trl.generation.GenerationConfig. Part of the cache key when set."},
+                                       "citing_trl.generation.DecodingConfig. Part of the cache key when set."},
     )
     no_repeat_ngram_size: int = field(
         default=0, metadata={"help": "`local`: never repeat an n-gram of this size within an answer (0 = off). Part "

@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 from citing_trl.baselines.common import StartArguments
 from citing_trl.configs import prefixed
 from citing_trl.errors import ConfigError, UserError
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 
 
 class PPOError(UserError, ValueError):
@@ -144,11 +144,11 @@ class PPOConfig(TrainingArguments):
 
 
 PPOSamplingArguments = prefixed(
-    GenerationConfig, "sample_", name="PPOSamplingArguments",
+    DecodingConfig, "sample_", name="PPOSamplingArguments",
     only=("max_new_tokens", "batch_size", "temperature", "top_k", "max_prompt_tokens", "show_progress"),
     defaults={"max_new_tokens": 64, "temperature": 0.7, "top_k": 0, "max_prompt_tokens": 512, "show_progress": False},
-    doc="""How PPO samples its rollouts: :class:`~citing_trl.generation.GenerationConfig` fields as ``--sample_*``
-    flags; ``build()`` gives the ``GenerationConfig`` handed to the trainer, which adds ``do_sample=True``, no
+    doc="""How PPO samples its rollouts: :class:`~citing_trl.generation.DecodingConfig` fields as ``--sample_*``
+    flags; ``build()`` gives the ``DecodingConfig`` handed to the trainer, which adds ``do_sample=True``, no
     top-p truncation and a seed per step and rank. Defaults: ``sample_max_new_tokens`` 64 (trl 1.12
     response_length: 53), ``sample_temperature`` 0.7 (trl 1.12: 0.7; OpenRLHF: 1.0; the log-probs of the ratio and
     the KL use logits / temperature too), ``sample_max_prompt_tokens`` 512 (paper: 512; prompts are cut from the
@@ -158,7 +158,7 @@ PPOSamplingArguments = prefixed(
 )
 
 
-def check_ppo_sampling(sampling: GenerationConfig) -> None:
+def check_ppo_sampling(sampling: DecodingConfig) -> None:
     """PPO's ratio and KL use the full ``softmax(logits / temperature)``, so the rollouts must be sampled from it:
     no top-k and no top-p truncation (transformers would apply ``top_k = 50`` when it is left unset)."""
     if sampling.top_k != 0:

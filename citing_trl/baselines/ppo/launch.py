@@ -21,7 +21,7 @@ from citing_trl.baselines.ppo.lora import merge_sft_adapter
 from citing_trl.baselines.ppo.trainer import PPOTrainer, RewardFn
 from citing_trl.baselines.reward_model import reward_info, write_reward_info
 from citing_trl.cli import process_rank
-from citing_trl.generation import GenerationConfig
+from citing_trl.generation import DecodingConfig
 from citing_trl.models import load_student_tokenizer, resolve_dtype, resolve_model_path
 from citing_trl.prompts import instruction_messages
 from citing_trl.reward import GoldScorer, RewardScorer  # contract C3
@@ -65,7 +65,7 @@ def training_prompts(rows) -> list[list[dict]]:
 
 
 def run_ppo(rlhf_args: RLHFArguments, data_args, config: PPOConfig, model_args,
-            sampling: GenerationConfig | None = None, reward: str = "model") -> PPOTrainer:
+            sampling: DecodingConfig | None = None, reward: str = "model") -> PPOTrainer:
     """Train PPO from the launcher's parsed settings (``sampling``: the built ``--sample_*`` view; ``reward``:
     ``RewardArguments.reward``) and save it."""
     if sampling is not None:

@@ -49,7 +49,7 @@ from citing_trl.baselines.ppo.lora import (
     save_policy_adapter,
 )
 from citing_trl.distributed import check_engine, report_engine, requested_engine
-from citing_trl.generation import GenerationConfig, generate, render_prompt
+from citing_trl.generation import DecodingConfig, generate, render_prompt
 from citing_trl.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig, model, tokenizer, prompts: Sequence, reward_fn: RewardFn, peft_config,
                  reward_model_path: str | None = None, accelerator=None, sft_adapter: str | None = None,
-                 sampling: GenerationConfig | None = None):
+                 sampling: DecodingConfig | None = None):
         if not prompts:
             raise PPOError("no training prompts (the data set is empty)")
         self.config = config
@@ -294,7 +294,7 @@ class PPOTrainer:
         return self._forward(batch, "value")
 
     # ---- one PPO iteration -----------------------------------------------------------------------------
-    def rollout_generation_config(self, step: int) -> GenerationConfig:
+    def rollout_generation_config(self, step: int) -> DecodingConfig:
         """The sampling settings of ``step``'s rollouts on this rank: ``sampling``, sampled, seeded by step and rank."""
         seed = self.config.seed + 7919 * step + 104729 * self.accelerator.process_index
         return replace(self.sampling, do_sample=True, top_p=1.0, seed=seed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from citing_trl.generation import GenerationConfig, generate
+from citing_trl.generation import DecodingConfig, generate
 from citing_trl.models import ModelLoadError, load_model, resolve_model_path
 from citing_trl.teacher.backends.base import BackendContext, Job, TeacherBackend
 from citing_trl.teacher.errors import TeacherError
@@ -57,7 +57,7 @@ class LocalBackend(TeacherBackend):
             for sample in sorted({u[2] for u in units}):
                 part = [u for u in units if u[2] == sample]
                 temperature, max_tokens = part[0][0].temperature, part[0][0].max_tokens
-                gen_config = GenerationConfig(
+                gen_config = DecodingConfig(
                     max_new_tokens=max_tokens, batch_size=self.config.local_batch_size, do_sample=temperature > 0,
                     temperature=temperature if temperature > 0 else 1.0, seed=sample,
                     repetition_penalty=self.config.repetition_penalty,
