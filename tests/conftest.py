@@ -140,7 +140,7 @@ def start_vllm_serve(model_dir: Path, workdir: Path, timeout: float = 600.0, *ex
     (unsized, the CPU build reserves most of the RAM) and compilation is skipped (`--enforce-eager`: ~20-30 s
     to start instead of 40-170 s). Requests name the model by the folder path, as with `transformers serve`."""
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "0.5"),
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
            "VLLM_CACHE_ROOT": str(workdir / "vllm-cache")}
     log = workdir / "vllm-serve.log"
     proc = subprocess.Popen(
