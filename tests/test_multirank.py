@@ -249,7 +249,10 @@ def citing_yaml(tmp_path: Path, model_dir: Path, base_url: str, out: Path, **ext
         "teacher_backend": "openai", "teacher_base_url": base_url, "teacher_model": "fault-teacher",
         "teacher_max_concurrency": 2, "teacher_max_tokens": 32, "teacher_api_key_env": "CITING_TEST_KEY",
         "output_dir": str(out), "max_length": 512, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
-        "logging_steps": 1, "log_level": "info", "seed": 7, **extra,
+        "logging_steps": 1, "log_level": "info", "seed": 7,
+        # the demo trains 1 row x 4 accumulation steps in bf16 to fit its memory target; the cut-down run keeps
+        # fp32 and no accumulation, so its global batch is the two ranks' 2 + 2 rows
+        "gradient_accumulation_steps": 1, "bf16": False, **extra,
     })
     path = tmp_path / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
